@@ -1,0 +1,1 @@
+//! File syscalls (placeholder: being written).
