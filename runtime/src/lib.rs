@@ -2,6 +2,22 @@
 //! filesystem, no ambient authority, and bounded memory, time and output.
 
 pub mod abi;
+pub mod dylink;
+pub mod engine;
 pub mod host;
+pub mod limits;
+pub mod memory;
+pub mod modinfo;
 pub mod output;
+pub mod pristine;
+pub mod rapi;
+pub mod sandbox;
+pub mod trap;
 pub mod vfs;
+
+pub use limits::Limit;
+pub use output::{Chunk, Stream};
+pub use sandbox::{
+    EvalResult, InterruptHandle, Runtime, Sandbox, SandboxConfig, SandboxError, TaskOutcome, TaskResult,
+};
+pub use vfs::MountSpec;

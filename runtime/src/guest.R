@@ -1,0 +1,172 @@
+# hako's guest-side helpers, evaluated once when R boots and kept in the
+# pristine snapshot. The value of this file is the environment holding them;
+# the host keeps it alive (R_PreserveObject), so nothing is added to the
+# user's global environment.
+
+# Load the LAPACK modules now so that every task starts with them linked.
+invisible(solve(matrix(2)))
+invisible(La_library())
+
+local({
+  hako <- new.env(parent = baseenv())
+  msg_con <- file("/dev/hako-message", open = "w", raw = TRUE)
+  warn_con <- file("/dev/hako-warning", open = "w", raw = TRUE)
+
+  # No processes exist in the sandbox: say so as an R error, not a warning.
+  deny <- function(what) {
+    force(what)
+    function(...) stop(what, " is not available in the hako sandbox (no processes)", call. = FALSE)
+  }
+  for (f in c("system", "system2")) {
+    for (env in list(baseenv(), .BaseNamespaceEnv)) {
+      unlockBinding(f, env)
+      assign(f, deny(paste0(f, "()")), envir = env)
+      lockBinding(f, env)
+    }
+  }
+
+  format_call <- function(call) paste(deparse(call, nlines = 1L, width.cutoff = 500L), collapse = "")
+
+  # The helpers evaluate user code as eval(.hako_expr, ...): a condition whose
+  # call is that frame was signalled at the user's top level.
+  user_call <- function(call) {
+    if (is.call(call) && length(call) >= 2L && identical(call[[2L]], quote(.hako_expr))) NULL else call
+  }
+
+  format_warning <- function(w) {
+    call <- user_call(conditionCall(w))
+    if (is.null(call)) sprintf("Warning: %s\n", conditionMessage(w))
+    else sprintf("Warning in %s : %s\n", format_call(call), conditionMessage(w))
+  }
+
+  format_error <- function(e) {
+    call <- user_call(conditionCall(e))
+    if (is.null(call)) sprintf("Error: %s\n", conditionMessage(e))
+    else sprintf("Error in %s : %s\n", format_call(call), conditionMessage(e))
+  }
+
+  # The calls between the user's code and the handler, most recent first,
+  # like traceback(): without the helpers' frames and R's handler plumbing.
+  user_calls <- function(calls) {
+    fun_is <- function(cl, name) is.call(cl) && identical(cl[[1L]], as.name(name))
+    is_user <- vapply(calls, fun_is, NA, name = ".hako_user")
+    start <- if (any(is_user)) max(which(is_user)) + 1L else 1L
+    plumbing <- which(vapply(calls, fun_is, NA, name = ".handleSimpleError"))
+    end <- if (length(plumbing)) min(plumbing[plumbing >= start], length(calls)) - 1L else length(calls) - 1L
+    if (end < start) return(list())
+    keep <- calls[start:end]
+    keep <- keep[!vapply(keep, function(cl) is.null(user_call(cl)), NA)]
+    rev(lapply(keep, format_call))
+  }
+
+  # Run .hako_user() with messages and warnings sent to their own streams;
+  # errors and interrupts come back as values with the calls that led there.
+  hako$run <- function(.hako_user) {
+    calls <- NULL
+    tryCatch(
+      withCallingHandlers(
+        list(ok = TRUE, value = .hako_user()),
+        message = function(m) {
+          cat(conditionMessage(m), file = msg_con, sep = "")
+          flush(msg_con)
+          invokeRestart("muffleMessage")
+        },
+        warning = function(w) {
+          cat(format_warning(w), file = warn_con, sep = "")
+          flush(warn_con)
+          invokeRestart("muffleWarning")
+        },
+        error = function(e) calls <<- sys.calls()
+      ),
+      error = function(e) list(ok = FALSE, cond = e, calls = user_calls(calls)),
+      interrupt = function(i) list(ok = FALSE, cond = i, calls = list(), interrupted = TRUE)
+    )
+  }
+
+  # Status of hako$eval_text: 0 success, 1 R error, 2 interrupted.
+  hako$eval_text <- function(code) {
+    exprs <- tryCatch(parse(text = code, keep.source = FALSE), error = function(e) e)
+    if (inherits(exprs, "error")) {
+      cat("Error: ", conditionMessage(exprs), "\n", sep = "", file = stderr())
+      return(1L)
+    }
+    for (i in seq_along(exprs)) {
+      .hako_expr <- exprs[[i]]
+      r <- hako$run(function() {
+        v <- withVisible(eval(.hako_expr, globalenv()))
+        if (v$visible) print(v$value)
+        invisible()
+      })
+      if (!r$ok) {
+        if (isTRUE(r$interrupted)) return(2L)
+        cat(format_error(r$cond), file = stderr(), sep = "")
+        return(1L)
+      }
+    }
+    0L
+  }
+
+  # An error as a value: the message string with class hakoError/errorValue,
+  # carrying the call, the condition's classes and fields, and the calls.
+  hako$error_value <- function(cond, calls) {
+    msg <- conditionMessage(cond)
+    call <- user_call(conditionCall(cond))
+    text <- if (is.null(call)) paste("Error:", msg) else paste0("Error in ", format_call(call), ": ", msg)
+    fields <- unclass(cond)
+    fields$message <- NULL
+    fields$call <- NULL
+    out <- text
+    for (n in names(fields)) if (nzchar(n)) attr(out, n) <- fields[[n]]
+    attr(out, "message") <- msg
+    attr(out, "call") <- call
+    attr(out, "condition.class") <- class(cond)
+    attr(out, "stack.trace") <- calls
+    class(out) <- c("hakoError", "errorValue", "try-error")
+    out
+  }
+
+  to_bytes <- function(x) serialize(x, NULL, version = 3L)
+
+  # A task: serialize()d list(expr, args). Returns list(status, bytes) with
+  # status 0 value, 1 error value, 2 interrupted.
+  hako$task <- function(bytes) {
+    payload <- tryCatch(unserialize(bytes), error = function(e) e)
+    if (inherits(payload, "error") || !is.list(payload) || length(payload) < 1L) {
+      cond <- simpleError("hako: the task is not a serialize()d list(expr, args)")
+      return(list(1L, to_bytes(hako$error_value(cond, list()))))
+    }
+    expr <- payload[[1L]]
+    args <- if (length(payload) >= 2L) payload[[2L]] else NULL
+    env <- new.env(parent = globalenv())
+    if (is.list(args) && length(args)) {
+      nm <- names(args)
+      if (is.null(nm) || any(!nzchar(nm))) {
+        cond <- simpleError("hako: task arguments must be a named list")
+        return(list(1L, to_bytes(hako$error_value(cond, list()))))
+      }
+      list2env(args, envir = env)
+    }
+    r <- hako$run(function() {
+      if (is.expression(expr)) {
+        v <- NULL
+        for (.hako_expr in expr) v <- eval(.hako_expr, env)
+        v
+      } else {
+        .hako_expr <- expr
+        eval(.hako_expr, env)
+      }
+    })
+    if (!r$ok) {
+      status <- if (isTRUE(r$interrupted)) 2L else 1L
+      return(list(status, to_bytes(hako$error_value(r$cond, r$calls))))
+    }
+    out <- tryCatch(to_bytes(r$value), error = function(e) e)
+    if (inherits(out, "error")) {
+      cond <- simpleError(paste("hako: the result could not be serialized:", conditionMessage(out)))
+      return(list(1L, to_bytes(hako$error_value(cond, list()))))
+    }
+    list(0L, out)
+  }
+
+  hako
+})

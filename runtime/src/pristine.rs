@@ -1,0 +1,107 @@
+//! The pristine state: R right after start-up, captured once and persisted so
+//! that every sandbox, in this process or a later one, starts from it instead
+//! of booting R.
+//!
+//! On disk (`<cache>/pristine/<key>/`): `memory.img`, the linear memory, page
+//! aligned, mapped copy-on-write by every sandbox; and `state.bin`, the linker
+//! and filesystem state plus a checksum of the image. A snapshot that fails
+//! its checks is rebuilt, never used.
+
+use crate::dylink::LinkState;
+use crate::engine::write_atomic;
+use crate::memory::{page_size, MemImage};
+use crate::vfs::VfsState;
+use wasmtime::error::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bumped whenever what boot does changes, so old snapshots are not reused.
+pub const BOOT_VERSION: u32 = 1;
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PristineState {
+    pub link: LinkState,
+    pub vfs: VfsState,
+    /// `.hako$eval_text` and `.hako$task` closures (preserved, so their
+    /// addresses are stable in every copy of the image).
+    pub eval_fn: u32,
+    pub task_fn: u32,
+    pub mem_len: usize,
+    pub mem_min_pages: u64,
+    pub mem_sha256: String,
+}
+
+/// A loaded pristine snapshot.
+pub struct Pristine {
+    pub state: PristineState,
+    pub image: Arc<MemImage>,
+    pub dir: PathBuf,
+}
+
+impl Pristine {
+    /// Persist a snapshot: the image first, the state (which vouches for the
+    /// image by checksum) last.
+    pub fn save(dir: &Path, memory: &[u8], mut state: PristineState) -> Result<Pristine> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let page = page_size();
+        let len = memory.len().div_ceil(page) * page;
+        let mut img = memory.to_vec();
+        img.resize(len, 0);
+        state.mem_len = len;
+        state.mem_sha256 = hex::encode(Sha256::digest(&img));
+        write_atomic(&dir.join("memory.img"), &img)?;
+        write_atomic(&dir.join("state.bin"), &bincode::serialize(&state)?)?;
+        Pristine::load(dir)
+    }
+
+    /// Load and check a persisted snapshot.
+    pub fn load(dir: &Path) -> Result<Pristine> {
+        let state_bytes = std::fs::read(dir.join("state.bin")).context("no snapshot state")?;
+        let state: PristineState = bincode::deserialize(&state_bytes).context("snapshot state is corrupt")?;
+        let file = std::fs::File::open(dir.join("memory.img")).context("no snapshot image")?;
+        let meta = file.metadata()?;
+        if meta.len() != state.mem_len as u64 {
+            bail!("snapshot image has the wrong size");
+        }
+        // SAFETY: a read-only private mapping of a file we own; it is unmapped
+        // before this function returns.
+        let sum = unsafe { hash_file(&file, state.mem_len)? };
+        if sum != state.mem_sha256 {
+            bail!("snapshot image checksum mismatch");
+        }
+        Ok(Pristine {
+            image: Arc::new(MemImage {
+                file,
+                len: state.mem_len,
+                min_pages: state.mem_min_pages,
+            }),
+            state,
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+/// sha256 of the first `len` bytes of `file`, read through a mapping.
+unsafe fn hash_file(file: &std::fs::File, len: usize) -> Result<String> {
+    use std::os::fd::AsRawFd;
+    if len == 0 {
+        return Ok(hex::encode(Sha256::digest([])));
+    }
+    let p = libc::mmap(
+        std::ptr::null_mut(),
+        len,
+        libc::PROT_READ,
+        libc::MAP_PRIVATE,
+        file.as_raw_fd(),
+        0,
+    );
+    if p == libc::MAP_FAILED {
+        bail!("mapping snapshot: {}", std::io::Error::last_os_error());
+    }
+    let bytes = std::slice::from_raw_parts(p as *const u8, len);
+    let sum = hex::encode(Sha256::digest(bytes));
+    libc::munmap(p, len);
+    Ok(sum)
+}

@@ -1,0 +1,586 @@
+//! The public API: a [`Runtime`] per process (engine, compiled modules, the
+//! pristine snapshot) and any number of [`Sandbox`]es made from it.
+
+use crate::abi;
+use crate::dylink::{self, Linking, Loader, LoadFlags};
+use crate::engine::HakoEngine;
+use crate::host::Host;
+use crate::limits::{Interrupt, Limit, MemoryLimiter};
+use crate::memory::{self, MemCtl};
+use crate::output::{Chunk, Output};
+use crate::pristine::{Pristine, PristineState, BOOT_VERSION};
+use crate::rapi::{RApi, Sexp};
+use crate::trap::GuestTrap;
+use crate::vfs::{MountSpec, RoImage, Vfs, VfsConfig};
+use wasmtime::error::{bail, format_err, Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use wasmtime::{AsContextMut, Linker, Store, UpdateDeadline, Val};
+
+/// The guest's home directory (webR's).
+pub const HOME: &str = "/home/web_user";
+
+/// Epoch tick: how often the backstop looks at a running evaluation.
+const TICK: Duration = Duration::from_millis(10);
+/// How long R gets to honour an interrupt before the backstop traps.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// The guest's whole environment. Nothing of the host's environment is passed.
+const GUEST_ENV: &[&str] = &[
+    "R_HOME=/usr/lib/R",
+    "HOME=/home/web_user",
+    "USER=web_user",
+    "LOGNAME=web_user",
+    "TMPDIR=/tmp",
+    "TZ=UTC",
+    "LANG=C.UTF-8",
+    "R_ENABLE_JIT=0",
+    "PWD=/home/web_user",
+];
+
+const BOOT_ARGS: &[&str] = &["R", "--vanilla", "--quiet", "--no-echo"];
+
+/// Per-sandbox limits and mounts.
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// Cap on linear memory, in bytes.
+    pub memory_bytes: usize,
+    /// Deadline of each evaluation.
+    pub timeout: Option<Duration>,
+    /// Cap on captured output per evaluation, in bytes.
+    pub output_bytes: usize,
+    /// Cap on bytes stored in the private `/tmp` and home.
+    pub scratch_bytes: u64,
+    /// Host directories the guest may see.
+    pub mounts: Vec<MountSpec>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            memory_bytes: 1 << 30,
+            timeout: None,
+            output_bytes: 16 << 20,
+            scratch_bytes: 256 << 20,
+            mounts: Vec::new(),
+        }
+    }
+}
+
+/// What went wrong with an evaluation, when it is not an ordinary R error.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A limit stopped the evaluation.
+    #[error("{limit} reached")]
+    Limit { limit: Limit, output: Vec<Chunk> },
+    /// R left wasm abnormally (trap, `q()`, abort); the sandbox was rebuilt
+    /// from its pristine state.
+    #[error("the R session ended: {message}")]
+    Crashed { message: String, output: Vec<Chunk> },
+    /// A problem of the host side (assets, cache, configuration).
+    #[error(transparent)]
+    Host(anyhow::Error),
+}
+
+impl From<wasmtime::Error> for SandboxError {
+    fn from(e: wasmtime::Error) -> Self {
+        SandboxError::Host(e.into())
+    }
+}
+
+/// Result of evaluating R source text.
+#[derive(Debug)]
+pub struct EvalResult {
+    /// false when R signalled an error (its message is in the output).
+    pub ok: bool,
+    pub output: Vec<Chunk>,
+}
+
+/// Result of a serialized task.
+#[derive(Debug)]
+pub enum TaskOutcome {
+    /// `serialize()` of the value.
+    Value(Vec<u8>),
+    /// `serialize()` of a `hakoError`/`errorValue` object.
+    Error(Vec<u8>),
+}
+
+#[derive(Debug)]
+pub struct TaskResult {
+    pub outcome: TaskOutcome,
+    pub output: Vec<Chunk>,
+}
+
+/// Stops the evaluation running in a sandbox, from any thread.
+#[derive(Clone)]
+pub struct InterruptHandle(Arc<Interrupt>);
+
+impl InterruptHandle {
+    pub fn interrupt(&self) {
+        self.0.request();
+    }
+}
+
+/// Process-wide: the engine, compiled modules, the read-only R tree and the
+/// pristine snapshot.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    loader: Arc<Loader>,
+    image: Arc<RoImage>,
+    pristine: Pristine,
+}
+
+impl Runtime {
+    /// Open the runtime on verified assets. Boots R and persists the pristine
+    /// snapshot the first time; later processes start from it.
+    pub fn new(assets: &hako_assets::Assets, cache_dir: &Path) -> Result<Runtime> {
+        let engine = HakoEngine::new(cache_dir)?;
+        start_epoch_ticker(&engine);
+        let sums = read_sums(assets.dir())?;
+        let mut linker: Linker<Host> = Linker::new(engine.engine());
+        abi::add_to_linker(&mut linker)?;
+        let loader = Arc::new(Loader::new(engine.clone(), linker, assets.dir().to_path_buf(), sums));
+        let image = RoImage::load(&assets.rootfs()).context("loading the R tree")?;
+        let key = {
+            let mut h = Sha256::new();
+            h.update(engine.fingerprint());
+            h.update(assets.id());
+            h.update(BOOT_VERSION.to_le_bytes());
+            h.update(include_str!("guest.R"));
+            for e in GUEST_ENV {
+                h.update(e);
+            }
+            hex::encode(&h.finalize()[..16])
+        };
+        let dir = cache_dir.join("pristine").join(key);
+        let pristine = match Pristine::load(&dir) {
+            Ok(p) => p,
+            Err(_) => boot(&loader, &image, &dir).context("booting R")?,
+        };
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner { loader, image, pristine }),
+        })
+    }
+
+    /// A fresh sandbox in the pristine state.
+    pub fn sandbox(&self, config: SandboxConfig) -> Result<Sandbox> {
+        let interrupt = Arc::new(Interrupt::default());
+        let (store, api, mem) = instantiate(&self.inner, &config, interrupt.clone())?;
+        Ok(Sandbox {
+            rt: self.clone(),
+            config,
+            store,
+            api,
+            mem,
+            interrupt,
+            poisoned: false,
+        })
+    }
+}
+
+/// One R, isolated: evaluate, reset, evaluate again.
+pub struct Sandbox {
+    rt: Runtime,
+    config: SandboxConfig,
+    store: Store<Host>,
+    api: RApi,
+    mem: Arc<MemCtl>,
+    interrupt: Arc<Interrupt>,
+    /// Set after a trap: the instance is not trusted and is rebuilt.
+    poisoned: bool,
+}
+
+impl Sandbox {
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        InterruptHandle(self.interrupt.clone())
+    }
+
+    /// Change the per-evaluation deadline.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.config.timeout = timeout;
+    }
+
+    /// Evaluate R source text in the global environment, printing visible
+    /// values as R's REPL would.
+    pub fn eval(&mut self, code: &str) -> Result<EvalResult, SandboxError> {
+        self.begin()?;
+        let eval_fn = self.rt.inner.pristine.state.eval_fn;
+        let r = (|| -> Result<i32> {
+            let s = &mut self.store;
+            let arg = self.api.string(s, code)?;
+            self.api.protect(s, arg)?;
+            let call = self.api.lang2(s, eval_fn, arg)?;
+            self.api.protect(s, call)?;
+            let genv = self.api.global_env(s)?;
+            let v = self.api.try_eval(s, call, genv)?;
+            self.api.unprotect(s, 2)?;
+            Ok(match v {
+                Some(v) => self.api.as_integer(s, v)?,
+                // R unwound to the top level: an interrupt nobody caught, or
+                // an error outside the helpers' handlers.
+                None if s.data().stop_reason.is_some() => 2,
+                None => 1,
+            })
+        })();
+        let status = self.finish(r)?;
+        let output = self.store.data_mut().output.take();
+        match self.limit_hit(status) {
+            Some(limit) => Err(SandboxError::Limit { limit, output }),
+            None => Ok(EvalResult { ok: status == 0, output }),
+        }
+    }
+
+    /// Evaluate a task given as `serialize(list(expr, args))` bytes.
+    pub fn eval_task(&mut self, task: &[u8]) -> Result<TaskResult, SandboxError> {
+        self.begin()?;
+        let task_fn = self.rt.inner.pristine.state.task_fn;
+        let r = (|| -> Result<(i32, Vec<u8>)> {
+            let s = &mut self.store;
+            let arg = self.api.raw_vector(s, task)?;
+            self.api.protect(s, arg)?;
+            let call = self.api.lang2(s, task_fn, arg)?;
+            self.api.protect(s, call)?;
+            let genv = self.api.global_env(s)?;
+            let v = self.api.try_eval(s, call, genv)?;
+            let out = match v {
+                Some(list) => {
+                    let status = self.api.vector_elt(s, list, 0)?;
+                    let status = self.api.as_integer(s, status)?;
+                    let raw = self.api.vector_elt(s, list, 1)?;
+                    (status, self.api.raw_bytes(s, raw)?)
+                }
+                None if s.data().stop_reason.is_some() => (2, Vec::new()),
+                None => bail!("the task wrapper failed"),
+            };
+            self.api.unprotect(s, 2)?;
+            Ok(out)
+        })();
+        let (status, bytes) = match r {
+            Ok((status, bytes)) => {
+                self.finish(Ok(status))?;
+                (status, bytes)
+            }
+            Err(e) => {
+                self.finish(Err(e))?;
+                unreachable!("finish turns every error into a SandboxError")
+            }
+        };
+        let output = self.store.data_mut().output.take();
+        if let Some(limit) = self.limit_hit(status) {
+            return Err(SandboxError::Limit { limit, output });
+        }
+        let outcome = if status == 0 {
+            TaskOutcome::Value(bytes)
+        } else {
+            TaskOutcome::Error(bytes)
+        };
+        Ok(TaskResult { outcome, output })
+    }
+
+    /// Back to the pristine state: memory, linker, files, descriptors.
+    pub fn reset(&mut self) -> Result<()> {
+        let rt = self.rt.inner.clone();
+        let p = &rt.pristine.state;
+        let structural = {
+            let l = &self.store.data().linking;
+            l.libs.len() != p.link.libs.len() || l.appended.len() != p.link.appended.len() || l.got.len() != p.link.got.len()
+        };
+        if self.poisoned || structural || self.table_len()? != p.link.table_len {
+            return self.rebuild();
+        }
+        self.mem.reset().context("resetting memory")?;
+        let sp = self.store.data().linking.stack_pointer.context("no stack pointer")?;
+        sp.set(&mut self.store, Val::I32(p.link.stack_pointer as i32))?;
+        let h = self.store.data_mut();
+        h.vfs.restore(&p.vfs);
+        h.output.take();
+        h.exit_code = None;
+        Ok(())
+    }
+
+    fn table_len(&mut self) -> Result<u64> {
+        let t = self.store.data().linking.table.context("no table")?;
+        Ok(t.size(&mut self.store))
+    }
+
+    fn rebuild(&mut self) -> Result<()> {
+        let (store, api, mem) = instantiate(&self.rt.inner, &self.config, self.interrupt.clone())?;
+        self.store = store;
+        self.api = api;
+        self.mem = mem;
+        self.poisoned = false;
+        Ok(())
+    }
+
+    fn begin(&mut self) -> Result<(), SandboxError> {
+        if self.poisoned {
+            self.rebuild()?;
+        }
+        let timeout = self.config.timeout;
+        let h = self.store.data_mut();
+        h.output.take();
+        h.output.set_cap(self.config.output_bytes);
+        h.limiter.hit = false;
+        h.limiter.max_bytes = self.config.memory_bytes;
+        h.stop_reason = None;
+        h.exit_code = None;
+        h.deadline = timeout.map(|t| Instant::now() + t);
+        h.stop_requested_at = None;
+        self.interrupt.take();
+        self.store.set_epoch_deadline(1);
+        Ok(())
+    }
+
+    /// Turn a host-side call result into a status, classifying traps.
+    fn finish(&mut self, r: Result<i32>) -> Result<i32, SandboxError> {
+        match r {
+            Ok(status) => Ok(status),
+            Err(e) => {
+                self.poisoned = true;
+                let _ = self.store.take_pending_exception();
+                let output = self.store.data_mut().output.take();
+                let h = self.store.data();
+                if let Some(limit) = h.stop_reason {
+                    return Err(SandboxError::Limit { limit, output });
+                }
+                if let Some(GuestTrap::Exit(code)) = e.downcast_ref::<GuestTrap>() {
+                    return Err(SandboxError::Crashed {
+                        message: format!("R called quit() with status {code}"),
+                        output,
+                    });
+                }
+                if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
+                    return Err(SandboxError::Limit { limit: Limit::Time, output });
+                }
+                Err(SandboxError::Crashed {
+                    message: format!("{e:#}"),
+                    output,
+                })
+            }
+        }
+    }
+
+    /// The limit that decided this evaluation's outcome, if any.
+    fn limit_hit(&self, status: i32) -> Option<Limit> {
+        let h = self.store.data();
+        if h.output.exceeded() {
+            return Some(Limit::Output);
+        }
+        if status == 2 {
+            return Some(h.stop_reason.unwrap_or(Limit::Interrupted));
+        }
+        if status == 1 && h.limiter.hit {
+            return Some(Limit::Memory);
+        }
+        None
+    }
+}
+
+fn read_sums(dir: &Path) -> Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(dir.join("manifest.json")).context("reading the asset manifest")?;
+    let v: serde_json::Value = serde_json::from_str(&text).context("parsing the asset manifest")?;
+    let files = v.get("files").and_then(|f| f.as_object()).context("manifest has no files")?;
+    Ok(files
+        .iter()
+        .filter_map(|(k, f)| Some((k.clone(), f.get("sha256")?.as_str()?.to_string())))
+        .collect())
+}
+
+fn start_epoch_ticker(engine: &HakoEngine) {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let engine = engine.engine().clone();
+        std::thread::Builder::new()
+            .name("hako-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(TICK);
+                engine.increment_epoch();
+            })
+            .expect("spawning the epoch thread");
+    });
+}
+
+fn new_store(rt_loader: &Arc<Loader>, vfs: Vfs, memory_bytes: usize, output_bytes: usize, interrupt: Arc<Interrupt>) -> Store<Host> {
+    let host = Host {
+        memory: None,
+        vfs,
+        output: Output::new(output_bytes),
+        linking: Linking::new(rt_loader.clone()),
+        env: GUEST_ENV.iter().map(|s| s.to_string()).collect(),
+        limiter: MemoryLimiter {
+            max_bytes: memory_bytes,
+            hit: false,
+        },
+        interrupt,
+        deadline: None,
+        r_interrupts_pending: None,
+        stop_reason: None,
+        stop_requested_at: None,
+        exit_code: None,
+    };
+    let mut store = Store::new(rt_loader.engine.engine(), host);
+    store.limiter(|h| &mut h.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let h = ctx.data_mut();
+        let now = Instant::now();
+        let want_stop = h.stop_reason.is_some() || h.interrupt.is_requested() || h.deadline.is_some_and(|d| now >= d);
+        if want_stop {
+            let since = *h.stop_requested_at.get_or_insert(now);
+            if now.duration_since(since) >= GRACE {
+                if h.stop_reason.is_none() {
+                    h.stop_reason = Some(if h.interrupt.is_requested() { Limit::Interrupted } else { Limit::Time });
+                }
+                return Err(wasmtime::Trap::Interrupt.into());
+            }
+        }
+        Ok(UpdateDeadline::Continue(1))
+    });
+    store
+}
+
+fn vfs_for(image: &Arc<RoImage>, config: &SandboxConfig) -> Result<Vfs> {
+    Vfs::new(VfsConfig {
+        image: image.clone(),
+        mounts: config.mounts.clone(),
+        home: HOME.to_string(),
+        scratch_bytes: config.scratch_bytes,
+        max_fds: 1024,
+    })
+    .map_err(|e| format_err!("{e}"))
+}
+
+/// A store in the pristine state.
+fn instantiate(rt: &RuntimeInner, config: &SandboxConfig, interrupt: Arc<Interrupt>) -> Result<(Store<Host>, RApi, Arc<MemCtl>)> {
+    let vfs = vfs_for(&rt.image, config)?;
+    let mut store = new_store(&rt.loader, vfs, config.memory_bytes.max(rt.pristine.state.mem_len), config.output_bytes, interrupt);
+    let p = &rt.pristine;
+    memory::set_pending_image(Some(p.image.clone()));
+    let restored = dylink::restore(&mut store.as_context_mut(), &p.state.link);
+    memory::set_pending_image(None);
+    restored.context("re-creating the pristine instance")?;
+    let mem = memory::take_last_created().context("pristine memory was not created")?;
+    if mem.image_len() != p.image.len {
+        bail!("pristine memory was not backed by its image");
+    }
+    mem.reset().context("mapping the pristine image")?;
+    store.data_mut().vfs.restore(&p.state.vfs);
+    store.data_mut().limiter.max_bytes = config.memory_bytes;
+    let main = store.data().linking.main().context("no main instance")?;
+    let api = RApi::bind(&mut store, main)?;
+    store.data_mut().r_interrupts_pending = Some(api.interrupts_pending);
+    Ok((store, api, mem))
+}
+
+/// Start R from scratch and persist its pristine state.
+fn boot(loader: &Arc<Loader>, image: &Arc<RoImage>, dir: &PathBuf) -> Result<Pristine> {
+    let config = SandboxConfig::default();
+    let vfs = vfs_for(image, &config)?;
+    let mut store = new_store(loader, vfs, 2 << 30, 1 << 20, Arc::new(Interrupt::default()));
+    store.set_epoch_deadline(u64::MAX / 2);
+    let main = loader.load("R.wasm")?;
+    let inst = dylink::instantiate_main(&mut store.as_context_mut(), &main)?;
+    let r = (|| -> Result<(Sexp, Sexp)> {
+        inst.get_typed_func::<(), ()>(&mut store, "__wasm_call_ctors")?.call(&mut store, ())?;
+        dylink::load_library(&mut store.as_context_mut(), "libRblas.so", LoadFlags { global: true }, &mut Vec::new())?;
+        let api = RApi::bind(&mut store, inst)?;
+        // argv for Rf_initialize_R, in guest memory.
+        let malloc = inst.get_typed_func::<u32, u32>(&mut store, "malloc")?;
+        let memory = store.data().memory.context("no memory")?;
+        let argv = malloc.call(&mut store, 4 * BOOT_ARGS.len() as u32)?;
+        for (i, a) in BOOT_ARGS.iter().enumerate() {
+            let p = malloc.call(&mut store, a.len() as u32 + 1)?;
+            memory.write(&mut store, p as usize, a.as_bytes())?;
+            memory.write(&mut store, p as usize + a.len(), &[0])?;
+            memory.write(&mut store, argv as usize + 4 * i, &p.to_le_bytes())?;
+        }
+        inst.get_typed_func::<(i32, u32), i32>(&mut store, "Rf_initialize_R")?
+            .call(&mut store, (BOOT_ARGS.len() as i32, argv))?;
+        set_c_stack(&mut store, inst)?;
+        inst.get_typed_func::<(), ()>(&mut store, "setup_Rmainloop")?.call(&mut store, ())?;
+        store.data_mut().r_interrupts_pending = Some(api.interrupts_pending);
+        // The guest helpers: eval(str2expression(code), globalenv()).
+        let code = api.string(&mut store, include_str!("guest.R"))?;
+        api.protect(&mut store, code)?;
+        let s2e = api.install(&mut store, "str2expression")?;
+        let parse = api.lang2(&mut store, s2e, code)?;
+        api.protect(&mut store, parse)?;
+        let eval = api.install(&mut store, "eval")?;
+        let genv = api.global_env(&mut store)?;
+        let call = api.lang3(&mut store, eval, parse, genv)?;
+        api.protect(&mut store, call)?;
+        let Some(henv) = api.try_eval(&mut store, call, genv)? else {
+            let out = store.data_mut().output.take();
+            let text: Vec<u8> = out.into_iter().flat_map(|c| c.bytes).collect();
+            bail!("the guest helpers failed to load: {}", String::from_utf8_lossy(&text));
+        };
+        api.preserve(&mut store, henv)?;
+        api.unprotect(&mut store, 3)?;
+        let mut fns = [0; 2];
+        for (i, name) in ["eval_text", "task"].iter().enumerate() {
+            let sym = api.install(&mut store, name)?;
+            let f = api.find_var(&mut store, sym, henv)?;
+            api.preserve(&mut store, f)?;
+            fns[i] = f;
+        }
+        Ok((fns[0], fns[1]))
+    })();
+    let (eval_fn, task_fn) = match r {
+        Ok(v) => v,
+        Err(e) => {
+            let out = store.data_mut().output.take();
+            let text: Vec<u8> = out.into_iter().flat_map(|c| c.bytes).collect();
+            return Err(e.context(format!("R's output: {}", String::from_utf8_lossy(&text))));
+        }
+    };
+    let link = dylink::capture(&mut store.as_context_mut())?;
+    let vfs = store.data().vfs.snapshot();
+    let memory = store.data().memory.context("no memory")?;
+    let mem_min_pages = memory.ty(&store).minimum();
+    let bytes = memory.data(&store).to_vec();
+    let state = PristineState {
+        link,
+        vfs,
+        eval_fn,
+        task_fn,
+        mem_len: 0,
+        mem_min_pages,
+        mem_sha256: String::new(),
+    };
+    Pristine::save(dir, &bytes, state)
+}
+
+/// Give R's C-stack check the real bounds of the shadow stack, so deep
+/// recursion is an R error instead of silent memory corruption.
+fn set_c_stack(store: &mut Store<Host>, inst: wasmtime::Instance) -> Result<()> {
+    let base = inst.get_typed_func::<(), u32>(&mut *store, "emscripten_stack_get_base")?.call(&mut *store, ())?;
+    let end = inst.get_typed_func::<(), u32>(&mut *store, "emscripten_stack_get_end")?.call(&mut *store, ())?;
+    let memory = store.data().memory.context("no memory")?;
+    let addr = |store: &mut Store<Host>, name: &str| -> Result<usize> {
+        Ok(inst
+            .get_global(&mut *store, name)
+            .with_context(|| format!("R.wasm export {name}"))?
+            .get(&mut *store)
+            .i32()
+            .context("global type")? as u32 as usize)
+    };
+    let limit = base.saturating_sub(end).saturating_sub(64 << 10);
+    let start_addr = addr(store, "R_CStackStart")?;
+    let limit_addr = addr(store, "R_CStackLimit")?;
+    let dir_addr = addr(store, "R_CStackDir")?;
+    memory.write(&mut *store, start_addr, &base.to_le_bytes())?;
+    memory.write(&mut *store, limit_addr, &limit.to_le_bytes())?;
+    memory.write(&mut *store, dir_addr, &1i32.to_le_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One-time set-up of a fresh Debian machine for hako: the tools the build and
+# the tests need. Idempotent; installs only what is missing.
+set -euo pipefail
+
+need_apt=()
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v Rscript >/dev/null 2>&1 || need_apt+=(r-base-core)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]} from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { echo "setup: cargo (Rust) is required" >&2; exit 1; }
+echo "setup: node $(node --version), npm $(npm --version 2>/dev/null), $(Rscript --version 2>&1 | head -n1), $(cargo --version)"
