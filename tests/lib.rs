@@ -13,7 +13,8 @@ pub fn runtime() -> &'static Runtime {
         let dir = hako_assets::Assets::default_dir();
         let assets = match hako_assets::Assets::open(&dir) {
             Ok(a) => a,
-            Err(_) => hako_assets::Assets::fetch(&dir, &mut |m| eprintln!("assets: {m}")).expect("fetching assets"),
+            Err(_) => hako_assets::Assets::fetch(&dir, &mut |m| eprintln!("assets: {m}"))
+                .expect("fetching assets"),
         };
         Runtime::new(&assets, &cache_dir()).expect("creating the runtime")
     })
@@ -23,12 +24,16 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("HAKO_CACHE") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("hako")
 }
 
 pub fn sandbox() -> Sandbox {
-    runtime().sandbox(SandboxConfig::default()).expect("creating a sandbox")
+    runtime()
+        .sandbox(SandboxConfig::default())
+        .expect("creating a sandbox")
 }
 
 pub fn sandbox_with(config: SandboxConfig) -> Sandbox {
@@ -57,7 +62,9 @@ pub fn eval_ok(sb: &mut Sandbox, code: &str) -> String {
 pub fn eval_err(sb: &mut Sandbox, code: &str) -> String {
     match sb.eval(code) {
         Ok(EvalResult { ok: false, output }) => text(&output, Stream::Stderr),
-        Ok(EvalResult { ok: true, output }) => panic!("expected an R error for {code:?}, got {output:?}"),
+        Ok(EvalResult { ok: true, output }) => {
+            panic!("expected an R error for {code:?}, got {output:?}")
+        }
         Err(e) => panic!("sandbox error for {code:?}: {e}"),
     }
 }
@@ -72,6 +79,9 @@ pub fn eval_limit(sb: &mut Sandbox, code: &str) -> (hako_runtime::Limit, Vec<Chu
 
 /// Native R's `Rscript`, when installed.
 pub fn rscript() -> Option<PathBuf> {
-    let out = std::process::Command::new("Rscript").arg("--version").output().ok()?;
+    let out = std::process::Command::new("Rscript")
+        .arg("--version")
+        .output()
+        .ok()?;
     out.status.success().then(|| PathBuf::from("Rscript"))
 }

@@ -41,9 +41,15 @@ fn big_allocation_hits_the_memory_cap() {
     });
     let (limit, out) = eval_limit(&mut sb, "x <- numeric(3e8)");
     assert_eq!(limit, Limit::Memory);
-    assert!(text(&out, Stream::Stderr).contains("cannot allocate"), "{out:?}");
+    assert!(
+        text(&out, Stream::Stderr).contains("cannot allocate"),
+        "{out:?}"
+    );
     assert_eq!(eval_ok(&mut sb, "cat(sum(1:10))"), "55");
-    let (limit, _) = eval_limit(&mut sb, "l <- list(); i <- 0; repeat { i <- i + 1; l[[i]] <- numeric(1e6) }");
+    let (limit, _) = eval_limit(
+        &mut sb,
+        "l <- list(); i <- 0; repeat { i <- i + 1; l[[i]] <- numeric(1e6) }",
+    );
     assert_eq!(limit, Limit::Memory);
     assert_eq!(eval_ok(&mut sb, "cat(exists('l'))"), "TRUE");
     sb.reset().unwrap();

@@ -10,13 +10,19 @@ fn integer_overflow_is_na_with_a_warning() {
     assert!(r.ok);
     assert_eq!(text(&r.output, Stream::Stdout), "[1] NA\n");
     let w = text(&r.output, Stream::Warning);
-    assert!(w.contains("NAs produced by integer overflow"), "warning: {w:?}");
+    assert!(
+        w.contains("NAs produced by integer overflow"),
+        "warning: {w:?}"
+    );
 }
 
 #[test]
 fn utf8_round_trips() {
     let mut sb = sandbox();
-    let out = eval_ok(&mut sb, r#"s <- "箱 naïve €"; cat(s, nchar(s), nchar(s, type = "bytes"), utf8ToInt("箱"), sep = "|")"#);
+    let out = eval_ok(
+        &mut sb,
+        r#"s <- "箱 naïve €"; cat(s, nchar(s), nchar(s, type = "bytes"), utf8ToInt("箱"), sep = "|")"#,
+    );
     assert_eq!(out, "箱 naïve €|9|14|31665");
 }
 
@@ -37,7 +43,10 @@ fn formatting() {
         &mut sb,
         r#"cat(sprintf("%5.2f|%-4d|%e|%s", pi, 7L, 12345.678, "x"), format(1234567.891, big.mark = ","), formatC(3.14159, width = 10, format = "f", digits = 2), format(TRUE), sep = "\n")"#,
     );
-    assert_eq!(out, " 3.14|7   |1.234568e+04|x\n1,234,568\n      3.14\nTRUE\n");
+    assert_eq!(
+        out,
+        " 3.14|7   |1.234568e+04|x\n1,234,568\n      3.14\nTRUE\n"
+    );
 }
 
 #[test]
@@ -72,7 +81,10 @@ cat(round(coef(fit), 4), round(coef(g), 3), round(o$par, 3),
     solve(m, c(1, 2)), round(qr.R(qr(m))[1, 1], 4), round(svd(m)$d, 4),
     round(chol(m)[1, 2], 4), round(eigen(m)$values, 4), sep = " ")"#,
     );
-    assert_eq!(out, "37.2851 -5.3445 12.04 -4.024 1 1 -0.125 0.75 -4.4721 5.5616 1.4384 1 5.5616 1.4384");
+    assert_eq!(
+        out,
+        "37.2851 -5.3445 12.04 -4.024 1 1 -0.125 0.75 -4.4721 5.5616 1.4384 1 5.5616 1.4384"
+    );
 }
 
 #[test]
@@ -123,15 +135,23 @@ fn errors_print_like_r_and_the_next_evaluation_works() {
 #[test]
 fn visible_values_print_and_invisible_do_not() {
     let mut sb = sandbox();
-    assert_eq!(eval_ok(&mut sb, "x <- 5; invisible(7); x; c(a = 1, b = 2)"), "[1] 5\na b \n1 2 \n");
+    assert_eq!(
+        eval_ok(&mut sb, "x <- 5; invisible(7); x; c(a = 1, b = 2)"),
+        "[1] 5\na b \n1 2 \n"
+    );
 }
 
 #[test]
 fn deep_recursion_is_an_r_error_and_the_next_evaluation_works() {
     let mut sb = sandbox();
-    let err = eval_err(&mut sb, "f <- function(n) if (n == 0) 0 else 1 + f(n - 1); f(1e5)");
+    let err = eval_err(
+        &mut sb,
+        "f <- function(n) if (n == 0) 0 else 1 + f(n - 1); f(1e5)",
+    );
     assert!(
-        err.contains("C stack usage") || err.contains("nested too deeply") || err.contains("infinite recursion"),
+        err.contains("C stack usage")
+            || err.contains("nested too deeply")
+            || err.contains("infinite recursion"),
         "{err}"
     );
     assert_eq!(eval_ok(&mut sb, "f(100)"), "[1] 100\n");
@@ -140,12 +160,24 @@ fn deep_recursion_is_an_r_error_and_the_next_evaluation_works() {
 #[test]
 fn reset_restores_the_pristine_state() {
     let mut sb = sandbox();
-    eval_ok(&mut sb, "x <- 42; writeLines('hi', '/tmp/f.txt'); options(digits = 3)");
+    eval_ok(
+        &mut sb,
+        "x <- 42; writeLines('hi', '/tmp/f.txt'); options(digits = 3)",
+    );
     assert_eq!(eval_ok(&mut sb, "cat(x, readLines('/tmp/f.txt'))"), "42 hi");
     sb.reset().unwrap();
-    assert_eq!(eval_ok(&mut sb, "cat(exists('x'), file.exists('/tmp/f.txt'), getOption('digits'))"), "FALSE FALSE 7");
+    assert_eq!(
+        eval_ok(
+            &mut sb,
+            "cat(exists('x'), file.exists('/tmp/f.txt'), getOption('digits'))"
+        ),
+        "FALSE FALSE 7"
+    );
     // A task that loads a package module changes the linked state; reset copes.
     eval_ok(&mut sb, "library(splines); invisible(bs(1:10, df = 4))");
     sb.reset().unwrap();
-    assert_eq!(eval_ok(&mut sb, "cat('splines' %in% loadedNamespaces())"), "FALSE");
+    assert_eq!(
+        eval_ok(&mut sb, "cat('splines' %in% loadedNamespaces())"),
+        "FALSE"
+    );
 }

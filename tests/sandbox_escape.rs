@@ -29,7 +29,11 @@ fn host_files_do_not_exist() {
 #[test]
 fn root_lists_only_the_sandbox() {
     let mut sb = sandbox();
-    holds(&mut sb, r#"cat(sort(list.files("/")), sep = ",")"#, "dev,home,tmp,usr");
+    holds(
+        &mut sb,
+        r#"cat(sort(list.files("/")), sep = ",")"#,
+        "dev,home,tmp,usr",
+    );
 }
 
 #[test]
@@ -71,9 +75,16 @@ fn no_network() {
 #[test]
 fn no_processes() {
     let mut sb = sandbox();
-    for code in [r#"system("id")"#, r#"system2("id")"#, r#"system("id", intern = TRUE)"#] {
+    for code in [
+        r#"system("id")"#,
+        r#"system2("id")"#,
+        r#"system("id", intern = TRUE)"#,
+    ] {
         let err = eval_err(&mut sb, code);
-        assert!(err.contains("not available in the hako sandbox"), "{code}: {err}");
+        assert!(
+            err.contains("not available in the hako sandbox"),
+            "{code}: {err}"
+        );
     }
     let err = eval_err(&mut sb, r#"readLines(pipe("id"))"#);
     assert!(err.starts_with("Error"), "{err}");
@@ -106,7 +117,8 @@ fn mount(t: &tempfile::TempDir, writable: bool) -> SandboxConfig {
     }
 }
 
-const READS: &str = r#"r <- function(p) tryCatch(suppressWarnings(readLines(p)), error = function(e) "DENIED")"#;
+const READS: &str =
+    r#"r <- function(p) tryCatch(suppressWarnings(readLines(p)), error = function(e) "DENIED")"#;
 
 #[test]
 fn mount_escapes_are_refused() {
@@ -131,7 +143,10 @@ fn read_only_mount_refuses_writes() {
 cat(w(writeLines("x", "/data/new.txt")), suppressWarnings(file.remove("/data/hello.txt")), suppressWarnings(dir.create("/data/d")), sep = ",")"#,
         "FALSE,FALSE,FALSE",
     );
-    assert_eq!(std::fs::read_to_string(t.path().join("data/hello.txt")).unwrap(), "inside\n");
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("data/hello.txt")).unwrap(),
+        "inside\n"
+    );
     assert!(!t.path().join("data/new.txt").exists());
 }
 
@@ -153,7 +168,13 @@ cat(a, b, c, d, r("/data/evil_abs"), r("/data/evil_rel"), r("/data/good_rel"), s
         ),
         "FALSE,FALSE,TRUE,FALSE,DENIED,DENIED,made inside",
     );
-    assert_eq!(std::fs::read_to_string(t.path().join("data/made.txt")).unwrap(), "made inside\n");
-    assert!(!t.path().join("data/evil_abs").exists() && std::fs::symlink_metadata(t.path().join("data/evil_abs")).is_err());
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("data/made.txt")).unwrap(),
+        "made inside\n"
+    );
+    assert!(
+        !t.path().join("data/evil_abs").exists()
+            && std::fs::symlink_metadata(t.path().join("data/evil_abs")).is_err()
+    );
     assert!(std::fs::symlink_metadata(t.path().join("data/evil_rel")).is_err());
 }

@@ -15,15 +15,14 @@
 use crate::engine::HakoEngine;
 use crate::host::Host;
 use crate::modinfo::ModuleInfo;
-use wasmtime::error::{bail, format_err, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use wasmtime::error::{bail, format_err, Context, Result};
 use wasmtime::{
-    AsContextMut,
-    Extern, ExternType, Func, FuncType, Global, GlobalType, Instance,
-    Linker, Module, Mutability, Ref, StoreContextMut, Table, Val, ValType,
+    AsContextMut, Extern, ExternType, Func, FuncType, Global, GlobalType, Instance, Linker, Module,
+    Mutability, Ref, StoreContextMut, Table, Val, ValType,
 };
 
 /// Where modules come from and how they are compiled; shared by the sandboxes
@@ -133,7 +132,11 @@ impl Loader {
 
 /// Module metadata is cached next to compiled code so that a warm start does
 /// not read and parse the 18 MB R.wasm.
-fn load_info(cache_dir: &Path, sum: &str, read: &mut dyn FnMut() -> Result<Vec<u8>>) -> Result<ModuleInfo> {
+fn load_info(
+    cache_dir: &Path,
+    sum: &str,
+    read: &mut dyn FnMut() -> Result<Vec<u8>>,
+) -> Result<ModuleInfo> {
     let path = cache_dir.join("compiled").join(format!("{sum}.info"));
     if let Ok(bytes) = std::fs::read(&path) {
         if let Ok(info) = bincode::deserialize::<InfoOnDisk>(&bytes) {
@@ -174,7 +177,11 @@ impl InfoOnDisk {
             table_size: i.dylink.table_size,
             needed: i.dylink.needed.clone(),
             weak_imports: i.dylink.weak_imports.iter().cloned().collect(),
-            func_exports: i.func_exports.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            func_exports: i
+                .func_exports
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             export_order: i.export_order.clone(),
             elem_slots: i.elem_slots.iter().map(|(k, v)| (*k, *v)).collect(),
             elem_relative: i.elem_relative,
@@ -295,18 +302,24 @@ pub fn instantiate_main(store: &mut Cx<'_>, main: &Loaded) -> Result<Instance> {
     let mut imports = Vec::new();
     for imp in main.module.imports() {
         let ext = match (imp.module(), imp.ty()) {
-            ("GOT.func" | "GOT.mem", ExternType::Global(_)) => got_entry(store, imp.name(), false)?.into(),
+            ("GOT.func" | "GOT.mem", ExternType::Global(_)) => {
+                got_entry(store, imp.name(), false)?.into()
+            }
             (m @ ("env" | "wasi_snapshot_preview1"), ExternType::Func(ty)) => {
                 match host_func(store, m, imp.name()) {
                     Some(f) => f.into(),
                     None => lazy_stub(store, ty, imp.name(), None).into(),
                 }
             }
-            (m, t) => bail!("R.wasm imports {m}.{} ({t:?}), which hako does not provide", imp.name()),
+            (m, t) => bail!(
+                "R.wasm imports {m}.{} ({t:?}), which hako does not provide",
+                imp.name()
+            ),
         };
         imports.push(ext);
     }
-    let instance = Instance::new(&mut *store, &main.module, &imports).context("instantiating R.wasm")?;
+    let instance =
+        Instance::new(&mut *store, &main.module, &imports).context("instantiating R.wasm")?;
     let memory = instance
         .get_memory(&mut *store, "memory")
         .context("R.wasm exports no memory")?;
@@ -355,7 +368,9 @@ fn got_entry(store: &mut Cx<'_>, name: &str, required: bool) -> Result<Global> {
     let initial = got_symbol(store, name)?.unwrap_or(0);
     let ty = GlobalType::new(ValType::I32, Mutability::Var);
     let global = Global::new(&mut *store, ty, Val::I32(initial as i32))?;
-    ld_mut(store).got.insert(name.to_string(), GotEntry { global, required });
+    ld_mut(store)
+        .got
+        .insert(name.to_string(), GotEntry { global, required });
     Ok(global)
 }
 
@@ -396,7 +411,11 @@ pub fn add_function(store: &mut Cx<'_>, idx: usize, name: &str, f: Func) -> Resu
         let lib = &l.libs[idx];
         if let Some(fi) = lib.info.func_exports.get(name) {
             if let Some(rel) = lib.info.elem_slots.get(fi) {
-                let base = if lib.info.elem_relative { lib.table_base } else { 0 };
+                let base = if lib.info.elem_relative {
+                    lib.table_base
+                } else {
+                    0
+                };
                 return Ok(base + rel);
             }
         }
@@ -500,7 +519,9 @@ pub fn load_library(
     }
     let loader = ld(store).loader.clone();
     let rel = loader.locate(name)?;
-    let loaded = loader.load(&rel).with_context(|| format!("loading {name}"))?;
+    let loaded = loader
+        .load(&rel)
+        .with_context(|| format!("loading {name}"))?;
     let mut my_local = Vec::new();
     for needed in &loaded.info.dylink.needed {
         load_library(store, needed, flags, &mut my_local)?;
@@ -560,7 +581,10 @@ pub fn instantiate_side(
             } else {
                 0
             };
-            Placement { mem_base, table_base }
+            Placement {
+                mem_base,
+                table_base,
+            }
         }
     };
     let idx = ld(store).libs.len();
@@ -572,8 +596,12 @@ pub fn instantiate_side(
             ("env", "memory", ExternType::Memory(_)) => memory.into(),
             ("env", "__indirect_function_table", ExternType::Table(_)) => table.into(),
             ("env", "__stack_pointer", ExternType::Global(_)) => sp.into(),
-            ("env", "__memory_base", ExternType::Global(_)) => const_i32(store, placement.mem_base)?.into(),
-            ("env", "__table_base", ExternType::Global(_)) => const_i32(store, placement.table_base)?.into(),
+            ("env", "__memory_base", ExternType::Global(_)) => {
+                const_i32(store, placement.mem_base)?.into()
+            }
+            ("env", "__table_base", ExternType::Global(_)) => {
+                const_i32(store, placement.table_base)?.into()
+            }
             ("GOT.mem" | "GOT.func", sym, ExternType::Global(_)) => {
                 let required = !d.weak_imports.contains(sym);
                 got_entry(store, sym, required)?.into()
@@ -628,7 +656,12 @@ fn resolve_func_for_import(store: &mut Cx<'_>, name: &str, local: &[usize]) -> O
 /// is still open, apply data relocations and run constructors.
 fn finish_side(store: &mut Cx<'_>, idx: usize) -> Result<()> {
     let open: Vec<String> = open_got(store).into_iter().map(|(k, _)| k).collect();
-    let exports: std::collections::HashSet<String> = ld(store).libs[idx].info.export_order.iter().cloned().collect();
+    let exports: std::collections::HashSet<String> = ld(store).libs[idx]
+        .info
+        .export_order
+        .iter()
+        .cloned()
+        .collect();
     for name in &open {
         if exports.contains(name) && !is_internal(name) {
             if let Some(v) = symbol_value(store, idx, name)? {
@@ -648,8 +681,11 @@ fn finish_side(store: &mut Cx<'_>, idx: usize) -> Result<()> {
 
 /// GOT entries still unresolved (0), with whether they are required.
 fn open_got(store: &mut Cx<'_>) -> Vec<(String, bool)> {
-    let entries: Vec<(String, Global, bool)> =
-        ld(store).got.iter().map(|(k, e)| (k.clone(), e.global, e.required)).collect();
+    let entries: Vec<(String, Global, bool)> = ld(store)
+        .got
+        .iter()
+        .map(|(k, e)| (k.clone(), e.global, e.required))
+        .collect();
     entries
         .into_iter()
         .filter(|(_, g, _)| g.get(&mut *store).i32() == Some(0))
@@ -729,8 +765,11 @@ pub fn capture(store: &mut Cx<'_>) -> Result<LinkState> {
     let sp = ld(store).stack_pointer.context("no stack pointer")?;
     let table_len = table.size(&mut *store);
     let stack_pointer = sp.get(&mut *store).i32().context("stack pointer type")? as u32;
-    let got_globals: Vec<(String, Global, bool)> =
-        ld(store).got.iter().map(|(k, e)| (k.clone(), e.global, e.required)).collect();
+    let got_globals: Vec<(String, Global, bool)> = ld(store)
+        .got
+        .iter()
+        .map(|(k, e)| (k.clone(), e.global, e.required))
+        .collect();
     let got = got_globals
         .into_iter()
         .map(|(k, g, r)| (k, g.get(&mut *store).i32().unwrap_or(0) as u32, r))
@@ -768,7 +807,13 @@ pub fn restore(store: &mut Cx<'_>, state: &LinkState) -> Result<()> {
     for (name, value, required) in &state.got {
         let ty = GlobalType::new(ValType::I32, Mutability::Var);
         let global = Global::new(&mut *store, ty, Val::I32(*value as i32))?;
-        ld_mut(store).got.insert(name.clone(), GotEntry { global, required: *required });
+        ld_mut(store).got.insert(
+            name.clone(),
+            GotEntry {
+                global,
+                required: *required,
+            },
+        );
     }
     instantiate_main(store, &main)?;
     for lib in &state.libs[1..] {
@@ -777,7 +822,14 @@ pub fn restore(store: &mut Cx<'_>, state: &LinkState) -> Result<()> {
             mem_base: lib.mem_base,
             table_base: lib.table_base,
         };
-        instantiate_side(store, &lib.name, &loaded, lib.global, lib.local.clone(), Some(placement))?;
+        instantiate_side(
+            store,
+            &lib.name,
+            &loaded,
+            lib.global,
+            lib.local.clone(),
+            Some(placement),
+        )?;
     }
     let table = ld(store).table.context("no table")?;
     let have = table.size(&mut *store);

@@ -6,12 +6,12 @@
 //! bytes. An entry whose checksum does not match is rebuilt, never loaded.
 
 use crate::memory::SnapshotMemoryCreator;
-use wasmtime::error::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use wasmtime::error::{Context, Result};
 use wasmtime::{Config, Engine, Module};
 
 /// Native stack wasm may use. R needs ~1 KB of wasm stack per R call level and
@@ -89,7 +89,11 @@ impl HakoEngine {
 
     /// The compiled module for `bytes`, from memory, from disk, or compiled now.
     /// `content_id` must identify `bytes` (e.g. their sha256).
-    pub fn module(&self, content_id: &str, bytes: impl FnOnce() -> Result<Vec<u8>>) -> Result<Module> {
+    pub fn module(
+        &self,
+        content_id: &str,
+        bytes: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<Module> {
         let key = cache_key(&self.inner.fingerprint, content_id);
         if let Some(m) = self.inner.modules.lock().unwrap().get(&key) {
             return Ok(m.clone());
@@ -103,7 +107,11 @@ impl HakoEngine {
         Ok(module)
     }
 
-    fn load_or_compile(&self, key: &str, bytes: impl FnOnce() -> Result<Vec<u8>>) -> Result<Module> {
+    fn load_or_compile(
+        &self,
+        key: &str,
+        bytes: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<Module> {
         let dir = self.inner.cache_dir.join("compiled");
         let path = dir.join(format!("{key}.cwasm"));
         let sum_path = dir.join(format!("{key}.sha256"));

@@ -18,6 +18,7 @@ pub mod vfs;
 pub use limits::Limit;
 pub use output::{Chunk, Stream};
 pub use sandbox::{
-    EvalResult, InterruptHandle, Runtime, Sandbox, SandboxConfig, SandboxError, TaskOutcome, TaskResult,
+    EvalResult, InterruptHandle, Runtime, Sandbox, SandboxConfig, SandboxError, TaskOutcome,
+    TaskResult,
 };
 pub use vfs::MountSpec;

@@ -53,7 +53,8 @@ impl MemCtl {
         }
         // SAFETY: [base, base+size) is our own mapping (see `SnapMemory`), and
         // no wasm code is running on it, so no reference into it is live.
-        let rc = unsafe { libc::madvise(self.base as *mut libc::c_void, size, libc::MADV_DONTNEED) };
+        let rc =
+            unsafe { libc::madvise(self.base as *mut libc::c_void, size, libc::MADV_DONTNEED) };
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -120,7 +121,10 @@ unsafe impl MemoryCreator for SnapshotMemoryCreator {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(format!("reserving linear memory: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "reserving linear memory: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         let mut mem = SnapMemory {
             base: base as usize,
@@ -151,7 +155,10 @@ unsafe impl MemoryCreator for SnapshotMemoryCreator {
                 )
             };
             if p == libc::MAP_FAILED {
-                return Err(format!("mapping memory image: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "mapping memory image: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
             mem.size = img.len;
             mem.ctl = Arc::new(MemCtl {

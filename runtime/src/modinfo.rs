@@ -2,9 +2,9 @@
 //! it: its `dylink.0` section, which exports are functions, and which table
 //! slots its element segments fill. Parsed once per module.
 
-use wasmtime::error::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
 use wasmparser::{ElementItems, ElementKind, ExternalKind, Operator, Parser, Payload, TypeRef};
+use wasmtime::error::{bail, Context, Result};
 
 /// Emscripten's `dylink.0` custom section.
 #[derive(Clone, Debug, Default)]
@@ -97,7 +97,11 @@ fn parse_dylink(data: &[u8]) -> Result<Dylink> {
     while r.pos < data.len() {
         let kind = r.u8()?;
         let size = r.leb()? as usize;
-        let end = r.pos.checked_add(size).filter(|&e| e <= data.len()).context("truncated")?;
+        let end = r
+            .pos
+            .checked_add(size)
+            .filter(|&e| e <= data.len())
+            .context("truncated")?;
         match kind {
             1 => {
                 d.mem_size = r.leb()?;
@@ -156,7 +160,11 @@ impl Reader<'_> {
 
     fn string(&mut self) -> Result<String> {
         let len = self.leb()? as usize;
-        let end = self.pos.checked_add(len).filter(|&e| e <= self.data.len()).context("truncated")?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&e| e <= self.data.len())
+            .context("truncated")?;
         let s = String::from_utf8_lossy(&self.data[self.pos..end]).into_owned();
         self.pos = end;
         Ok(s)

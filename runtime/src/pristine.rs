@@ -11,11 +11,11 @@ use crate::dylink::LinkState;
 use crate::engine::write_atomic;
 use crate::memory::{page_size, MemImage};
 use crate::vfs::VfsState;
-use wasmtime::error::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use wasmtime::error::{bail, Context, Result};
 
 /// Bumped whenever what boot does changes, so old snapshots are not reused.
 pub const BOOT_VERSION: u32 = 1;
@@ -59,7 +59,8 @@ impl Pristine {
     /// Load and check a persisted snapshot.
     pub fn load(dir: &Path) -> Result<Pristine> {
         let state_bytes = std::fs::read(dir.join("state.bin")).context("no snapshot state")?;
-        let state: PristineState = bincode::deserialize(&state_bytes).context("snapshot state is corrupt")?;
+        let state: PristineState =
+            bincode::deserialize(&state_bytes).context("snapshot state is corrupt")?;
         let file = std::fs::File::open(dir.join("memory.img")).context("no snapshot image")?;
         let meta = file.metadata()?;
         if meta.len() != state.mem_len as u64 {

@@ -43,11 +43,14 @@ impl RApi {
         let mut s = store.as_context_mut();
         macro_rules! f {
             ($name:literal) => {
-                main.get_typed_func(&mut s, $name).context(concat!("R.wasm export ", $name))?
+                main.get_typed_func(&mut s, $name)
+                    .context(concat!("R.wasm export ", $name))?
             };
         }
         let addr = |s: &mut wasmtime::StoreContextMut<'_, _>, name: &str| -> Result<u32> {
-            let g = main.get_global(&mut *s, name).with_context(|| format!("R.wasm export {name}"))?;
+            let g = main
+                .get_global(&mut *s, name)
+                .with_context(|| format!("R.wasm export {name}"))?;
             Ok(g.get(&mut *s).i32().context("global type")? as u32)
         };
         Ok(RApi {
@@ -77,7 +80,8 @@ impl RApi {
 
     fn read_u32(&self, store: &mut impl AsContextMut, addr: u32) -> Result<u32> {
         let mut b = [0u8; 4];
-        self.memory.read(store.as_context_mut(), addr as usize, &mut b)?;
+        self.memory
+            .read(store.as_context_mut(), addr as usize, &mut b)?;
         Ok(u32::from_le_bytes(b))
     }
 
@@ -96,8 +100,10 @@ impl RApi {
         if p == 0 {
             bail!("guest out of memory");
         }
-        self.memory.write(store.as_context_mut(), p as usize, bytes)?;
-        self.memory.write(store.as_context_mut(), p as usize + bytes.len(), &[0])?;
+        self.memory
+            .write(store.as_context_mut(), p as usize, bytes)?;
+        self.memory
+            .write(store.as_context_mut(), p as usize + bytes.len(), &[0])?;
         Ok(p)
     }
 
@@ -107,14 +113,14 @@ impl RApi {
         let len = i32::try_from(s.len()).context("string too large")?;
         let ch = self.mk_char_len_ce.call(&mut *store, (p, len, CE_UTF8));
         self.free.call(&mut *store, p)?;
-        self.scalar_string.call(&mut *store, ch?).map_err(Into::into)
+        self.scalar_string.call(&mut *store, ch?)
     }
 
     pub fn install(&self, store: &mut impl AsContextMut, name: &str) -> Result<Sexp> {
         let p = self.alloc_bytes(store, name.as_bytes())?;
         let sym = self.install.call(&mut *store, p);
         self.free.call(&mut *store, p)?;
-        sym.map_err(Into::into)
+        sym
     }
 
     /// An R raw vector holding `bytes` (unprotected).
@@ -122,7 +128,8 @@ impl RApi {
         let n = i32::try_from(bytes.len()).context("payload too large for wasm32 R")?;
         let v = self.alloc_vector.call(&mut *store, (RAWSXP, n))?;
         let p = self.raw.call(&mut *store, v)?;
-        self.memory.write(store.as_context_mut(), p as usize, bytes)?;
+        self.memory
+            .write(store.as_context_mut(), p as usize, bytes)?;
         Ok(v)
     }
 
@@ -132,50 +139,57 @@ impl RApi {
         let n = usize::try_from(n).context("negative length")?;
         let p = self.raw.call(&mut *store, v)?;
         let mut out = vec![0u8; n];
-        self.memory.read(store.as_context_mut(), p as usize, &mut out)?;
+        self.memory
+            .read(store.as_context_mut(), p as usize, &mut out)?;
         Ok(out)
     }
 
     pub fn protect(&self, store: &mut impl AsContextMut, s: Sexp) -> Result<Sexp> {
-        self.protect.call(&mut *store, s).map_err(Into::into)
+        self.protect.call(&mut *store, s)
     }
 
     pub fn unprotect(&self, store: &mut impl AsContextMut, n: i32) -> Result<()> {
-        self.unprotect.call(&mut *store, n).map_err(Into::into)
+        self.unprotect.call(&mut *store, n)
     }
 
     pub fn lang2(&self, store: &mut impl AsContextMut, f: Sexp, a: Sexp) -> Result<Sexp> {
-        self.lang2.call(&mut *store, (f, a)).map_err(Into::into)
+        self.lang2.call(&mut *store, (f, a))
     }
 
     pub fn lang3(&self, store: &mut impl AsContextMut, f: Sexp, a: Sexp, b: Sexp) -> Result<Sexp> {
-        self.lang3.call(&mut *store, (f, a, b)).map_err(Into::into)
+        self.lang3.call(&mut *store, (f, a, b))
     }
 
     pub fn vector_elt(&self, store: &mut impl AsContextMut, v: Sexp, i: i32) -> Result<Sexp> {
-        self.vector_elt.call(&mut *store, (v, i)).map_err(Into::into)
+        self.vector_elt.call(&mut *store, (v, i))
     }
 
     pub fn as_integer(&self, store: &mut impl AsContextMut, v: Sexp) -> Result<i32> {
-        self.as_integer.call(&mut *store, v).map_err(Into::into)
+        self.as_integer.call(&mut *store, v)
     }
 
     pub fn find_var(&self, store: &mut impl AsContextMut, sym: Sexp, env: Sexp) -> Result<Sexp> {
-        self.find_var.call(&mut *store, (sym, env)).map_err(Into::into)
+        self.find_var.call(&mut *store, (sym, env))
     }
 
     pub fn preserve(&self, store: &mut impl AsContextMut, s: Sexp) -> Result<()> {
-        self.preserve.call(&mut *store, s).map_err(Into::into)
+        self.preserve.call(&mut *store, s)
     }
 
     /// `R_tryEval(call, env)`: the value, or `None` when R signalled an error
     /// that reached the top level.
-    pub fn try_eval(&self, store: &mut impl AsContextMut, call: Sexp, env: Sexp) -> Result<Option<Sexp>> {
+    pub fn try_eval(
+        &self,
+        store: &mut impl AsContextMut,
+        call: Sexp,
+        env: Sexp,
+    ) -> Result<Option<Sexp>> {
         let flag = self.malloc.call(&mut *store, 4)?;
         if flag == 0 {
             bail!("guest out of memory");
         }
-        self.memory.write(store.as_context_mut(), flag as usize, &0i32.to_le_bytes())?;
+        self.memory
+            .write(store.as_context_mut(), flag as usize, &0i32.to_le_bytes())?;
         let v = self.try_eval.call(&mut *store, (call, env, flag));
         let err = self.read_u32(store, flag);
         self.free.call(&mut *store, flag)?;

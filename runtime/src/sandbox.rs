@@ -2,7 +2,7 @@
 //! pristine snapshot) and any number of [`Sandbox`]es made from it.
 
 use crate::abi;
-use crate::dylink::{self, Linking, Loader, LoadFlags};
+use crate::dylink::{self, Linking, LoadFlags, Loader};
 use crate::engine::HakoEngine;
 use crate::host::Host;
 use crate::limits::{Interrupt, Limit, MemoryLimiter};
@@ -12,12 +12,12 @@ use crate::pristine::{Pristine, PristineState, BOOT_VERSION};
 use crate::rapi::{RApi, Sexp};
 use crate::trap::GuestTrap;
 use crate::vfs::{MountSpec, RoImage, Vfs, VfsConfig};
-use wasmtime::error::{bail, format_err, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use wasmtime::error::{bail, format_err, Context, Result};
 use wasmtime::{AsContextMut, Linker, Store, UpdateDeadline, Val};
 
 /// The guest's home directory (webR's).
@@ -39,6 +39,8 @@ const GUEST_ENV: &[&str] = &[
     "LANG=C.UTF-8",
     "R_ENABLE_JIT=0",
     "PWD=/home/web_user",
+    // The LLVM profile runtime linked into R.wasm would write default.profraw.
+    "LLVM_PROFILE_FILE=/dev/null",
 ];
 
 const BOOT_ARGS: &[&str] = &["R", "--vanilla", "--quiet", "--no-echo"];
@@ -146,7 +148,12 @@ impl Runtime {
         let sums = read_sums(assets.dir())?;
         let mut linker: Linker<Host> = Linker::new(engine.engine());
         abi::add_to_linker(&mut linker)?;
-        let loader = Arc::new(Loader::new(engine.clone(), linker, assets.dir().to_path_buf(), sums));
+        let loader = Arc::new(Loader::new(
+            engine.clone(),
+            linker,
+            assets.dir().to_path_buf(),
+            sums,
+        ));
         let image = RoImage::load(&assets.rootfs()).context("loading the R tree")?;
         let key = {
             let mut h = Sha256::new();
@@ -165,7 +172,11 @@ impl Runtime {
             Err(_) => boot(&loader, &image, &dir).context("booting R")?,
         };
         Ok(Runtime {
-            inner: Arc::new(RuntimeInner { loader, image, pristine }),
+            inner: Arc::new(RuntimeInner {
+                loader,
+                image,
+                pristine,
+            }),
         })
     }
 
@@ -237,7 +248,10 @@ impl Sandbox {
         let output = self.store.data_mut().output.take();
         match self.limit_hit(status) {
             Some(limit) => Err(SandboxError::Limit { limit, output }),
-            None => Ok(EvalResult { ok: status == 0, output }),
+            None => Ok(EvalResult {
+                ok: status == 0,
+                output,
+            }),
         }
     }
 
@@ -294,13 +308,20 @@ impl Sandbox {
         let p = &rt.pristine.state;
         let structural = {
             let l = &self.store.data().linking;
-            l.libs.len() != p.link.libs.len() || l.appended.len() != p.link.appended.len() || l.got.len() != p.link.got.len()
+            l.libs.len() != p.link.libs.len()
+                || l.appended.len() != p.link.appended.len()
+                || l.got.len() != p.link.got.len()
         };
         if self.poisoned || structural || self.table_len()? != p.link.table_len {
             return self.rebuild();
         }
         self.mem.reset().context("resetting memory")?;
-        let sp = self.store.data().linking.stack_pointer.context("no stack pointer")?;
+        let sp = self
+            .store
+            .data()
+            .linking
+            .stack_pointer
+            .context("no stack pointer")?;
         sp.set(&mut self.store, Val::I32(p.link.stack_pointer as i32))?;
         let h = self.store.data_mut();
         h.vfs.restore(&p.vfs);
@@ -361,7 +382,10 @@ impl Sandbox {
                     });
                 }
                 if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
-                    return Err(SandboxError::Limit { limit: Limit::Time, output });
+                    return Err(SandboxError::Limit {
+                        limit: Limit::Time,
+                        output,
+                    });
                 }
                 Err(SandboxError::Crashed {
                     message: format!("{e:#}"),
@@ -388,9 +412,13 @@ impl Sandbox {
 }
 
 fn read_sums(dir: &Path) -> Result<HashMap<String, String>> {
-    let text = std::fs::read_to_string(dir.join("manifest.json")).context("reading the asset manifest")?;
+    let text =
+        std::fs::read_to_string(dir.join("manifest.json")).context("reading the asset manifest")?;
     let v: serde_json::Value = serde_json::from_str(&text).context("parsing the asset manifest")?;
-    let files = v.get("files").and_then(|f| f.as_object()).context("manifest has no files")?;
+    let files = v
+        .get("files")
+        .and_then(|f| f.as_object())
+        .context("manifest has no files")?;
     Ok(files
         .iter()
         .filter_map(|(k, f)| Some((k.clone(), f.get("sha256")?.as_str()?.to_string())))
@@ -411,7 +439,13 @@ fn start_epoch_ticker(engine: &HakoEngine) {
     });
 }
 
-fn new_store(rt_loader: &Arc<Loader>, vfs: Vfs, memory_bytes: usize, output_bytes: usize, interrupt: Arc<Interrupt>) -> Store<Host> {
+fn new_store(
+    rt_loader: &Arc<Loader>,
+    vfs: Vfs,
+    memory_bytes: usize,
+    output_bytes: usize,
+    interrupt: Arc<Interrupt>,
+) -> Store<Host> {
     let host = Host {
         memory: None,
         vfs,
@@ -435,12 +469,18 @@ fn new_store(rt_loader: &Arc<Loader>, vfs: Vfs, memory_bytes: usize, output_byte
     store.epoch_deadline_callback(|mut ctx| {
         let h = ctx.data_mut();
         let now = Instant::now();
-        let want_stop = h.stop_reason.is_some() || h.interrupt.is_requested() || h.deadline.is_some_and(|d| now >= d);
+        let want_stop = h.stop_reason.is_some()
+            || h.interrupt.is_requested()
+            || h.deadline.is_some_and(|d| now >= d);
         if want_stop {
             let since = *h.stop_requested_at.get_or_insert(now);
             if now.duration_since(since) >= GRACE {
                 if h.stop_reason.is_none() {
-                    h.stop_reason = Some(if h.interrupt.is_requested() { Limit::Interrupted } else { Limit::Time });
+                    h.stop_reason = Some(if h.interrupt.is_requested() {
+                        Limit::Interrupted
+                    } else {
+                        Limit::Time
+                    });
                 }
                 return Err(wasmtime::Trap::Interrupt.into());
             }
@@ -462,9 +502,19 @@ fn vfs_for(image: &Arc<RoImage>, config: &SandboxConfig) -> Result<Vfs> {
 }
 
 /// A store in the pristine state.
-fn instantiate(rt: &RuntimeInner, config: &SandboxConfig, interrupt: Arc<Interrupt>) -> Result<(Store<Host>, RApi, Arc<MemCtl>)> {
+fn instantiate(
+    rt: &RuntimeInner,
+    config: &SandboxConfig,
+    interrupt: Arc<Interrupt>,
+) -> Result<(Store<Host>, RApi, Arc<MemCtl>)> {
     let vfs = vfs_for(&rt.image, config)?;
-    let mut store = new_store(&rt.loader, vfs, config.memory_bytes.max(rt.pristine.state.mem_len), config.output_bytes, interrupt);
+    let mut store = new_store(
+        &rt.loader,
+        vfs,
+        config.memory_bytes.max(rt.pristine.state.mem_len),
+        config.output_bytes,
+        interrupt,
+    );
     let p = &rt.pristine;
     memory::set_pending_image(Some(p.image.clone()));
     let restored = dylink::restore(&mut store.as_context_mut(), &p.state.link);
@@ -484,16 +534,28 @@ fn instantiate(rt: &RuntimeInner, config: &SandboxConfig, interrupt: Arc<Interru
 }
 
 /// Start R from scratch and persist its pristine state.
-fn boot(loader: &Arc<Loader>, image: &Arc<RoImage>, dir: &PathBuf) -> Result<Pristine> {
+fn boot(loader: &Arc<Loader>, image: &Arc<RoImage>, dir: &Path) -> Result<Pristine> {
     let config = SandboxConfig::default();
     let vfs = vfs_for(image, &config)?;
-    let mut store = new_store(loader, vfs, 2 << 30, 1 << 20, Arc::new(Interrupt::default()));
+    let mut store = new_store(
+        loader,
+        vfs,
+        2 << 30,
+        1 << 20,
+        Arc::new(Interrupt::default()),
+    );
     store.set_epoch_deadline(u64::MAX / 2);
     let main = loader.load("R.wasm")?;
     let inst = dylink::instantiate_main(&mut store.as_context_mut(), &main)?;
     let r = (|| -> Result<(Sexp, Sexp)> {
-        inst.get_typed_func::<(), ()>(&mut store, "__wasm_call_ctors")?.call(&mut store, ())?;
-        dylink::load_library(&mut store.as_context_mut(), "libRblas.so", LoadFlags { global: true }, &mut Vec::new())?;
+        inst.get_typed_func::<(), ()>(&mut store, "__wasm_call_ctors")?
+            .call(&mut store, ())?;
+        dylink::load_library(
+            &mut store.as_context_mut(),
+            "libRblas.so",
+            LoadFlags { global: true },
+            &mut Vec::new(),
+        )?;
         let api = RApi::bind(&mut store, inst)?;
         // argv for Rf_initialize_R, in guest memory.
         let malloc = inst.get_typed_func::<u32, u32>(&mut store, "malloc")?;
@@ -508,7 +570,8 @@ fn boot(loader: &Arc<Loader>, image: &Arc<RoImage>, dir: &PathBuf) -> Result<Pri
         inst.get_typed_func::<(i32, u32), i32>(&mut store, "Rf_initialize_R")?
             .call(&mut store, (BOOT_ARGS.len() as i32, argv))?;
         set_c_stack(&mut store, inst)?;
-        inst.get_typed_func::<(), ()>(&mut store, "setup_Rmainloop")?.call(&mut store, ())?;
+        inst.get_typed_func::<(), ()>(&mut store, "setup_Rmainloop")?
+            .call(&mut store, ())?;
         store.data_mut().r_interrupts_pending = Some(api.interrupts_pending);
         // The guest helpers: eval(str2expression(code), globalenv()).
         let code = api.string(&mut store, include_str!("guest.R"))?;
@@ -523,7 +586,10 @@ fn boot(loader: &Arc<Loader>, image: &Arc<RoImage>, dir: &PathBuf) -> Result<Pri
         let Some(henv) = api.try_eval(&mut store, call, genv)? else {
             let out = store.data_mut().output.take();
             let text: Vec<u8> = out.into_iter().flat_map(|c| c.bytes).collect();
-            bail!("the guest helpers failed to load: {}", String::from_utf8_lossy(&text));
+            bail!(
+                "the guest helpers failed to load: {}",
+                String::from_utf8_lossy(&text)
+            );
         };
         api.preserve(&mut store, henv)?;
         api.unprotect(&mut store, 3)?;
@@ -564,8 +630,12 @@ fn boot(loader: &Arc<Loader>, image: &Arc<RoImage>, dir: &PathBuf) -> Result<Pri
 /// Give R's C-stack check the real bounds of the shadow stack, so deep
 /// recursion is an R error instead of silent memory corruption.
 fn set_c_stack(store: &mut Store<Host>, inst: wasmtime::Instance) -> Result<()> {
-    let base = inst.get_typed_func::<(), u32>(&mut *store, "emscripten_stack_get_base")?.call(&mut *store, ())?;
-    let end = inst.get_typed_func::<(), u32>(&mut *store, "emscripten_stack_get_end")?.call(&mut *store, ())?;
+    let base = inst
+        .get_typed_func::<(), u32>(&mut *store, "emscripten_stack_get_base")?
+        .call(&mut *store, ())?;
+    let end = inst
+        .get_typed_func::<(), u32>(&mut *store, "emscripten_stack_get_end")?
+        .call(&mut *store, ())?;
     let memory = store.data().memory.context("no memory")?;
     let addr = |store: &mut Store<Host>, name: &str| -> Result<usize> {
         Ok(inst

@@ -18,38 +18,57 @@ const DSO_NAME: u32 = 36;
 const RTLD_GLOBAL: i32 = 0x100;
 
 pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
-    l.func_wrap("env", "_dlopen_js", |mut c: Caller<'_, Host>, handle: u32| -> Result<u32> {
-        match dlopen(&mut c, handle) {
-            Ok(()) => Ok(handle),
-            Err(e) => {
-                set_error(&mut c, &format!("Could not load dynamic lib: {e:#}"))?;
-                Ok(0)
+    l.func_wrap(
+        "env",
+        "_dlopen_js",
+        |mut c: Caller<'_, Host>, handle: u32| -> Result<u32> {
+            match dlopen(&mut c, handle) {
+                Ok(()) => Ok(handle),
+                Err(e) => {
+                    set_error(&mut c, &format!("Could not load dynamic lib: {e:#}"))?;
+                    Ok(0)
+                }
             }
-        }
-    })?;
-    l.func_wrap("env", "_dlsym_js", |mut c: Caller<'_, Host>, handle: u32, symbol: u32, index_ptr: u32| -> Result<u32> {
-        let name = {
-            let (m, _) = mem::split(&mut c);
-            match mem::string(m, symbol) {
-                Ok(s) => s,
-                Err(_) => return Ok(0),
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "_dlsym_js",
+        |mut c: Caller<'_, Host>, handle: u32, symbol: u32, index_ptr: u32| -> Result<u32> {
+            let name = {
+                let (m, _) = mem::split(&mut c);
+                match mem::string(m, symbol) {
+                    Ok(s) => s,
+                    Err(_) => return Ok(0),
+                }
+            };
+            match dlsym(&mut c, handle, &name, index_ptr)? {
+                Some(v) => Ok(v),
+                None => {
+                    set_error(
+                        &mut c,
+                        &format!("Tried to lookup unknown symbol \"{name}\" in dynamic lib"),
+                    )?;
+                    Ok(0)
+                }
             }
-        };
-        match dlsym(&mut c, handle, &name, index_ptr)? {
-            Some(v) => Ok(v),
-            None => {
-                set_error(&mut c, &format!("Tried to lookup unknown symbol \"{name}\" in dynamic lib"))?;
-                Ok(0)
-            }
-        }
-    })?;
-    l.func_wrap("env", "_emscripten_dlopen_js", |_: u32, _: u32, _: u32, _: u32| -> Result<()> {
-        wasmtime::bail!("asynchronous dlopen is not supported")
-    })?;
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "_emscripten_dlopen_js",
+        |_: u32, _: u32, _: u32, _: u32| -> Result<()> {
+            wasmtime::bail!("asynchronous dlopen is not supported")
+        },
+    )?;
     l.func_wrap("env", "emscripten_promise_create", || -> Result<u32> {
         wasmtime::bail!("promises are not supported")
     })?;
-    l.func_wrap("env", "emscripten_promise_resolve", |_: u32, _: u32, _: u32| {})?;
+    l.func_wrap(
+        "env",
+        "emscripten_promise_resolve",
+        |_: u32, _: u32, _: u32| {},
+    )?;
     l.func_wrap("env", "emscripten_promise_destroy", |_: u32| {})?;
     Ok(())
 }
@@ -57,12 +76,16 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
 fn dlopen(c: &mut Caller<'_, Host>, handle: u32) -> Result<()> {
     let (name, flags) = {
         let (m, _) = mem::split(c);
-        let name = mem::string(m, handle.wrapping_add(DSO_NAME)).map_err(|_| wasmtime::format_err!("bad handle"))?;
-        let flags = mem::read_i32(m, handle.wrapping_add(DSO_FLAGS)).map_err(|_| wasmtime::format_err!("bad handle"))?;
+        let name = mem::string(m, handle.wrapping_add(DSO_NAME))
+            .map_err(|_| wasmtime::format_err!("bad handle"))?;
+        let flags = mem::read_i32(m, handle.wrapping_add(DSO_FLAGS))
+            .map_err(|_| wasmtime::format_err!("bad handle"))?;
         (name, flags)
     };
     let mut local = Vec::new();
-    let flags = LoadFlags { global: flags & RTLD_GLOBAL != 0 };
+    let flags = LoadFlags {
+        global: flags & RTLD_GLOBAL != 0,
+    };
     let idx = dylink::load_library(&mut c.as_context_mut(), &name, flags, &mut local)?;
     let h = c.data_mut();
     // Local loads see their own dependencies.
@@ -76,7 +99,12 @@ fn dlopen(c: &mut Caller<'_, Host>, handle: u32) -> Result<()> {
     h.linking.by_handle.insert(handle, idx);
     let (mem_base, mem_size, table_base, table_size) = {
         let lib = &h.linking.libs[idx];
-        (lib.mem_base, lib.info.dylink.mem_size, lib.table_base, lib.info.dylink.table_size)
+        (
+            lib.mem_base,
+            lib.info.dylink.mem_size,
+            lib.table_base,
+            lib.info.dylink.table_size,
+        )
     };
     let (m, _) = mem::split(c);
     let w = |m: &mut [u8], off: u32, v: u32| mem::write_u32(m, handle.wrapping_add(off), v);
@@ -109,7 +137,9 @@ fn dlsym(c: &mut Caller<'_, Host>, handle: u32, name: &str, index_ptr: u32) -> R
             let _ = mem::write_u32(m, index_ptr, pos as u32);
             dylink::add_function(&mut c.as_context_mut(), idx, name, f)?
         }
-        Some(wasmtime::Extern::Global(g)) => g.get(&mut *c).i32().context("non-i32 symbol")? as u32 + mem_base,
+        Some(wasmtime::Extern::Global(g)) => {
+            g.get(&mut *c).i32().context("non-i32 symbol")? as u32 + mem_base
+        }
         _ => return Ok(None),
     };
     Ok(Some(v))

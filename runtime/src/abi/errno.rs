@@ -7,7 +7,7 @@ pub struct Errno(pub i32);
 
 impl Errno {
     /// The `-errno` a `__syscall_*` import returns.
-    pub fn neg(self) -> i32 {
+    pub fn negated(self) -> i32 {
         -self.0
     }
 }

@@ -9,8 +9,8 @@
 use super::mem;
 use crate::host::Host;
 use crate::limits::Limit;
-use wasmtime::Result;
 use std::time::Instant;
+use wasmtime::Result;
 use wasmtime::{Caller, Linker};
 
 /// EM_ASM code addresses of webR 0.6.0's R.wasm (R.js `ASM_CONSTS`); they are
@@ -21,17 +21,21 @@ const ASM_HANDLE_EVENTS: u32 = 12617643;
 const ASM_DATA_VIEWER: u32 = 12617681;
 
 pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
-    l.func_wrap("env", "emscripten_asm_const_int", |mut c: Caller<'_, Host>, code: u32, _sig: u32, _args: u32| -> i32 {
-        match code {
-            ASM_HANDLE_EVENTS => {
-                handle_events(&mut c);
-                0
+    l.func_wrap(
+        "env",
+        "emscripten_asm_const_int",
+        |mut c: Caller<'_, Host>, code: u32, _sig: u32, _args: u32| -> i32 {
+            match code {
+                ASM_HANDLE_EVENTS => {
+                    handle_events(&mut c);
+                    0
+                }
+                // Non-interactive R never reads the console; EOF if it tries.
+                ASM_READ_CONSOLE | ASM_SET_PROMPT | ASM_DATA_VIEWER => 0,
+                _ => 0,
             }
-            // Non-interactive R never reads the console; EOF if it tries.
-            ASM_READ_CONSOLE | ASM_SET_PROMPT | ASM_DATA_VIEWER => 0,
-            _ => 0,
-        }
-    })?;
+        },
+    )?;
     // webR's internet module asks JavaScript to fetch URLs; there is no
     // JavaScript here, so every script "fails" and R reports that the
     // connection cannot be opened.
@@ -46,7 +50,11 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     ] {
         l.func_wrap("env", name, || -> u32 { 0 })?;
     }
-    l.func_wrap("env", "emscripten_set_canvas_element_size", |_: u32, _: i32, _: i32| -> i32 { -1 })?;
+    l.func_wrap(
+        "env",
+        "emscripten_set_canvas_element_size",
+        |_: u32, _: i32, _: i32| -> i32 { -1 },
+    )?;
     l.func_wrap("env", "_emscripten_fs_load_embedded_files", |_: u32| {
         // The embedded files are served from the assets' read-only tree
         // (extracted from these very records), so nothing is copied here.
@@ -70,7 +78,9 @@ pub fn handle_events(c: &mut Caller<'_, Host>) {
     if h.stop_reason.is_none() {
         h.stop_reason = Some(reason);
     }
-    let Some(addr) = h.r_interrupts_pending else { return };
+    let Some(addr) = h.r_interrupts_pending else {
+        return;
+    };
     let (m, _) = mem::split(c);
     let _ = mem::write_i32(m, addr, 1);
 }

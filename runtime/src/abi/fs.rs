@@ -70,7 +70,7 @@ pub struct Ctx<'a> {
 
 /// `__syscall_*` convention: a value, or `-errno`.
 fn sys(r: Result<i32, Errno>) -> i32 {
-    r.unwrap_or_else(Errno::neg)
+    r.unwrap_or_else(Errno::negated)
 }
 
 /// WASI convention: 0, or `+errno`.

@@ -3,13 +3,15 @@
 
 use super::errno::{EAFNOSUPPORT, ENOSYS};
 use crate::host::Host;
-use wasmtime::Result;
 use wasmtime::Linker;
+use wasmtime::Result;
 
 pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
-    l.func_wrap("env", "__syscall_socket", |_: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> i32 {
-        EAFNOSUPPORT.neg()
-    })?;
+    l.func_wrap(
+        "env",
+        "__syscall_socket",
+        |_: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> i32 { EAFNOSUPPORT.negated() },
+    )?;
     for name in [
         "__syscall_accept4",
         "__syscall_bind",
@@ -23,24 +25,40 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
         "__syscall_sendmsg",
         "__syscall_sendto",
     ] {
-        l.func_wrap("env", name, |_: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> i32 {
-            ENOSYS.neg()
-        })?;
+        l.func_wrap(
+            "env",
+            name,
+            |_: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> i32 { ENOSYS.negated() },
+        )?;
     }
     // EAI_FAIL: no resolver.
-    l.func_wrap("env", "getnameinfo", |_: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: i32| -> i32 {
-        -4
-    })?;
+    l.func_wrap(
+        "env",
+        "getnameinfo",
+        |_: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: i32| -> i32 { -4 },
+    )?;
     l.func_wrap("env", "_emscripten_lookup_name", |_: u32| -> u32 { 0 })?;
     // Emscripten's fetch API: never started, so nothing to free or read.
     l.func_wrap("env", "emscripten_start_fetch", |_: u32| -> Result<()> {
         wasmtime::bail!("network access is not available in the sandbox")
     })?;
     l.func_wrap("env", "emscripten_fetch_free", |_: u32| {})?;
-    l.func_wrap("env", "_emscripten_fetch_get_response_headers_length", |_: u32| -> u32 { 0 })?;
-    l.func_wrap("env", "_emscripten_fetch_get_response_headers", |_: u32, _: u32, _: u32| -> u32 { 0 })?;
-    l.func_wrap("env", "emscripten_wget_data", |_: u32, _: u32, _: u32, _: u32| -> Result<()> {
-        wasmtime::bail!("network access is not available in the sandbox")
-    })?;
+    l.func_wrap(
+        "env",
+        "_emscripten_fetch_get_response_headers_length",
+        |_: u32| -> u32 { 0 },
+    )?;
+    l.func_wrap(
+        "env",
+        "_emscripten_fetch_get_response_headers",
+        |_: u32, _: u32, _: u32| -> u32 { 0 },
+    )?;
+    l.func_wrap(
+        "env",
+        "emscripten_wget_data",
+        |_: u32, _: u32, _: u32, _: u32| -> Result<()> {
+            wasmtime::bail!("network access is not available in the sandbox")
+        },
+    )?;
     Ok(())
 }

@@ -17,41 +17,67 @@ const PAGE: u64 = 65536;
 const HEAP_MAX: u64 = 2 << 30;
 
 pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
-    l.func_wrap(WASI, "environ_sizes_get", |mut c: Caller<'_, Host>, count: u32, size: u32| -> i32 {
-        let (m, h) = mem::split(&mut c);
-        let total: usize = h.env.iter().map(|e| e.len() + 1).sum();
-        let r = mem::write_u32(m, count, h.env.len() as u32).and_then(|_| mem::write_u32(m, size, total as u32));
-        r.map_or_else(|e| e.0, |_| SUCCESS)
-    })?;
-    l.func_wrap(WASI, "environ_get", |mut c: Caller<'_, Host>, ptrs: u32, buf: u32| -> i32 {
-        let (m, h) = mem::split(&mut c);
-        let mut at = buf;
-        for (i, e) in h.env.iter().enumerate() {
-            let slot = ptrs.wrapping_add(4 * i as u32);
-            let mut bytes = e.as_bytes().to_vec();
-            bytes.push(0);
-            if mem::write_u32(m, slot, at).and_then(|_| mem::write_bytes(m, at, &bytes)).is_err() {
-                return EFAULT.0;
+    l.func_wrap(
+        WASI,
+        "environ_sizes_get",
+        |mut c: Caller<'_, Host>, count: u32, size: u32| -> i32 {
+            let (m, h) = mem::split(&mut c);
+            let total: usize = h.env.iter().map(|e| e.len() + 1).sum();
+            let r = mem::write_u32(m, count, h.env.len() as u32)
+                .and_then(|_| mem::write_u32(m, size, total as u32));
+            r.map_or_else(|e| e.0, |_| SUCCESS)
+        },
+    )?;
+    l.func_wrap(
+        WASI,
+        "environ_get",
+        |mut c: Caller<'_, Host>, ptrs: u32, buf: u32| -> i32 {
+            let (m, h) = mem::split(&mut c);
+            let mut at = buf;
+            for (i, e) in h.env.iter().enumerate() {
+                let slot = ptrs.wrapping_add(4 * i as u32);
+                let mut bytes = e.as_bytes().to_vec();
+                bytes.push(0);
+                if mem::write_u32(m, slot, at)
+                    .and_then(|_| mem::write_bytes(m, at, &bytes))
+                    .is_err()
+                {
+                    return EFAULT.0;
+                }
+                at = at.wrapping_add(bytes.len() as u32);
             }
-            at = at.wrapping_add(bytes.len() as u32);
-        }
-        SUCCESS
+            SUCCESS
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "_emscripten_get_progname",
+        |mut c: Caller<'_, Host>, buf: u32, len: u32| {
+            let (m, _) = mem::split(&mut c);
+            if len >= 2 {
+                let _ = mem::write_bytes(m, buf, b"R\0");
+            }
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "exit",
+        |mut c: Caller<'_, Host>, code: i32| -> Result<()> {
+            c.data_mut().exit_code = Some(code);
+            Err(GuestTrap::Exit(code).into())
+        },
+    )?;
+    l.func_wrap(
+        WASI,
+        "proc_exit",
+        |mut c: Caller<'_, Host>, code: i32| -> Result<()> {
+            c.data_mut().exit_code = Some(code);
+            Err(GuestTrap::Exit(code).into())
+        },
+    )?;
+    l.func_wrap("env", "_abort_js", || -> Result<()> {
+        Err(GuestTrap::Abort("abort()".into()).into())
     })?;
-    l.func_wrap("env", "_emscripten_get_progname", |mut c: Caller<'_, Host>, buf: u32, len: u32| {
-        let (m, _) = mem::split(&mut c);
-        if len >= 2 {
-            let _ = mem::write_bytes(m, buf, b"R\0");
-        }
-    })?;
-    l.func_wrap("env", "exit", |mut c: Caller<'_, Host>, code: i32| -> Result<()> {
-        c.data_mut().exit_code = Some(code);
-        Err(GuestTrap::Exit(code).into())
-    })?;
-    l.func_wrap(WASI, "proc_exit", |mut c: Caller<'_, Host>, code: i32| -> Result<()> {
-        c.data_mut().exit_code = Some(code);
-        Err(GuestTrap::Exit(code).into())
-    })?;
-    l.func_wrap("env", "_abort_js", || -> Result<()> { Err(GuestTrap::Abort("abort()".into()).into()) })?;
     l.func_wrap(
         "env",
         "__assert_fail",
@@ -67,43 +93,59 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
         if cmd == 0 {
             0
         } else {
-            ENOSYS.neg()
+            ENOSYS.negated()
         }
     })?;
-    l.func_wrap(WASI, "random_get", |mut c: Caller<'_, Host>, buf: u32, len: u32| -> i32 {
-        let (m, _) = mem::split(&mut c);
-        match mem::bytes_mut(m, buf, len) {
-            Ok(out) => {
-                fill_random(out);
-                SUCCESS
+    l.func_wrap(
+        WASI,
+        "random_get",
+        |mut c: Caller<'_, Host>, buf: u32, len: u32| -> i32 {
+            let (m, _) = mem::split(&mut c);
+            match mem::bytes_mut(m, buf, len) {
+                Ok(out) => {
+                    fill_random(out);
+                    SUCCESS
+                }
+                Err(e) => e.0,
             }
-            Err(e) => e.0,
-        }
-    })?;
-    l.func_wrap("env", "emscripten_get_heap_max", |c: Caller<'_, Host>| -> u32 {
-        heap_max(c.data()) as u32
-    })?;
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "emscripten_get_heap_max",
+        |c: Caller<'_, Host>| -> u32 { heap_max(c.data()) as u32 },
+    )?;
     l.func_wrap("env", "emscripten_resize_heap", resize_heap)?;
-    l.func_wrap("env", "_mmap_js", |_: u32, _: u32, _: u32, _: u32, _: i64, _: u32, _: u32| -> i32 {
-        ENOSYS.neg()
-    })?;
-    l.func_wrap("env", "_munmap_js", |_: u32, _: u32, _: u32, _: u32, _: u32, _: i64| -> i32 {
-        ENOSYS.neg()
-    })?;
-    l.func_wrap("env", "_msync_js", |_: u32, _: u32, _: u32, _: u32, _: u32, _: i64| -> i32 {
-        ENOSYS.neg()
-    })?;
+    l.func_wrap(
+        "env",
+        "_mmap_js",
+        |_: u32, _: u32, _: u32, _: u32, _: i64, _: u32, _: u32| -> i32 { ENOSYS.negated() },
+    )?;
+    l.func_wrap(
+        "env",
+        "_munmap_js",
+        |_: u32, _: u32, _: u32, _: u32, _: u32, _: i64| -> i32 { ENOSYS.negated() },
+    )?;
+    l.func_wrap(
+        "env",
+        "_msync_js",
+        |_: u32, _: u32, _: u32, _: u32, _: u32, _: i64| -> i32 { ENOSYS.negated() },
+    )?;
     l.func_wrap("env", "__call_sighandler", |_: u32, _: u32| {})?;
     l.func_wrap("env", "_setitimer_js", |_: u32, _: f64| -> i32 { 0 })?;
     l.func_wrap("env", "_emscripten_runtime_keepalive_clear", || {})?;
-    l.func_wrap("env", "_emscripten_log_formatted", |mut c: Caller<'_, Host>, _level: i32, msg: u32| {
-        let (m, h) = mem::split(&mut c);
-        if let Ok(s) = mem::cstr(m, msg) {
-            let mut line = s.to_vec();
-            line.push(b'\n');
-            h.output.write(crate::output::Stream::Stderr, &line);
-        }
-    })?;
+    l.func_wrap(
+        "env",
+        "_emscripten_log_formatted",
+        |mut c: Caller<'_, Host>, _level: i32, msg: u32| {
+            let (m, h) = mem::split(&mut c);
+            if let Ok(s) = mem::cstr(m, msg) {
+                let mut line = s.to_vec();
+                line.push(b'\n');
+                h.output.write(crate::output::Stream::Stderr, &line);
+            }
+        },
+    )?;
     Ok(())
 }
 
@@ -115,7 +157,9 @@ fn heap_max(h: &Host) -> u64 {
 /// Grow memory to at least `requested` bytes, with headroom like Emscripten
 /// (x1.2, at most +96 MiB) so a growing heap does not grow page by page.
 fn resize_heap(mut c: Caller<'_, Host>, requested: u32) -> i32 {
-    let Some(memory) = c.data().memory else { return 0 };
+    let Some(memory) = c.data().memory else {
+        return 0;
+    };
     let max = heap_max(c.data());
     let requested = u64::from(requested);
     let current = memory.data_size(&c) as u64;

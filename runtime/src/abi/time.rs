@@ -5,9 +5,9 @@
 use super::errno::{EINVAL, SUCCESS};
 use super::mem;
 use crate::host::Host;
-use wasmtime::Result;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use wasmtime::Result;
 use wasmtime::{Caller, Linker};
 
 const WASI: &str = "wasi_snapshot_preview1";
@@ -20,28 +20,43 @@ fn monotonic_ns() -> u64 {
 }
 
 fn realtime_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
-    l.func_wrap(WASI, "clock_time_get", |mut c: Caller<'_, Host>, id: u32, _prec: i64, out: u32| -> i32 {
-        let ns = match id {
-            0 => realtime_ns(),
-            1..=3 => monotonic_ns(),
-            _ => return EINVAL.0,
-        };
-        let (m, _) = mem::split(&mut c);
-        mem::write_u64(m, out, ns).map_or_else(|e| e.0, |_| SUCCESS)
+    l.func_wrap(
+        WASI,
+        "clock_time_get",
+        |mut c: Caller<'_, Host>, id: u32, _prec: i64, out: u32| -> i32 {
+            let ns = match id {
+                0 => realtime_ns(),
+                1..=3 => monotonic_ns(),
+                _ => return EINVAL.0,
+            };
+            let (m, _) = mem::split(&mut c);
+            mem::write_u64(m, out, ns).map_or_else(|e| e.0, |_| SUCCESS)
+        },
+    )?;
+    l.func_wrap(
+        WASI,
+        "clock_res_get",
+        |mut c: Caller<'_, Host>, id: u32, out: u32| -> i32 {
+            if id > 3 {
+                return EINVAL.0;
+            }
+            let (m, _) = mem::split(&mut c);
+            mem::write_u64(m, out, 1000).map_or_else(|e| e.0, |_| SUCCESS)
+        },
+    )?;
+    l.func_wrap("env", "emscripten_date_now", || -> f64 {
+        realtime_ns() as f64 / 1e6
     })?;
-    l.func_wrap(WASI, "clock_res_get", |mut c: Caller<'_, Host>, id: u32, out: u32| -> i32 {
-        if id > 3 {
-            return EINVAL.0;
-        }
-        let (m, _) = mem::split(&mut c);
-        mem::write_u64(m, out, 1000).map_or_else(|e| e.0, |_| SUCCESS)
+    l.func_wrap("env", "emscripten_get_now", || -> f64 {
+        monotonic_ns() as f64 / 1e6
     })?;
-    l.func_wrap("env", "emscripten_date_now", || -> f64 { realtime_ns() as f64 / 1e6 })?;
-    l.func_wrap("env", "emscripten_get_now", || -> f64 { monotonic_ns() as f64 / 1e6 })?;
     l.func_wrap(
         "env",
         "_tzset_js",
@@ -53,14 +68,22 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
             let _ = mem::write_bytes(m, dst_name, b"UTC\0");
         },
     )?;
-    l.func_wrap("env", "_localtime_js", |mut c: Caller<'_, Host>, t: i64, tm: u32| {
-        let (m, _) = mem::split(&mut c);
-        let _ = write_tm(m, tm, &Tm::from_unix(t));
-    })?;
-    l.func_wrap("env", "_gmtime_js", |mut c: Caller<'_, Host>, t: i64, tm: u32| {
-        let (m, _) = mem::split(&mut c);
-        let _ = write_tm(m, tm, &Tm::from_unix(t));
-    })?;
+    l.func_wrap(
+        "env",
+        "_localtime_js",
+        |mut c: Caller<'_, Host>, t: i64, tm: u32| {
+            let (m, _) = mem::split(&mut c);
+            let _ = write_tm(m, tm, &Tm::from_unix(t));
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "_gmtime_js",
+        |mut c: Caller<'_, Host>, t: i64, tm: u32| {
+            let (m, _) = mem::split(&mut c);
+            let _ = write_tm(m, tm, &Tm::from_unix(t));
+        },
+    )?;
     l.func_wrap("env", "_mktime_js", normalise_tm)?;
     l.func_wrap("env", "_timegm_js", normalise_tm)?;
     Ok(())
@@ -131,7 +154,9 @@ fn read_tm(m: &[u8], p: u32) -> Result<Tm, super::errno::Errno> {
 
 fn write_tm(m: &mut [u8], p: u32, t: &Tm) -> Result<(), super::errno::Errno> {
     mem::range(m, p, 40)?;
-    let fields = [t.sec, t.min, t.hour, t.mday, t.mon, t.year, t.wday, t.yday, 0, 0];
+    let fields = [
+        t.sec, t.min, t.hour, t.mday, t.mon, t.year, t.wday, t.yday, 0, 0,
+    ];
     for (i, v) in fields.iter().enumerate() {
         mem::write_i32(m, p + 4 * i as u32, *v)?;
     }
@@ -171,12 +196,20 @@ mod tests {
         // 2024-03-31T01:30:00Z, a Sunday, day 90 of a leap year.
         let t = 1_711_848_600;
         let tm = Tm::from_unix(t);
-        assert_eq!((tm.year, tm.mon, tm.mday, tm.hour, tm.min), (124, 2, 31, 1, 30));
+        assert_eq!(
+            (tm.year, tm.mon, tm.mday, tm.hour, tm.min),
+            (124, 2, 31, 1, 30)
+        );
         assert_eq!((tm.wday, tm.yday), (0, 90));
         assert_eq!(tm.to_unix(), t);
         assert_eq!(Tm::from_unix(-1).year, 69);
         // Denormalised month 12 of 2023 is January 2024.
-        let d = Tm { mon: 12, year: 123, mday: 1, ..Tm::from_unix(0) };
+        let d = Tm {
+            mon: 12,
+            year: 123,
+            mday: 1,
+            ..Tm::from_unix(0)
+        };
         assert_eq!(Tm::from_unix(d.to_unix()).year, 124);
     }
 }
