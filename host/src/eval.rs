@@ -50,22 +50,32 @@ fn run_inner(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let code = match (&args.expr, &args.file) {
         (Some(e), None) if e == "-" => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading standard input")?;
             s
         }
         (Some(e), None) => e.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
         _ => bail!("give R code, `-f FILE` or `-`"),
     };
     let timeout = match args.timeout {
-        Some(t) if !(t > 0.0 && t.is_finite()) => bail!("--timeout must be a positive number of seconds"),
+        Some(t) if !(t > 0.0 && t.is_finite()) => {
+            bail!("--timeout must be a positive number of seconds")
+        }
         Some(t) => Some(Duration::from_secs_f64(t)),
         None => None,
     };
     if args.memory < 128 {
         bail!("--memory must be at least 128 MiB (R itself needs about 60 MiB)");
     }
-    let mounts = args.mount.iter().map(|m| parse_mount(m)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mounts = args
+        .mount
+        .iter()
+        .map(|m| parse_mount(m))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let config = SandboxConfig {
         memory_bytes: args.memory << 20,
         timeout,
@@ -81,9 +91,15 @@ fn run_inner(args: EvalArgs) -> anyhow::Result<ExitCode> {
         Ok(r) => (if r.ok { 0 } else { 1 }, r.output, None),
         Err(SandboxError::Limit { limit, output }) => {
             let what = match (limit, timeout) {
-                (hako_runtime::Limit::Time, Some(t)) => format!("time limit reached ({} s)", t.as_secs_f64()),
-                (hako_runtime::Limit::Memory, _) => format!("memory limit reached ({} MiB)", args.memory),
-                (hako_runtime::Limit::Output, _) => format!("output limit reached ({} MiB)", args.max_output),
+                (hako_runtime::Limit::Time, Some(t)) => {
+                    format!("time limit reached ({} s)", t.as_secs_f64())
+                }
+                (hako_runtime::Limit::Memory, _) => {
+                    format!("memory limit reached ({} MiB)", args.memory)
+                }
+                (hako_runtime::Limit::Output, _) => {
+                    format!("output limit reached ({} MiB)", args.max_output)
+                }
                 (l, _) => l.to_string(),
             };
             (3, output, Some(what))

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "hako", version, about = "Run R you do not fully trust: webR under wasmtime, in a capability sandbox")]
+#[command(
+    name = "hako",
+    version,
+    about = "Run R you do not fully trust: webR under wasmtime, in a capability sandbox"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 /// `--assets`, else `$HAKO_ASSETS`, else the per-user default.
 pub fn assets_dir(flag: Option<&Path>) -> PathBuf {
-    flag.map(Path::to_path_buf).unwrap_or_else(Assets::default_dir)
+    flag.map(Path::to_path_buf)
+        .unwrap_or_else(Assets::default_dir)
 }
 
 /// `$HAKO_CACHE`, else `$XDG_CACHE_HOME/hako`, else `~/.cache/hako`.
@@ -17,7 +18,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(d).join("hako");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("hako")
 }
 
