@@ -165,3 +165,59 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+    fn cached_files(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("compiled"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn corrupted_cache_entry_is_rebuilt_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = HakoEngine::new(dir.path()).unwrap();
+        e.module("empty", || Ok(EMPTY_MODULE.to_vec())).unwrap();
+        let files = cached_files(dir.path());
+        let cwasm = files
+            .iter()
+            .find(|p| p.extension().unwrap() == "cwasm")
+            .unwrap();
+        let good = std::fs::read(cwasm).unwrap();
+        let mut bad = good.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0xff;
+        std::fs::write(cwasm, &bad).unwrap();
+
+        // A fresh engine (no in-memory copy) must not load the corrupted code:
+        // it recompiles, which calls the byte source again.
+        let e2 = HakoEngine::new(dir.path()).unwrap();
+        let mut recompiled = false;
+        e2.module("empty", || {
+            recompiled = true;
+            Ok(EMPTY_MODULE.to_vec())
+        })
+        .unwrap();
+        assert!(recompiled);
+        assert_eq!(std::fs::read(cwasm).unwrap(), good);
+
+        // An intact entry is loaded without compiling.
+        let e3 = HakoEngine::new(dir.path()).unwrap();
+        e3.module("empty", || panic!("should come from the cache"))
+            .unwrap();
+    }
+
+    #[test]
+    fn keys_differ_by_content_and_engine() {
+        assert_ne!(cache_key("a", "x"), cache_key("b", "x"));
+        assert_ne!(cache_key("a", "x"), cache_key("a", "y"));
+    }
+}

@@ -106,3 +106,56 @@ unsafe fn hash_file(file: &std::fs::File, len: usize) -> Result<String> {
     libc::munmap(p, len);
     Ok(sum)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfs::{RoImage, Vfs, VfsConfig};
+
+    fn state() -> PristineState {
+        let image = RoImage::from_files(Vec::<(String, Vec<u8>)>::new()).unwrap();
+        let vfs = Vfs::new(VfsConfig {
+            image,
+            mounts: Vec::new(),
+            home: "/home/web_user".into(),
+            scratch_bytes: 1 << 20,
+            max_fds: 16,
+        })
+        .unwrap();
+        PristineState {
+            link: LinkState {
+                libs: Vec::new(),
+                handles: Vec::new(),
+                got: Vec::new(),
+                appended: Vec::new(),
+                table_len: 0,
+                stack_pointer: 0,
+            },
+            vfs: vfs.snapshot(),
+            eval_fn: 1,
+            task_fn: 2,
+            mem_len: 0,
+            mem_min_pages: 1,
+            mem_sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn saved_snapshot_loads_and_a_corrupted_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let p = Pristine::save(dir.path(), &memory, state()).unwrap();
+        assert_eq!(p.image.len % page_size(), 0);
+        assert!(p.image.len >= memory.len());
+        assert!(Pristine::load(dir.path()).is_ok());
+
+        let img = dir.path().join("memory.img");
+        let mut bytes = std::fs::read(&img).unwrap();
+        bytes[100] ^= 1;
+        std::fs::write(&img, &bytes).unwrap();
+        assert!(Pristine::load(dir.path()).is_err());
+
+        std::fs::write(dir.path().join("state.bin"), b"junk").unwrap();
+        assert!(Pristine::load(dir.path()).is_err());
+    }
+}
