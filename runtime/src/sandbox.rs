@@ -654,3 +654,16 @@ fn set_c_stack(store: &mut Store<Host>, inst: wasmtime::Instance) -> Result<()> 
     memory.write(&mut *store, dir_addr, &1i32.to_le_bytes())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Sandboxes move to worker threads; the runtime is shared between them.
+    #[test]
+    fn sandbox_is_send_and_runtime_is_shared() {
+        fn send<T: Send>() {}
+        fn shared<T: Send + Sync>() {}
+        send::<super::Sandbox>();
+        shared::<super::Runtime>();
+        shared::<super::InterruptHandle>();
+    }
+}
