@@ -68,3 +68,16 @@ fn output_flood_is_capped() {
     assert!(total <= 64 << 10, "{total}");
     assert_eq!(eval_ok(&mut sb, "cat('ok')"), "ok");
 }
+
+#[test]
+fn short_output_overflow_is_reported() {
+    let mut sb = sandbox_with(SandboxConfig {
+        output_bytes: 1000,
+        ..SandboxConfig::default()
+    });
+    // Finishes before R's event hook could stop it: still reported.
+    let (limit, out) = eval_limit(&mut sb, "cat(strrep('y', 5000))");
+    assert_eq!(limit, Limit::Output);
+    assert_eq!(text(&out, Stream::Stdout).len(), 1000);
+    assert_eq!(eval_ok(&mut sb, "cat('ok')"), "ok");
+}

@@ -2,38 +2,103 @@
 //! to the pages a task touched.
 //!
 //! The main module's memory is a private (copy-on-write) mapping of a pristine
-//! image file. A task writes private copies of the pages it touches; a reset
-//! drops those copies with `madvise(MADV_DONTNEED)`, so untouched pages cost
-//! nothing and touched pages fall back to the image. Many sandboxes of one
-//! process share the image's page cache.
+//! image file. A task writes private copies of the pages it touches. A reset
+//! asks the kernel which pages are private copies (`/proc/self/pagemap`) and
+//! copies just those back from the image, so untouched pages cost nothing and
+//! the next task does not fault them in again; past a threshold (a task that
+//! touched a lot) it drops the copies with `madvise(MADV_DONTNEED)` instead,
+//! returning the memory. Many sandboxes of one process share the image's page
+//! cache.
 
 use std::cell::RefCell;
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
 
-/// A pristine memory image: a page-aligned file mapped copy-on-write.
+/// A pristine memory image: a page-aligned file mapped copy-on-write into
+/// every sandbox, plus one read-only view of it to copy pages back from.
 pub struct MemImage {
     pub file: File,
     pub len: usize,
     /// Wasm page count the image was taken at, used to recognise the memory it
     /// belongs to.
     pub min_pages: u64,
+    view: usize,
+}
+
+impl MemImage {
+    pub fn new(file: File, len: usize, min_pages: u64) -> std::io::Result<MemImage> {
+        let view = if len == 0 {
+            0
+        } else {
+            // SAFETY: a fresh read-only private mapping of a file we own.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(std::io::Error::last_os_error());
+            }
+            p as usize
+        };
+        Ok(MemImage {
+            file,
+            len,
+            min_pages,
+            view,
+        })
+    }
+
+    /// The image's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `view` maps `len` bytes read-only for the life of `self`;
+        // the file is only ever replaced by rename, never written in place.
+        unsafe { std::slice::from_raw_parts(self.view as *const u8, self.len) }
+    }
+}
+
+impl Drop for MemImage {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: unmapping exactly the view mapped in `new`.
+            unsafe {
+                libc::munmap(self.view as *mut libc::c_void, self.len);
+            }
+        }
+    }
 }
 
 /// What a sandbox keeps of its memory to reset it.
 pub struct MemCtl {
     base: usize,
-    image_len: usize,
+    image: Option<Arc<MemImage>>,
     size: AtomicUsize,
+    /// Reused pagemap buffer.
+    scratch: Mutex<Vec<u64>>,
 }
+
+/// Above this many private pages (4 MiB) a reset returns them to the kernel
+/// instead of copying them back. Copied-back pages stay private, so every
+/// later reset copies them again; a task that touched that much (R's full GC
+/// marks the whole heap) resets the set to empty and keeps no footprint.
+const COPY_BACK_MAX_PAGES: usize = 1024;
 
 impl MemCtl {
     /// Bytes of the image at the bottom of the memory.
     pub fn image_len(&self) -> usize {
-        self.image_len
+        self.image.as_ref().map_or(0, |i| i.len)
     }
 
     /// Current accessible size in bytes.
@@ -41,8 +106,7 @@ impl MemCtl {
         self.size.load(Ordering::Acquire)
     }
 
-    /// Drop every private page: the image part reads as the image again and
-    /// the rest as zeros.
+    /// Put the memory back to the image (and zeros above it).
     ///
     /// Must only be called while no wasm runs on this memory (the sandbox owns
     /// the store, so it knows).
@@ -51,6 +115,56 @@ impl MemCtl {
         if size == 0 {
             return Ok(());
         }
+        if self.copy_back(size).is_err() {
+            self.drop_pages(size)?;
+        }
+        Ok(())
+    }
+
+    /// Restore only the pages the kernel reports as written since they were
+    /// mapped: copied from the image, or zeroed above it.
+    fn copy_back(&self, size: usize) -> std::io::Result<()> {
+        const PRESENT: u64 = 1 << 63;
+        const SWAPPED: u64 = 1 << 62;
+        const FILE_OR_SHARED: u64 = 1 << 61;
+        let page = page_size();
+        let pages = size / page;
+        let mut entries = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        entries.resize(pages, 0);
+        read_pagemap(self.base / page, &mut entries)?;
+        let image = self.image.as_ref().map(|i| i.bytes()).unwrap_or(&[]);
+        let image_pages = image.len() / page;
+        let dirty = |i: usize| {
+            let e = entries[i];
+            e & SWAPPED != 0 || (e & PRESENT != 0 && (i >= image_pages || e & FILE_OR_SHARED == 0))
+        };
+        if (0..pages).filter(|&i| dirty(i)).count() > COPY_BACK_MAX_PAGES {
+            return Err(std::io::Error::other("too many pages to copy back"));
+        }
+        for i in (0..pages).filter(|&i| dirty(i)) {
+            let off = i * page;
+            // SAFETY: [base+off, base+off+page) is inside our accessible
+            // mapping and no wasm runs; the source is the image view.
+            unsafe {
+                let dst = (self.base + off) as *mut u8;
+                if i < image_pages {
+                    std::ptr::copy_nonoverlapping(image.as_ptr().add(off), dst, page);
+                } else {
+                    std::ptr::write_bytes(dst, 0, page);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop every private page, returning the memory to the kernel.
+    pub fn release(&self) -> std::io::Result<()> {
+        self.drop_pages(self.size())
+    }
+
+    /// Drop every private page: the image part reads as the image again and
+    /// the rest as zeros.
+    fn drop_pages(&self, size: usize) -> std::io::Result<()> {
         // SAFETY: [base, base+size) is our own mapping (see `SnapMemory`), and
         // no wasm code is running on it, so no reference into it is live.
         let rc =
@@ -60,6 +174,21 @@ impl MemCtl {
         }
         Ok(())
     }
+}
+
+/// Read `/proc/self/pagemap` entries for `entries.len()` pages from `first`.
+fn read_pagemap(first: usize, entries: &mut [u64]) -> std::io::Result<()> {
+    static PAGEMAP: OnceLock<Option<File>> = OnceLock::new();
+    let f = PAGEMAP
+        .get_or_init(|| File::open("/proc/self/pagemap").ok())
+        .as_ref()
+        .ok_or_else(|| std::io::Error::other("no pagemap"))?;
+    // SAFETY: the u64 buffer viewed as bytes for the read; any bit pattern is
+    // a valid u64.
+    let buf = unsafe {
+        std::slice::from_raw_parts_mut(entries.as_mut_ptr() as *mut u8, entries.len() * 8)
+    };
+    f.read_exact_at(buf, (first * 8) as u64)
 }
 
 thread_local! {
@@ -133,8 +262,9 @@ unsafe impl MemoryCreator for SnapshotMemoryCreator {
             size: 0,
             ctl: Arc::new(MemCtl {
                 base: base as usize,
-                image_len: 0,
+                image: None,
                 size: AtomicUsize::new(0),
+                scratch: Mutex::new(Vec::new()),
             }),
         };
         let mut initial = minimum;
@@ -161,12 +291,13 @@ unsafe impl MemoryCreator for SnapshotMemoryCreator {
                 ));
             }
             mem.size = img.len;
+            initial = initial.max(img.len);
             mem.ctl = Arc::new(MemCtl {
                 base: base as usize,
-                image_len: img.len,
-                size: AtomicUsize::new(img.len),
+                image: Some(img),
+                size: AtomicUsize::new(mem.size),
+                scratch: Mutex::new(Vec::new()),
             });
-            initial = initial.max(img.len);
         }
         mem.grow_to(initial).map_err(|e| e.to_string())?;
         LAST_CREATED.with(|p| *p.borrow_mut() = Some(mem.ctl.clone()));

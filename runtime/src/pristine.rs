@@ -73,11 +73,7 @@ impl Pristine {
             bail!("snapshot image checksum mismatch");
         }
         Ok(Pristine {
-            image: Arc::new(MemImage {
-                file,
-                len: state.mem_len,
-                min_pages: state.mem_min_pages,
-            }),
+            image: Arc::new(MemImage::new(file, state.mem_len, state.mem_min_pages)?),
             state,
             dir: dir.to_path_buf(),
         })

@@ -169,7 +169,14 @@ impl Runtime {
         let dir = cache_dir.join("pristine").join(key);
         let pristine = match Pristine::load(&dir) {
             Ok(p) => p,
-            Err(_) => boot(&loader, &image, &dir).context("booting R")?,
+            Err(_) => {
+                // One process boots; a concurrent one waits and uses its work.
+                let _lock = crate::engine::lock_file(&dir.with_extension("lock"))?;
+                match Pristine::load(&dir) {
+                    Ok(p) => p,
+                    Err(_) => boot(&loader, &image, &dir).context("booting R")?,
+                }
+            }
         };
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
@@ -245,8 +252,9 @@ impl Sandbox {
             })
         })();
         let status = self.finish(r)?;
+        let limit = self.limit_hit(status);
         let output = self.store.data_mut().output.take();
-        match self.limit_hit(status) {
+        match limit {
             Some(limit) => Err(SandboxError::Limit { limit, output }),
             None => Ok(EvalResult {
                 ok: status == 0,
@@ -290,8 +298,9 @@ impl Sandbox {
                 unreachable!("finish turns every error into a SandboxError")
             }
         };
+        let limit = self.limit_hit(status);
         let output = self.store.data_mut().output.take();
-        if let Some(limit) = self.limit_hit(status) {
+        if let Some(limit) = limit {
             return Err(SandboxError::Limit { limit, output });
         }
         let outcome = if status == 0 {
@@ -524,7 +533,9 @@ fn instantiate(
     if mem.image_len() != p.image.len {
         bail!("pristine memory was not backed by its image");
     }
-    mem.reset().context("mapping the pristine image")?;
+    // Instantiation wrote the modules' data segments over the image; drop
+    // those copies so the sandbox starts with no private pages.
+    mem.release().context("mapping the pristine image")?;
     store.data_mut().vfs.restore(&p.state.vfs);
     store.data_mut().limiter.max_bytes = config.memory_bytes;
     let main = store.data().linking.main().context("no main instance")?;
