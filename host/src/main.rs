@@ -1,8 +1,27 @@
 //! `hako`: sandboxed R workers on webR + wasmtime.
 
 mod assets;
+mod bench;
+mod client;
+mod daemon;
+mod dial;
+mod dispatcher;
 mod eval;
+mod host;
+mod link;
+mod linkframe;
+mod local;
+mod logging;
 mod paths;
+mod protocol;
+mod rser;
+mod server;
+mod shutdown;
+mod stdio;
+mod tls;
+mod token;
+mod worker;
+mod ws;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +43,14 @@ enum Command {
     Assets(assets::AssetsArgs),
     /// Evaluate R code in a fresh sandbox and print what R prints.
     Eval(eval::EvalArgs),
+    /// Dispatch R tasks to sandboxed daemons (local and remote, over TLS).
+    Host(host::HostArgs),
+    /// Lend this machine's cores to a host: run its tasks in a sandbox.
+    Daemon(daemon::DaemonArgs),
+    /// Bridge the client link on stdin/stdout to a remote host.
+    Client(client::ClientArgs),
+    /// Measure task round trips and throughput through the client link.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,5 +58,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Assets(a) => assets::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Host(a) => host::run(a),
+        Command::Daemon(a) => daemon::run(a),
+        Command::Client(a) => client::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

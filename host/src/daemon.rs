@@ -1,0 +1,330 @@
+//! `hako daemon URL --token T --fingerprint SHA256:…`: lend this machine's
+//! cores to a host. Dials out (so it works behind NAT), verifies the host,
+//! then runs tasks one at a time in its sandbox, pristine per task unless
+//! `--keep-state`. The volunteer's caps (`--memory`, `--task-timeout`,
+//! `--max-tasks`, `--idle-time`, `--wall-time`) are applied here, where the
+//! host cannot raise them.
+//!
+//! Exit status: 0 when done (host shut down with `--autoexit`, a cap
+//! reached, a signal), 1 when the host refused or is not trusted or could
+//! not be reached with `--autoexit`, 2 on a usage or set-up error.
+
+use crate::dial::{self, DialError, Target};
+use crate::host::seconds;
+use crate::local::capabilities;
+use crate::protocol::{DaemonLimits, FrameLimits, HelloBody, Message, Role};
+use crate::tls::{self, Trust};
+use crate::worker::{Exit, Worker, WorkerConfig, WorkerEvent};
+use crate::ws::{self, Flow, Out, OutTx};
+use crate::{paths, shutdown};
+use clap::Args;
+use hako_runtime::{Runtime, SandboxConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Args, Clone, Debug)]
+pub struct DaemonArgs {
+    /// The host's URL, wss://HOST:PORT.
+    url: String,
+    /// The host's join token.
+    #[arg(long, env = "HAKO_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Pin the host's certificate (as printed by `hako host`).
+    #[arg(long, value_name = "SHA256:HEX")]
+    fingerprint: Option<String>,
+    /// Without --fingerprint: also trust this CA (PEM), besides the web PKI.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// Memory cap of the sandbox, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    memory: usize,
+    /// Cap on any task's evaluation time, in seconds.
+    #[arg(long, value_name = "SECONDS")]
+    task_timeout: Option<f64>,
+    /// Leave after this many tasks.
+    #[arg(long, value_name = "N")]
+    max_tasks: Option<u64>,
+    /// Leave after this many seconds without a task.
+    #[arg(long, value_name = "SECONDS")]
+    idle_time: Option<f64>,
+    /// Leave after this many seconds in all.
+    #[arg(long, value_name = "SECONDS")]
+    wall_time: Option<f64>,
+    /// Keep state between tasks (no reset).
+    #[arg(long)]
+    keep_state: bool,
+    /// Exit when the host goes away instead of reconnecting.
+    #[arg(long)]
+    autoexit: bool,
+    /// Name shown in the host's info().
+    #[arg(long)]
+    name: Option<String>,
+    /// Cap on a task's captured output, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    max_output: usize,
+    /// Largest task accepted, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    max_payload: u64,
+    /// Longest wait between reconnection attempts, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    max_backoff: f64,
+    /// Asset directory (default: $HAKO_ASSETS or the per-user cache).
+    #[arg(long)]
+    assets: Option<PathBuf>,
+}
+
+pub fn run(args: DaemonArgs) -> ExitCode {
+    crate::logging::init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hako: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = rt.block_on(async {
+        match daemon(args).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("hako: {e:#}");
+                ExitCode::from(2)
+            }
+        }
+    });
+    rt.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+/// Where the worker's messages go: the current connection, if any, and only
+/// for the session that connection runs.
+type Route = Arc<Mutex<Option<(u64, OutTx)>>>;
+
+async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    let target: Target = dial::parse_url(&args.url)?;
+    let trust = match &args.fingerprint {
+        Some(f) => Trust::Pinned(tls::parse_fingerprint(f)?),
+        None => Trust::Roots {
+            ca_file: args.ca.clone(),
+        },
+    };
+    // Fail early on a bad CA file.
+    tls::client_config(&trust)?;
+    let opt_secs = |v: Option<f64>, what: &str| v.map(|s| seconds(s, what)).transpose();
+    let task_timeout = opt_secs(args.task_timeout, "--task-timeout")?;
+    let idle_time = opt_secs(args.idle_time, "--idle-time")?;
+    let wall_time = opt_secs(args.wall_time, "--wall-time")?;
+    let max_backoff = seconds(args.max_backoff, "--max-backoff")?;
+    if args.memory < 128 {
+        anyhow::bail!("--memory must be at least 128 MiB (R itself needs about 60 MiB)");
+    }
+    if args.max_tasks == Some(0) {
+        anyhow::bail!("--max-tasks must be at least 1");
+    }
+    let started = Instant::now();
+    let limits = FrameLimits {
+        control: 64 << 10,
+        bulk: args.max_payload << 20,
+    };
+    let sandbox_config = SandboxConfig {
+        memory_bytes: args.memory << 20,
+        timeout: task_timeout,
+        output_bytes: args.max_output << 20,
+        ..SandboxConfig::default()
+    };
+    let assets_dir = paths::assets_dir(args.assets.as_deref());
+    let sandbox = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let assets = paths::ensure_assets(&assets_dir)?;
+        let runtime = Runtime::new(&assets, &paths::cache_dir())?;
+        Ok(runtime.sandbox(sandbox_config)?)
+    })
+    .await??;
+
+    let route: Route = Arc::new(Mutex::new(None));
+    let (exit_tx, mut exit_rx) = watch::channel::<Option<Exit>>(None);
+    let r = route.clone();
+    let out = Arc::new(move |session: u64, ev: WorkerEvent| {
+        let Ok(guard) = r.lock() else { return };
+        match ev {
+            WorkerEvent::Send(m) => {
+                if let Some((s, tx)) = guard.as_ref() {
+                    if *s == session {
+                        let _ = tx.send(Out::Msg(m));
+                    }
+                }
+            }
+            WorkerEvent::Exited(exit) => {
+                if let Some((_, tx)) = guard.as_ref() {
+                    let _ = tx.send(Out::Close(format!("daemon leaving: {exit}")));
+                }
+                let _ = exit_tx.send(Some(exit));
+            }
+        }
+    });
+    let worker = Worker::start(
+        sandbox,
+        WorkerConfig {
+            keep_state: args.keep_state,
+            task_timeout_cap: task_timeout,
+            max_tasks: args.max_tasks,
+            idle_time,
+        },
+        out,
+        "daemon".into(),
+    )?;
+    let hello = HelloBody {
+        role: Role::Daemon,
+        token: args.token.clone(),
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| dial::default_name("daemon")),
+        limits: DaemonLimits {
+            memory_bytes: (args.memory as u64) << 20,
+            task_timeout_ms: task_timeout.map(|t| t.as_millis() as u64),
+            max_tasks: args.max_tasks,
+            idle_time_ms: idle_time.map(|t| t.as_millis() as u64),
+            wall_time_ms: wall_time.map(|t| t.as_millis() as u64),
+            keep_state: args.keep_state,
+        },
+        caps: capabilities(),
+    };
+    let wall_deadline = wall_time.map(|w| tokio::time::Instant::from_std(started + w));
+    let wall = async move {
+        match wall_deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(wall);
+    let signal = shutdown::signal();
+    tokio::pin!(signal);
+
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let attempt = async {
+            match dial::dial(&target, &trust, limits, hello.clone()).await {
+                Err(e) => Err(e),
+                Ok((conn, welcome)) => Ok(session(conn, welcome, &worker, &route, limits).await),
+            }
+        };
+        tokio::pin!(attempt);
+        // Leaving: say bye and let the connection close before exiting, so
+        // the host re-queues the running task without counting an attempt.
+        let bye_wait = Duration::from_secs(2);
+        let outcome = tokio::select! {
+            r = &mut attempt => r,
+            _ = &mut wall => {
+                leave(&route, "wall time reached");
+                let _ = tokio::time::timeout(bye_wait, &mut attempt).await;
+                return Ok(ExitCode::SUCCESS);
+            }
+            s = &mut signal => {
+                leave(&route, &s);
+                let _ = tokio::time::timeout(bye_wait, &mut attempt).await;
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ = exit_rx.changed() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        if let Some(exit) = exit_rx.borrow().clone() {
+            tracing::info!("daemon {exit}");
+            return Ok(match exit {
+                Exit::Failed(_) => ExitCode::FAILURE,
+                _ => ExitCode::SUCCESS,
+            });
+        }
+        match outcome {
+            Err(DialError::Untrusted(e)) | Err(DialError::Refused(e)) => {
+                tracing::error!("{}: {e}", target.url);
+                eprintln!("hako: {}", DialError::Refused(e));
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(DialError::Unreachable(e)) => {
+                if args.autoexit {
+                    eprintln!("hako: cannot reach {}: {e}", target.url);
+                    return Ok(ExitCode::FAILURE);
+                }
+                tracing::warn!(
+                    "cannot reach {}: {e}; retrying in {backoff:.1?}",
+                    target.url
+                );
+            }
+            Ok(end) => {
+                if args.autoexit {
+                    tracing::info!("host connection ended ({end}); exiting (--autoexit)");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                backoff = Duration::from_millis(250);
+                tracing::warn!("host connection ended ({end}); reconnecting in {backoff:.1?}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = &mut wall => { return Ok(ExitCode::SUCCESS); }
+            s = &mut signal => { tracing::info!("{s}"); return Ok(ExitCode::SUCCESS); }
+        }
+        backoff = (backoff * 2).min(max_backoff);
+    }
+}
+
+/// Say bye on the current connection, if any.
+fn leave(route: &Route, reason: &str) {
+    if let Ok(g) = route.lock() {
+        if let Some((_, tx)) = g.as_ref() {
+            let _ = tx.send(Out::Msg(Message::Bye {
+                reason: reason.into(),
+            }));
+            let _ = tx.send(Out::Close(reason.into()));
+        }
+    }
+    tracing::info!("leaving: {reason}");
+}
+
+/// One connection's life, from welcome to its end.
+async fn session(
+    conn: dial::Conn,
+    welcome: crate::protocol::Welcome,
+    worker: &Arc<Worker>,
+    route: &Route,
+    limits: FrameLimits,
+) -> ws::End {
+    tracing::info!(
+        id = welcome.id,
+        "connected; host runs hako {}",
+        welcome.hako_version
+    );
+    let session = worker.new_session();
+    let (tx, rx) = mpsc::unbounded_channel();
+    if let Ok(mut g) = route.lock() {
+        *g = Some((session, tx));
+    }
+    let heartbeat = Duration::from_millis(welcome.heartbeat_ms.clamp(100, 3_600_000));
+    let w = worker.clone();
+    let end = ws::pump(conn, rx, limits, heartbeat, move |m| match m {
+        Message::Task(_) | Message::Everywhere(_) | Message::Cancel { .. } => {
+            if w.deliver(session, m) {
+                Flow::Continue
+            } else {
+                Flow::Stop("the worker is gone".into())
+            }
+        }
+        Message::Shutdown { reason } => Flow::Stop(format!("host shut down: {reason}")),
+        other => Flow::Violation(format!("a host may not send {:?} now", other.kind())),
+    })
+    .await;
+    if let Ok(mut g) = route.lock() {
+        *g = None;
+    }
+    // Whatever runs belongs to a connection that is gone.
+    worker.interrupt_current();
+    end
+}

@@ -1,0 +1,1165 @@
+//! The dispatcher: one task owns the queue, the daemons and the clients, and
+//! is driven by [`Event`]s from the connections. Nothing here awaits a peer,
+//! so a slow or hostile peer cannot stall anyone else.
+//!
+//! Invariants that make results never lost and never duplicated:
+//! - a task is in exactly one state: queued, or running on one daemon;
+//! - a daemon runs at most one task (`busy`), and only a result for that
+//!   task id is accepted from it; anything else is a protocol violation;
+//! - a task resolves exactly once (it is removed from `tasks` when it does);
+//!   a result for a task already resolved (cancelled, timed out, reassigned
+//!   after its daemon was presumed lost) is dropped.
+
+use crate::protocol::{
+    Capabilities, DaemonLimits, DaemonRow, Everywhere, FailKind, InfoReport, Message, Outcome,
+    Task, TaskReport,
+};
+use crate::ws::{Out, OutTx};
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A connection's id at the host, unique over the host's life.
+pub type ConnId = u64;
+
+/// The host's side of a connection: where its messages go.
+pub trait Peer: Send + Sync {
+    /// Queue a message; false when the peer is gone.
+    fn send(&self, m: Message) -> bool;
+    /// End the connection with a reason.
+    fn close(&self, reason: &str);
+}
+
+impl Peer for OutTx {
+    fn send(&self, m: Message) -> bool {
+        mpsc::UnboundedSender::send(self, Out::Msg(m)).is_ok()
+    }
+    fn close(&self, reason: &str) {
+        let _ = mpsc::UnboundedSender::send(self, Out::Close(reason.to_string()));
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DaemonInfo {
+    pub name: String,
+    pub address: String,
+    pub limits: DaemonLimits,
+    pub caps: Capabilities,
+}
+
+pub enum Event {
+    DaemonJoined {
+        id: ConnId,
+        peer: Arc<dyn Peer>,
+        info: DaemonInfo,
+    },
+    ClientJoined {
+        id: ConnId,
+        peer: Arc<dyn Peer>,
+        name: String,
+    },
+    FromDaemon {
+        id: ConnId,
+        msg: Message,
+    },
+    FromClient {
+        id: ConnId,
+        msg: Message,
+    },
+    Left {
+        id: ConnId,
+        reason: String,
+    },
+    /// Stop taking tasks, let running ones finish within the grace period,
+    /// then tell everyone and end.
+    Shutdown {
+        reason: String,
+    },
+}
+
+/// How to reach the dispatcher.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Event>,
+    next: Arc<AtomicU64>,
+}
+
+impl Handle {
+    pub fn next_id(&self) -> ConnId {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+    pub fn send(&self, e: Event) -> bool {
+        self.tx.send(e).is_ok()
+    }
+    pub fn shutdown(&self, reason: &str) {
+        self.send(Event::Shutdown {
+            reason: reason.to_string(),
+        });
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Times a task is re-queued after its daemon is lost mid-task.
+    pub retries: u32,
+    /// Time beyond a task's timeout before the host gives up on the daemon
+    /// stopping it by itself (covers the sandbox's interrupt grace).
+    pub slack: Duration,
+    /// How long running tasks may finish after a shutdown request.
+    pub shutdown_grace: Duration,
+    /// Largest task payload accepted.
+    pub max_payload: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            retries: 2,
+            slack: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
+            max_payload: 256 << 20,
+        }
+    }
+}
+
+enum TaskState {
+    Queued,
+    Running {
+        daemon: ConnId,
+        deadline: Option<Instant>,
+    },
+}
+
+struct TaskRec {
+    client: ConnId,
+    client_task: u64,
+    payload: Bytes,
+    timeout: Option<Duration>,
+    /// Daemons lost while running it.
+    attempts: u32,
+    state: TaskState,
+}
+
+struct Busy {
+    task: u64,
+    since: Instant,
+    /// Set when the host resolved the task itself (cancel, timeout): the
+    /// daemon's result will be dropped, and it must report soon.
+    abandoned: Option<Instant>,
+}
+
+struct DaemonRec {
+    peer: Arc<dyn Peer>,
+    info: DaemonInfo,
+    joined: Instant,
+    busy: Option<Busy>,
+    tasks_done: u64,
+    assigned: u64,
+    /// Said bye or failed a send: gets nothing more.
+    leaving: bool,
+    in_idle: bool,
+}
+
+impl DaemonRec {
+    fn can_take(&self) -> bool {
+        !self.leaving
+            && self.busy.is_none()
+            && self.info.limits.max_tasks.is_none_or(|m| self.assigned < m)
+    }
+}
+
+struct ClientRec {
+    peer: Arc<dyn Peer>,
+    name: String,
+    /// client's task id -> host task id
+    pending: HashMap<u64, u64>,
+}
+
+pub struct Dispatcher {
+    opts: Options,
+    tasks: HashMap<u64, TaskRec>,
+    queue: VecDeque<u64>,
+    daemons: HashMap<ConnId, DaemonRec>,
+    idle: VecDeque<ConnId>,
+    clients: HashMap<ConnId, ClientRec>,
+    everywhere: Vec<Everywhere>,
+    next_task: u64,
+    cumulative: u64,
+    completed: u64,
+    shutdown: Option<(Instant, String)>,
+    done: bool,
+}
+
+impl Dispatcher {
+    pub fn new(opts: Options) -> Dispatcher {
+        Dispatcher {
+            opts,
+            tasks: HashMap::new(),
+            queue: VecDeque::new(),
+            daemons: HashMap::new(),
+            idle: VecDeque::new(),
+            clients: HashMap::new(),
+            everywhere: Vec::new(),
+            next_task: 1,
+            cumulative: 0,
+            completed: 0,
+            shutdown: None,
+            done: false,
+        }
+    }
+
+    /// True once a shutdown completed: the loop should end.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    pub fn handle(&mut self, ev: Event, now: Instant) {
+        match ev {
+            Event::DaemonJoined { id, peer, info } => self.daemon_joined(id, peer, info, now),
+            Event::ClientJoined { id, peer, name } => {
+                tracing::info!(client = id, %name, "client joined");
+                self.clients.insert(
+                    id,
+                    ClientRec {
+                        peer,
+                        name,
+                        pending: HashMap::new(),
+                    },
+                );
+            }
+            Event::FromDaemon { id, msg } => self.daemon_message(id, msg, now),
+            Event::FromClient { id, msg } => self.client_message(id, msg, now),
+            Event::Left { id, reason } => self.left(id, &reason),
+            Event::Shutdown { reason } => self.begin_shutdown(now, reason),
+        }
+        self.dispatch(now);
+        if self.shutdown.is_some() {
+            self.tick(now);
+        }
+    }
+
+    fn daemon_joined(&mut self, id: ConnId, peer: Arc<dyn Peer>, info: DaemonInfo, now: Instant) {
+        if self.shutdown.is_some() {
+            peer.send(Message::Shutdown {
+                reason: "the host is shutting down".into(),
+            });
+            peer.close("the host is shutting down");
+            return;
+        }
+        tracing::info!(daemon = id, name = %info.name, address = %info.address, "daemon joined");
+        for e in &self.everywhere {
+            peer.send(Message::Everywhere(e.clone()));
+        }
+        self.cumulative += 1;
+        self.daemons.insert(
+            id,
+            DaemonRec {
+                peer,
+                info,
+                joined: now,
+                busy: None,
+                tasks_done: 0,
+                assigned: 0,
+                leaving: false,
+                in_idle: false,
+            },
+        );
+        self.make_idle(id);
+    }
+
+    fn make_idle(&mut self, id: ConnId) {
+        if let Some(d) = self.daemons.get_mut(&id) {
+            if d.can_take() && !d.in_idle {
+                d.in_idle = true;
+                self.idle.push_back(id);
+            }
+        }
+    }
+
+    fn client_message(&mut self, cid: ConnId, msg: Message, now: Instant) {
+        let Some(client) = self.clients.get(&cid) else {
+            return;
+        };
+        match msg {
+            Message::Task(t) => {
+                let reject = if self.shutdown.is_some() {
+                    Some((FailKind::Shutdown, "the host is shutting down".to_string()))
+                } else if t.payload.len() as u64 > self.opts.max_payload {
+                    Some((
+                        FailKind::Rejected,
+                        format!(
+                            "the task of {} bytes exceeds the host's bound of {} bytes",
+                            t.payload.len(),
+                            self.opts.max_payload
+                        ),
+                    ))
+                } else if client.pending.contains_key(&t.id) {
+                    Some((
+                        FailKind::Rejected,
+                        format!("task id {} is already pending", t.id),
+                    ))
+                } else {
+                    None
+                };
+                if let Some((kind, message)) = reject {
+                    client.peer.send(Message::Result(TaskReport {
+                        id: t.id,
+                        outcome: Outcome::Failed { kind, message },
+                        output: vec![],
+                    }));
+                    return;
+                }
+                let tid = self.next_task;
+                self.next_task += 1;
+                if let Some(c) = self.clients.get_mut(&cid) {
+                    c.pending.insert(t.id, tid);
+                }
+                self.tasks.insert(
+                    tid,
+                    TaskRec {
+                        client: cid,
+                        client_task: t.id,
+                        payload: t.payload,
+                        timeout: t.timeout_ms.map(Duration::from_millis),
+                        attempts: 0,
+                        state: TaskState::Queued,
+                    },
+                );
+                self.queue.push_back(tid);
+            }
+            Message::Cancel { id } => {
+                if let Some(&tid) = client.pending.get(&id) {
+                    self.stop_task(tid, FailKind::Cancelled, "cancelled".into(), now);
+                }
+            }
+            Message::Everywhere(e) => {
+                let ack = self.add_everywhere(e.payload);
+                if let Some(c) = self.clients.get(&cid) {
+                    c.peer.send(Message::EverywhereAck {
+                        id: e.id,
+                        daemons: ack,
+                    });
+                }
+            }
+            Message::Status => {
+                let report = self.info(now);
+                client.peer.send(Message::Info(report));
+            }
+            other => {
+                let reason = format!("a client may not send {:?}", other.kind());
+                tracing::warn!(client = cid, %reason, "closing client");
+                client.peer.close(&reason);
+                self.left(cid, &reason);
+            }
+        }
+    }
+
+    /// Record `payload` to run on every daemon, now and later. Returns how
+    /// many daemons it was sent to now.
+    fn add_everywhere(&mut self, payload: Bytes) -> u32 {
+        let e = Everywhere {
+            id: self.everywhere.len() as u64 + 1,
+            payload,
+        };
+        let mut n = 0;
+        for d in self.daemons.values() {
+            if !d.leaving && d.peer.send(Message::Everywhere(e.clone())) {
+                n += 1;
+            }
+        }
+        self.everywhere.push(e);
+        n
+    }
+
+    /// Resolve a task the host decided about (cancel, timeout), stopping it
+    /// on its daemon if it runs.
+    fn stop_task(&mut self, tid: u64, kind: FailKind, message: String, now: Instant) {
+        let Some(t) = self.tasks.get(&tid) else {
+            return;
+        };
+        if let TaskState::Running { daemon, .. } = t.state {
+            if let Some(d) = self.daemons.get_mut(&daemon) {
+                if let Some(b) = d.busy.as_mut().filter(|b| b.task == tid) {
+                    b.abandoned = Some(now);
+                    d.peer.send(Message::Cancel { id: tid });
+                }
+            }
+        }
+        self.resolve(tid, Outcome::Failed { kind, message }, vec![]);
+    }
+
+    /// Deliver a task's one and only result to its client.
+    fn resolve(&mut self, tid: u64, outcome: Outcome, output: Vec<crate::protocol::OutputChunk>) {
+        let Some(t) = self.tasks.remove(&tid) else {
+            return;
+        };
+        self.completed += 1;
+        if let Some(c) = self.clients.get_mut(&t.client) {
+            c.pending.remove(&t.client_task);
+            c.peer.send(Message::Result(TaskReport {
+                id: t.client_task,
+                outcome,
+                output,
+            }));
+        }
+    }
+
+    fn daemon_message(&mut self, did: ConnId, msg: Message, now: Instant) {
+        let Some(d) = self.daemons.get_mut(&did) else {
+            return;
+        };
+        match msg {
+            Message::Result(r) => {
+                // Checked before taking: a daemon that lies keeps its real
+                // task recorded, so the task is re-queued when it is dropped.
+                if d.busy.as_ref().is_none_or(|b| b.task != r.id) {
+                    let reason = format!("result for task {} that it was not running", r.id);
+                    self.violation(did, &reason);
+                    return;
+                }
+                let Some(busy) = d.busy.take() else {
+                    let reason = format!("result for task {} that it was not running", r.id);
+                    self.violation(did, &reason);
+                    return;
+                };
+                d.tasks_done += 1;
+                let ours = busy.abandoned.is_none()
+                    && matches!(self.tasks.get(&r.id), Some(TaskRec { state: TaskState::Running { daemon, .. }, .. }) if *daemon == did);
+                if ours {
+                    self.resolve(r.id, r.outcome, r.output);
+                } else {
+                    tracing::debug!(
+                        daemon = did,
+                        task = r.id,
+                        "dropping the result of a task already resolved"
+                    );
+                }
+                self.make_idle(did);
+            }
+            Message::Bye { reason } => {
+                tracing::info!(daemon = did, %reason, "daemon leaving");
+                d.leaving = true;
+                // A voluntary leave is not the task's fault: no attempt counted.
+                if let Some(b) = d.busy.take() {
+                    if b.abandoned.is_none() {
+                        self.requeue_front(b.task);
+                    }
+                }
+            }
+            other => {
+                let reason = format!("a daemon may not send {:?}", other.kind());
+                self.violation(did, &reason);
+            }
+        }
+        let _ = now;
+    }
+
+    fn violation(&mut self, did: ConnId, reason: &str) {
+        tracing::warn!(daemon = did, %reason, "closing daemon: protocol violation");
+        if let Some(d) = self.daemons.get(&did) {
+            d.peer.close(reason);
+        }
+        self.left(did, reason);
+    }
+
+    fn requeue_front(&mut self, tid: u64) {
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.state = TaskState::Queued;
+            self.queue.push_front(tid);
+        }
+    }
+
+    fn left(&mut self, id: ConnId, reason: &str) {
+        if let Some(d) = self.daemons.remove(&id) {
+            tracing::info!(daemon = id, name = %d.info.name, %reason, "daemon left");
+            if let Some(b) = d.busy {
+                if b.abandoned.is_none() {
+                    self.lost_task(b.task, &d.info.name, reason);
+                }
+            }
+        } else if let Some(c) = self.clients.remove(&id) {
+            tracing::info!(client = id, name = %c.name, %reason, pending = c.pending.len(), "client left");
+            let now = Instant::now();
+            for tid in c.pending.into_values() {
+                // Nobody to tell: stop it and forget it.
+                self.stop_task(tid, FailKind::Cancelled, "client left".into(), now);
+            }
+        }
+    }
+
+    /// Its daemon was lost while running it: retry, or resolve it to a
+    /// 'connection reset' error once the retries are spent.
+    fn lost_task(&mut self, tid: u64, daemon: &str, reason: &str) {
+        let Some(t) = self.tasks.get_mut(&tid) else {
+            return;
+        };
+        t.attempts += 1;
+        if t.attempts <= self.opts.retries && self.shutdown.is_none() {
+            tracing::info!(
+                task = tid,
+                attempt = t.attempts,
+                "re-queueing the task of a lost daemon"
+            );
+            self.requeue_front(tid);
+        } else {
+            let message = format!(
+                "connection reset: daemon {daemon} was lost ({reason}) after {} attempt(s)",
+                t.attempts
+            );
+            self.resolve(
+                tid,
+                Outcome::Failed {
+                    kind: FailKind::ConnectionReset,
+                    message,
+                },
+                vec![],
+            );
+        }
+    }
+
+    /// Pair queued tasks with idle daemons, oldest first on both sides.
+    fn dispatch(&mut self, now: Instant) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        while !self.queue.is_empty() {
+            let Some(did) = self.pop_idle() else {
+                break;
+            };
+            let Some(tid) = self.pop_queued() else {
+                self.idle.push_front(did);
+                if let Some(d) = self.daemons.get_mut(&did) {
+                    d.in_idle = true;
+                }
+                break;
+            };
+            self.assign(tid, did, now);
+        }
+    }
+
+    fn pop_idle(&mut self) -> Option<ConnId> {
+        while let Some(id) = self.idle.pop_front() {
+            if let Some(d) = self.daemons.get_mut(&id) {
+                d.in_idle = false;
+                if d.can_take() {
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    fn pop_queued(&mut self) -> Option<u64> {
+        while let Some(tid) = self.queue.pop_front() {
+            if matches!(
+                self.tasks.get(&tid),
+                Some(TaskRec {
+                    state: TaskState::Queued,
+                    ..
+                })
+            ) {
+                return Some(tid);
+            }
+        }
+        None
+    }
+
+    fn assign(&mut self, tid: u64, did: ConnId, now: Instant) {
+        let (Some(t), Some(d)) = (self.tasks.get_mut(&tid), self.daemons.get_mut(&did)) else {
+            return;
+        };
+        let cap = d.info.limits.task_timeout_ms.map(Duration::from_millis);
+        let timeout = match (t.timeout, cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        t.state = TaskState::Running {
+            daemon: did,
+            deadline: timeout.map(|t| now + t + self.opts.slack),
+        };
+        d.busy = Some(Busy {
+            task: tid,
+            since: now,
+            abandoned: None,
+        });
+        d.assigned += 1;
+        let sent = d.peer.send(Message::Task(Task {
+            id: tid,
+            payload: t.payload.clone(),
+            timeout_ms: timeout.map(|t| t.as_millis() as u64),
+        }));
+        if !sent {
+            // The connection is gone; its Left event will remove it.
+            d.leaving = true;
+            d.busy = None;
+            self.requeue_front(tid);
+        }
+    }
+
+    /// Time-driven work: task deadlines, stuck daemons, shutdown.
+    pub fn tick(&mut self, now: Instant) {
+        let mut timed_out = Vec::new();
+        let mut stuck = Vec::new();
+        for (&did, d) in &self.daemons {
+            let Some(b) = &d.busy else { continue };
+            match b.abandoned {
+                None => {
+                    if let Some(TaskRec {
+                        state:
+                            TaskState::Running {
+                                deadline: Some(deadline),
+                                ..
+                            },
+                        ..
+                    }) = self.tasks.get(&b.task)
+                    {
+                        if now >= *deadline {
+                            timed_out.push(b.task);
+                        }
+                    }
+                }
+                Some(at) if now.duration_since(at) > self.opts.slack * 4 => stuck.push(did),
+                Some(_) => {}
+            }
+        }
+        for tid in timed_out {
+            tracing::warn!(
+                task = tid,
+                "task ran past its timeout without its daemon reporting; stopping it"
+            );
+            self.stop_task(
+                tid,
+                FailKind::Timeout,
+                "the task ran past its timeout and was stopped".into(),
+                now,
+            );
+        }
+        for did in stuck {
+            let reason = "did not stop a cancelled task";
+            tracing::warn!(daemon = did, reason, "dropping daemon");
+            if let Some(d) = self.daemons.get(&did) {
+                d.peer.close(reason);
+            }
+            self.left(did, reason);
+        }
+        if let Some((deadline, reason)) = &self.shutdown {
+            let running = self
+                .tasks
+                .values()
+                .any(|t| matches!(t.state, TaskState::Running { .. }));
+            if !running || now >= *deadline {
+                let reason = reason.clone();
+                self.finish_shutdown(now, &reason);
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant, reason: String) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        tracing::info!(%reason, queued = self.queue.len(), "shutting down");
+        let queued: Vec<u64> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| matches!(t.state, TaskState::Queued))
+            .map(|(id, _)| *id)
+            .collect();
+        for tid in queued {
+            self.resolve(
+                tid,
+                Outcome::Failed {
+                    kind: FailKind::Shutdown,
+                    message: "the host shut down".into(),
+                },
+                vec![],
+            );
+        }
+        self.queue.clear();
+        self.shutdown = Some((now + self.opts.shutdown_grace, reason));
+    }
+
+    fn finish_shutdown(&mut self, now: Instant, reason: &str) {
+        let running: Vec<u64> = self.tasks.keys().copied().collect();
+        for tid in running {
+            self.stop_task(tid, FailKind::Shutdown, "the host shut down".into(), now);
+        }
+        for d in self.daemons.values() {
+            d.peer.send(Message::Shutdown {
+                reason: reason.to_string(),
+            });
+            d.peer.close(reason);
+        }
+        for c in self.clients.values() {
+            c.peer.send(Message::Shutdown {
+                reason: reason.to_string(),
+            });
+            c.peer.close(reason);
+        }
+        self.done = true;
+    }
+
+    pub fn info(&self, now: Instant) -> InfoReport {
+        let mut daemons: Vec<DaemonRow> = self
+            .daemons
+            .iter()
+            .map(|(&id, d)| DaemonRow {
+                id,
+                name: d.info.name.clone(),
+                address: d.info.address.clone(),
+                tasks_done: d.tasks_done,
+                busy_ms: d
+                    .busy
+                    .as_ref()
+                    .map(|b| now.duration_since(b.since).as_millis() as u64),
+                connected_ms: now.duration_since(d.joined).as_millis() as u64,
+                limits: d.info.limits.clone(),
+                version: d.info.caps.hako_version.clone(),
+            })
+            .collect();
+        daemons.sort_by_key(|r| r.id);
+        InfoReport {
+            connections: self.daemons.len() as u64,
+            cumulative: self.cumulative,
+            awaiting: self
+                .tasks
+                .values()
+                .filter(|t| matches!(t.state, TaskState::Queued))
+                .count() as u64,
+            executing: self
+                .tasks
+                .values()
+                .filter(|t| matches!(t.state, TaskState::Running { .. }))
+                .count() as u64,
+            completed: self.completed,
+            daemons,
+        }
+    }
+}
+
+/// Start the dispatcher task. The returned future resolves when a shutdown
+/// has completed.
+pub fn start(opts: Options) -> (Handle, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handle = Handle {
+        tx,
+        next: Arc::new(AtomicU64::new(1)),
+    };
+    let task = tokio::spawn(async move {
+        let mut d = Dispatcher::new(opts);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        while !d.done() {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => {
+                        d.handle(ev, Instant::now());
+                        // Take whatever else is ready before yielding.
+                        while !d.done() {
+                            match rx.try_recv() {
+                                Ok(ev) => d.handle(ev, Instant::now()),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => d.handle(Event::Shutdown { reason: "no more handles".into() }, Instant::now()),
+                },
+                _ = tick.tick() => d.tick(Instant::now()),
+            }
+        }
+    });
+    (handle, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Fake {
+        got: Mutex<Vec<Message>>,
+        closed: Mutex<Option<String>>,
+    }
+
+    impl Peer for Fake {
+        fn send(&self, m: Message) -> bool {
+            self.got.lock().unwrap().push(m);
+            self.closed.lock().unwrap().is_none()
+        }
+        fn close(&self, reason: &str) {
+            *self.closed.lock().unwrap() = Some(reason.into());
+        }
+    }
+
+    impl Fake {
+        fn take(&self) -> Vec<Message> {
+            std::mem::take(&mut *self.got.lock().unwrap())
+        }
+        fn tasks(&self) -> Vec<u64> {
+            self.take()
+                .into_iter()
+                .filter_map(|m| match m {
+                    Message::Task(t) => Some(t.id),
+                    _ => None,
+                })
+                .collect()
+        }
+        fn results(&self) -> Vec<(u64, Outcome)> {
+            self.take()
+                .into_iter()
+                .filter_map(|m| match m {
+                    Message::Result(r) => Some((r.id, r.outcome)),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    struct World {
+        d: Dispatcher,
+        now: Instant,
+    }
+
+    fn info(max_tasks: Option<u64>, timeout_ms: Option<u64>) -> DaemonInfo {
+        DaemonInfo {
+            name: "d".into(),
+            address: "test".into(),
+            limits: DaemonLimits {
+                max_tasks,
+                task_timeout_ms: timeout_ms,
+                ..Default::default()
+            },
+            caps: Capabilities::default(),
+        }
+    }
+
+    impl World {
+        fn new(retries: u32) -> World {
+            World {
+                d: Dispatcher::new(Options {
+                    retries,
+                    max_payload: 100,
+                    ..Options::default()
+                }),
+                now: Instant::now(),
+            }
+        }
+        fn ev(&mut self, e: Event) {
+            self.d.handle(e, self.now);
+        }
+        fn daemon(&mut self, id: ConnId, i: DaemonInfo) -> Arc<Fake> {
+            let f = Arc::new(Fake::default());
+            self.ev(Event::DaemonJoined {
+                id,
+                peer: f.clone(),
+                info: i,
+            });
+            f
+        }
+        fn client(&mut self, id: ConnId) -> Arc<Fake> {
+            let f = Arc::new(Fake::default());
+            self.ev(Event::ClientJoined {
+                id,
+                peer: f.clone(),
+                name: "c".into(),
+            });
+            f
+        }
+        fn submit(&mut self, client: ConnId, id: u64, timeout_ms: Option<u64>) {
+            self.ev(Event::FromClient {
+                id: client,
+                msg: Message::Task(Task {
+                    id,
+                    payload: Bytes::from(format!("p{id}")),
+                    timeout_ms,
+                }),
+            });
+        }
+        fn report(&mut self, daemon: ConnId, tid: u64, v: &str) {
+            self.ev(Event::FromDaemon {
+                id: daemon,
+                msg: Message::Result(TaskReport {
+                    id: tid,
+                    outcome: Outcome::Value(Bytes::from(v.to_string())),
+                    output: vec![],
+                }),
+            });
+        }
+    }
+
+    fn value(v: &str) -> Outcome {
+        Outcome::Value(Bytes::from(v.to_string()))
+    }
+
+    #[test]
+    fn fifo_to_idle_daemons_only() {
+        let mut w = World::new(2);
+        let c = w.client(100);
+        for i in 1..=5 {
+            w.submit(100, i, None);
+        }
+        let a = w.daemon(1, info(None, None));
+        let b = w.daemon(2, info(None, None));
+        assert_eq!(a.tasks(), vec![1]);
+        assert_eq!(b.tasks(), vec![2]);
+        w.report(2, 2, "two");
+        assert_eq!(b.tasks(), vec![3]);
+        assert!(a.tasks().is_empty(), "a busy daemon gets nothing");
+        w.report(1, 1, "one");
+        assert_eq!(a.tasks(), vec![4]);
+        assert_eq!(c.results(), vec![(2, value("two")), (1, value("one"))]);
+        let i = w.d.info(w.now);
+        assert_eq!(
+            (i.connections, i.awaiting, i.executing, i.completed),
+            (2, 1, 2, 2)
+        );
+    }
+
+    #[test]
+    fn a_lost_daemon_s_task_runs_elsewhere_and_late_results_are_dropped() {
+        let mut w = World::new(1);
+        let c = w.client(100);
+        let a = w.daemon(1, info(None, None));
+        w.submit(100, 7, None);
+        assert_eq!(a.tasks(), vec![1]);
+        w.ev(Event::Left {
+            id: 1,
+            reason: "killed".into(),
+        });
+        let b = w.daemon(2, info(None, None));
+        assert_eq!(b.tasks(), vec![1], "re-queued and given to the next daemon");
+        // The presumed-dead daemon's result arrives late: ignored.
+        w.report(1, 1, "late");
+        w.report(2, 1, "ok");
+        assert_eq!(c.results(), vec![(7, value("ok"))]);
+        // Lost again: the single retry is spent.
+        w.submit(100, 8, None);
+        assert_eq!(b.tasks(), vec![2]);
+        w.ev(Event::Left {
+            id: 2,
+            reason: "killed".into(),
+        });
+        let d3 = w.daemon(3, info(None, None));
+        assert_eq!(d3.tasks(), vec![2]);
+        w.ev(Event::Left {
+            id: 3,
+            reason: "killed".into(),
+        });
+        let r = c.results();
+        assert_eq!(r.len(), 1);
+        assert!(matches!(
+            r[0],
+            (
+                8,
+                Outcome::Failed {
+                    kind: FailKind::ConnectionReset,
+                    ..
+                }
+            )
+        ));
+    }
+
+    #[test]
+    fn without_retry_a_lost_task_is_an_error_at_once() {
+        let mut w = World::new(0);
+        let c = w.client(100);
+        let _a = w.daemon(1, info(None, None));
+        w.submit(100, 1, None);
+        w.ev(Event::Left {
+            id: 1,
+            reason: "gone".into(),
+        });
+        assert!(matches!(
+            c.results()[..],
+            [(
+                1,
+                Outcome::Failed {
+                    kind: FailKind::ConnectionReset,
+                    ..
+                }
+            )]
+        ));
+    }
+
+    #[test]
+    fn cancel_queued_and_running() {
+        let mut w = World::new(2);
+        let c = w.client(100);
+        let a = w.daemon(1, info(None, None));
+        w.submit(100, 1, None);
+        w.submit(100, 2, None);
+        assert_eq!(a.tasks(), vec![1]);
+        w.ev(Event::FromClient {
+            id: 100,
+            msg: Message::Cancel { id: 2 },
+        });
+        w.ev(Event::FromClient {
+            id: 100,
+            msg: Message::Cancel { id: 1 },
+        });
+        assert!(a.take().contains(&Message::Cancel { id: 1 }));
+        let r = c.results();
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|(_, o)| matches!(
+            o,
+            Outcome::Failed {
+                kind: FailKind::Cancelled,
+                ..
+            }
+        )));
+        // The daemon reports the interrupted task: dropped, and it is idle again.
+        w.submit(100, 3, None);
+        assert!(a.tasks().is_empty());
+        w.report(1, 1, "interrupted");
+        assert_eq!(a.tasks(), vec![3]);
+        assert!(c.results().is_empty());
+    }
+
+    #[test]
+    fn the_host_backstops_timeouts_and_drops_stuck_daemons() {
+        let mut w = World::new(2);
+        let c = w.client(100);
+        let a = w.daemon(1, info(None, Some(1000)));
+        w.submit(100, 1, Some(60_000));
+        match &a.take()[..] {
+            [Message::Task(t)] => assert_eq!(t.timeout_ms, Some(1000), "the daemon's cap wins"),
+            other => panic!("{other:?}"),
+        }
+        w.now += Duration::from_secs(7);
+        w.d.tick(w.now);
+        assert!(matches!(
+            c.results()[..],
+            [(
+                1,
+                Outcome::Failed {
+                    kind: FailKind::Timeout,
+                    ..
+                }
+            )]
+        ));
+        assert!(a.take().contains(&Message::Cancel { id: 1 }));
+        w.now += Duration::from_secs(30);
+        w.d.tick(w.now);
+        assert!(a.closed.lock().unwrap().is_some());
+        assert_eq!(w.d.info(w.now).connections, 0);
+    }
+
+    #[test]
+    fn everywhere_reaches_current_and_later_daemons() {
+        let mut w = World::new(2);
+        let c = w.client(100);
+        let a = w.daemon(1, info(None, None));
+        w.ev(Event::FromClient {
+            id: 100,
+            msg: Message::Everywhere(Everywhere {
+                id: 9,
+                payload: Bytes::from_static(b"e"),
+            }),
+        });
+        assert_eq!(c.take(), vec![Message::EverywhereAck { id: 9, daemons: 1 }]);
+        assert!(matches!(&a.take()[..], [Message::Everywhere(_)]));
+        w.submit(100, 1, None);
+        let b = w.daemon(2, info(None, None));
+        let got = b.take();
+        assert!(matches!(&got[..], [Message::Everywhere(_)]), "{got:?}");
+    }
+
+    #[test]
+    fn max_tasks_bye_and_protocol_violations() {
+        let mut w = World::new(2);
+        let c = w.client(100);
+        let a = w.daemon(1, info(Some(1), None));
+        w.submit(100, 1, None);
+        w.submit(100, 2, None);
+        assert_eq!(a.tasks(), vec![1]);
+        w.report(1, 1, "v");
+        assert!(a.tasks().is_empty(), "max_tasks reached");
+        let b = w.daemon(2, info(None, None));
+        assert_eq!(b.tasks(), vec![2]);
+        // Bye while running: re-queued without counting an attempt.
+        w.ev(Event::FromDaemon {
+            id: 2,
+            msg: Message::Bye {
+                reason: "wall".into(),
+            },
+        });
+        let d3 = w.daemon(3, info(None, None));
+        assert_eq!(d3.tasks(), vec![2]);
+        // A result for a task it does not run closes the daemon.
+        w.report(3, 99, "bogus");
+        assert!(d3.closed.lock().unwrap().is_some());
+        w.ev(Event::Left {
+            id: 3,
+            reason: "closed".into(),
+        });
+        let d4 = w.daemon(4, info(None, None));
+        assert_eq!(d4.tasks(), vec![2]);
+        w.report(4, 2, "ok");
+        assert_eq!(c.results(), vec![(1, value("v")), (2, value("ok"))]);
+    }
+
+    #[test]
+    fn rejects_large_and_duplicate_tasks_and_shuts_down() {
+        let mut w = World::new(2);
+        let c = w.client(100);
+        w.ev(Event::FromClient {
+            id: 100,
+            msg: Message::Task(Task {
+                id: 1,
+                payload: Bytes::from(vec![0u8; 101]),
+                timeout_ms: None,
+            }),
+        });
+        w.submit(100, 2, None);
+        w.submit(100, 2, None);
+        let a = w.daemon(1, info(None, None));
+        w.submit(100, 3, None);
+        let r = c.results();
+        assert!(matches!(
+            r[..],
+            [
+                (
+                    1,
+                    Outcome::Failed {
+                        kind: FailKind::Rejected,
+                        ..
+                    }
+                ),
+                (
+                    2,
+                    Outcome::Failed {
+                        kind: FailKind::Rejected,
+                        ..
+                    }
+                )
+            ]
+        ));
+        assert_eq!(a.tasks(), vec![1]);
+        w.ev(Event::Shutdown {
+            reason: "bye".into(),
+        });
+        // Queued task 3 resolves at once; running task 2 may finish.
+        assert!(matches!(
+            c.results()[..],
+            [(
+                3,
+                Outcome::Failed {
+                    kind: FailKind::Shutdown,
+                    ..
+                }
+            )]
+        ));
+        assert!(!w.d.done());
+        w.report(1, 1, "done");
+        assert_eq!(c.results(), vec![(2, value("done"))]);
+        assert!(w.d.done());
+        assert!(a
+            .take()
+            .iter()
+            .any(|m| matches!(m, Message::Shutdown { .. })));
+    }
+}

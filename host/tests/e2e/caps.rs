@@ -1,0 +1,56 @@
+//! The volunteer's caps: a daemon leaves after --max-tasks, --idle-time,
+//! --wall-time or a signal, saying bye, and its task is not lost.
+
+use crate::common::{code, wait_exit, Host};
+use std::time::{Duration, Instant};
+
+#[test]
+fn daemons_leave_at_their_caps_and_lose_nothing() {
+    // No retries: a task survives a leaving daemon only through its bye.
+    let mut host = Host::start("caps", &["--listen", "127.0.0.1:0", "--retries", "0"]);
+    let a = host.daemon("caps-max", &["--max-tasks", "2"]);
+    host.wait_connections(1);
+    for i in 0..3 {
+        host.submit(i, code(&format!("{i} + 100")), 0);
+    }
+    let mut got = vec![
+        host.result(Duration::from_secs(60)).value(),
+        host.result(Duration::from_secs(60)).value(),
+    ];
+    assert!(wait_exit(host.daemon_child(a), Duration::from_secs(15)).success());
+    host.wait_for("one task left", Duration::from_secs(10), |c, _| {
+        c["connections"] == 0 && c["awaiting"] == 1
+    });
+    // A daemon that is idle for a second after its work leaves.
+    let b = host.daemon("caps-idle", &["--idle-time", "1"]);
+    got.push(host.result(Duration::from_secs(60)).value());
+    got.sort_by(f64::total_cmp);
+    assert_eq!(got, vec![100.0, 101.0, 102.0]);
+    let t = Instant::now();
+    assert!(wait_exit(host.daemon_child(b), Duration::from_secs(15)).success());
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    // Wall time: leaves mid-task; the task is re-queued, not failed.
+    let c = host.daemon("caps-wall", &["--wall-time", "2"]);
+    host.wait_connections(1);
+    host.submit(10, code("Sys.sleep(3); 10"), 0);
+    assert!(wait_exit(host.daemon_child(c), Duration::from_secs(15)).success());
+    host.wait_for(
+        "task 10 back in the queue",
+        Duration::from_secs(10),
+        |c, _| c["awaiting"] == 1,
+    );
+    // SIGTERM mid-task: the same.
+    let d = host.daemon("caps-term", &[]);
+    host.wait_for("task 10 running", Duration::from_secs(30), |c, _| {
+        c["executing"] == 1
+    });
+    let pid = host.daemon_child(d).id();
+    // SAFETY: kill(2) on a child process we started.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert!(wait_exit(host.daemon_child(d), Duration::from_secs(15)).success());
+    host.daemon("caps-last", &[]);
+    let r = host.result(Duration::from_secs(60));
+    assert_eq!((r.id, r.value()), (10, 10.0));
+    let (c, _) = host.info();
+    assert_eq!(c["cumulative"], 5);
+}

@@ -1,0 +1,345 @@
+//! A host (`hako host --stdio`) driven through its client link, and
+//! `hako daemon` children: the real binary, real TLS on loopback, real
+//! sandboxes.
+
+use crate::linkframe::{self as lf, LinkIn, LinkOut};
+use crate::rser;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn hako() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hako"))
+}
+
+/// Where a child's stderr goes, to show when a test fails.
+pub fn log_file(name: &str) -> (std::fs::File, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join("hako-e2e");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(format!("{name}-{}.log", std::process::id()));
+    (std::fs::File::create(&path).expect("log file"), path)
+}
+
+pub struct Host {
+    child: Child,
+    w: Option<BufWriter<ChildStdin>>,
+    rx: mpsc::Receiver<LinkOut>,
+    pub ready: HashMap<String, String>,
+    pub log: std::path::PathBuf,
+    daemons: Vec<Child>,
+}
+
+fn read_loop(r: impl Read, tx: mpsc::Sender<LinkOut>) {
+    let mut r = BufReader::new(r);
+    loop {
+        let mut len = [0u8; 4];
+        if r.read_exact(&mut len).is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+        if buf.is_empty() || r.read_exact(&mut buf).is_err() {
+            return;
+        }
+        let m = lf::parse_out(buf[0], &buf[1..]).expect("a well-formed frame from the host");
+        if tx.send(m).is_err() {
+            return;
+        }
+    }
+}
+
+/// A result as the tests look at it.
+#[derive(Debug)]
+pub struct Res {
+    pub id: u32,
+    pub status: u8,
+    pub payload: Bytes,
+}
+
+impl Res {
+    pub fn value(&self) -> f64 {
+        assert_eq!(
+            self.status,
+            lf::status::VALUE,
+            "task {} failed: {}",
+            self.id,
+            self.text()
+        );
+        rser::unserialize(&self.payload)
+            .expect("a serialized value")
+            .as_f64()
+            .expect("a number")
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+}
+
+/// Boot R once before tests start hosts in parallel: on a cold cache every
+/// process would otherwise boot and persist the pristine snapshot at once.
+fn warm_up() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let out = hako()
+            .args(["eval", "1"])
+            .output()
+            .expect("running hako eval");
+        assert!(
+            out.status.success(),
+            "hako eval failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+impl Host {
+    pub fn start(name: &str, args: &[&str]) -> Host {
+        warm_up();
+        let (log, path) = log_file(name);
+        let mut child = hako()
+            .arg("host")
+            .arg("--stdio")
+            .args(args)
+            .env("HAKO_LOG", "hako=debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("starting hako host");
+        let stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take().expect("stdin");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || read_loop(stdout, tx));
+        let mut h = Host {
+            child,
+            w: Some(BufWriter::new(stdin)),
+            rx,
+            ready: HashMap::new(),
+            log: path,
+            daemons: Vec::new(),
+        };
+        match h.recv(Duration::from_secs(60)) {
+            LinkOut::Ready(t) => h.ready = lf::parse_kv(&t).into_iter().collect(),
+            other => panic!("expected READY, got {other:?}"),
+        }
+        h
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn get(&self, k: &str) -> String {
+        self.ready
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("READY has no {k}: {:?}", self.ready))
+    }
+
+    pub fn send(&mut self, m: &LinkIn) {
+        let w = self.w.as_mut().expect("link open");
+        w.write_all(&lf::encode_in(m)).expect("writing to the host");
+        w.flush().expect("flushing to the host");
+    }
+
+    /// Queue without flushing (for bursts).
+    pub fn feed(&mut self, m: &LinkIn) {
+        let w = self.w.as_mut().expect("link open");
+        w.write_all(&lf::encode_in(m)).expect("writing to the host");
+    }
+
+    pub fn flush(&mut self) {
+        self.w.as_mut().expect("link open").flush().expect("flush");
+    }
+
+    pub fn submit(&mut self, id: u32, payload: Vec<u8>, timeout_ms: u32) {
+        self.send(&LinkIn::Task {
+            id,
+            timeout_ms,
+            payload: Bytes::from(payload),
+        });
+    }
+
+    pub fn recv(&self, timeout: Duration) -> LinkOut {
+        match self.rx.recv_timeout(timeout) {
+            Ok(m) => m,
+            Err(e) => panic!(
+                "nothing from the host in {timeout:?} ({e}); its log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            ),
+        }
+    }
+
+    /// The next result, skipping notices and acks.
+    pub fn result(&self, timeout: Duration) -> Res {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left) {
+                LinkOut::Result {
+                    id,
+                    status,
+                    payload,
+                    ..
+                } => {
+                    return Res {
+                        id,
+                        status,
+                        payload,
+                    }
+                }
+                LinkOut::Notice(_)
+                | LinkOut::EverywhereAck { .. }
+                | LinkOut::Info(_)
+                | LinkOut::Pong(_) => {}
+                LinkOut::Ready(_) => panic!("a second READY"),
+            }
+        }
+    }
+
+    /// Counters and daemon rows from INFO.
+    pub fn info(&mut self) -> (HashMap<String, u64>, Vec<HashMap<String, String>>) {
+        self.send(&LinkIn::Info);
+        let text = loop {
+            match self.recv(Duration::from_secs(10)) {
+                LinkOut::Info(t) => break t,
+                LinkOut::Result { id, .. } => {
+                    panic!("unexpected result {id} while waiting for INFO")
+                }
+                _ => {}
+            }
+        };
+        let (counters, table) = text.split_once("\n\n").expect("INFO has two parts");
+        let counters = lf::parse_kv(counters)
+            .into_iter()
+            .map(|(k, v)| (k, v.parse().expect("a count")))
+            .collect();
+        let mut lines = table.lines();
+        let header: Vec<&str> = lines.next().expect("header").split('\t').collect();
+        let rows = lines
+            .map(|l| {
+                header
+                    .iter()
+                    .map(|h| h.to_string())
+                    .zip(l.split('\t').map(String::from))
+                    .collect()
+            })
+            .collect();
+        (counters, rows)
+    }
+
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut ok: impl FnMut(&HashMap<String, u64>, &[HashMap<String, String>]) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (c, rows) = self.info();
+            if ok(&c, &rows) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}: {c:?} {rows:?}; host log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_connections(&mut self, n: u64) {
+        self.wait_for(
+            &format!("{n} connections"),
+            Duration::from_secs(60),
+            |c, _| c["connections"] == n,
+        );
+    }
+
+    /// `hako daemon` for this host, with extra arguments.
+    pub fn daemon_cmd(&self, extra: &[&str]) -> Command {
+        let mut c = hako();
+        c.arg("daemon")
+            .arg(self.get("url"))
+            .args([
+                "--token",
+                &self.get("token"),
+                "--fingerprint",
+                &self.get("fingerprint"),
+            ])
+            .args(extra);
+        c
+    }
+
+    /// Start a daemon that is killed with the host.
+    pub fn daemon(&mut self, name: &str, extra: &[&str]) -> usize {
+        let (log, _) = log_file(name);
+        let child = self
+            .daemon_cmd(extra)
+            .env("HAKO_LOG", "hako=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting hako daemon");
+        self.daemons.push(child);
+        self.daemons.len() - 1
+    }
+
+    pub fn daemon_child(&mut self, i: usize) -> &mut Child {
+        &mut self.daemons[i]
+    }
+
+    /// Close the link: the host shuts down.
+    pub fn close_link(&mut self) {
+        self.w = None;
+    }
+
+    /// Wait for the host process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        wait_exit(&mut self.child, timeout)
+    }
+}
+
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {timeout:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// R code as a task payload.
+pub fn code(src: &str) -> Vec<u8> {
+    rser::code_task(src)
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}

@@ -1,0 +1,217 @@
+//! Daemons and hosts that die: a task is never lost, retried within bounds,
+//! and daemons leave or come back as told.
+
+use crate::common::{code, free_port, hako, log_file, wait_exit, Host};
+use crate::linkframe as lf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Wait until a daemon is running a task, and return its row id.
+fn busy_daemon(host: &mut Host) -> String {
+    let mut id = String::new();
+    host.wait_for(
+        "a busy daemon",
+        Duration::from_secs(30),
+        |_, rows| match rows.iter().find(|r| r["busy_ms"] != "NA") {
+            Some(r) => {
+                id = r["id"].clone();
+                true
+            }
+            None => false,
+        },
+    );
+    id
+}
+
+#[test]
+fn a_killed_daemon_s_task_completes_on_another() {
+    let mut host = Host::start("kill", &["--listen", "127.0.0.1:0"]);
+    let a = host.daemon("kill-a", &[]);
+    host.wait_connections(1);
+    host.submit(1, code("Sys.sleep(2); 42"), 0);
+    busy_daemon(&mut host);
+    let b = host.daemon("kill-b", &[]);
+    host.wait_connections(2);
+    // SIGKILL: no goodbye, the socket just dies.
+    host.daemon_child(a).kill().unwrap();
+    host.daemon_child(a).wait().unwrap();
+    let r = host.result(Duration::from_secs(60));
+    assert_eq!((r.id, r.value()), (1, 42.0));
+    let (c, rows) = host.info();
+    assert_eq!(
+        (c["connections"], c["cumulative"], c["completed"]),
+        (1, 2, 1)
+    );
+    assert_eq!(rows[0]["tasks_done"], "1");
+    let _ = b;
+}
+
+#[test]
+fn without_retry_a_killed_daemon_s_task_is_an_error_value() {
+    let mut host = Host::start("noretry", &["--listen", "127.0.0.1:0", "--retries", "0"]);
+    let a = host.daemon("noretry-a", &[]);
+    host.wait_connections(1);
+    host.submit(1, code("Sys.sleep(5); 1"), 0);
+    busy_daemon(&mut host);
+    host.daemon_child(a).kill().unwrap();
+    let r = host.result(Duration::from_secs(30));
+    assert_eq!(
+        (r.id, r.status),
+        (1, lf::status::CONNECTION_RESET),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("connection reset"), "{}", r.text());
+}
+
+#[test]
+fn daemons_with_autoexit_exit_when_the_host_stops() {
+    let mut host = Host::start("autoexit", &["--listen", "127.0.0.1:0"]);
+    let a = host.daemon("autoexit-a", &["--autoexit"]);
+    let b = host.daemon("autoexit-b", &["--autoexit", "--keep-state"]);
+    host.wait_connections(2);
+    host.submit(1, code("1"), 0);
+    host.result(Duration::from_secs(60)).value();
+    let t = Instant::now();
+    host.close_link();
+    assert!(host.wait_exit(Duration::from_secs(15)).success());
+    for d in [a, b] {
+        let s = wait_exit(host.daemon_child(d), Duration::from_secs(15));
+        assert!(s.success(), "daemon exit status {s:?}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
+
+fn write_cert(dir: &std::path::Path) -> (String, String, String) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let fp = crate::tls::fingerprint(ck.cert.der());
+    (cert.display().to_string(), key.display().to_string(), fp)
+}
+
+#[test]
+fn a_daemon_reconnects_and_resumes_when_the_host_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, fp) = write_cert(dir.path());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let token = "a-fixed-join-token-for-this-test";
+    let args = [
+        "--listen", &listen, "--cert", &cert, "--key", &key, "--token", token,
+    ];
+    let mut host = Host::start("reconnect-1", &args);
+    let (log, log_path) = log_file("reconnect-d");
+    let mut daemon = hako()
+        .args([
+            "daemon",
+            &format!("wss://127.0.0.1:{port}"),
+            "--token",
+            token,
+            "--fingerprint",
+            &fp,
+        ])
+        .args(["--max-backoff", "1"])
+        .env("HAKO_LOG", "hako=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    host.wait_connections(1);
+    host.submit(1, code("1"), 0);
+    assert_eq!(host.result(Duration::from_secs(60)).value(), 1.0);
+    host.close_link();
+    host.wait_exit(Duration::from_secs(15));
+    drop(host);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon must keep trying"
+    );
+    let mut host = Host::start("reconnect-2", &args);
+    host.wait_connections(1);
+    host.submit(2, code("2"), 0);
+    assert_eq!(host.result(Duration::from_secs(60)).value(), 2.0);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    assert!(log.contains("reconnecting"), "{log}");
+}
+
+#[test]
+fn a_ca_signed_host_is_verified_without_a_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    // A CA and a leaf for 127.0.0.1 signed by it.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "hako test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let (ca_pem, cert_pem, key_pem) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("c.pem"),
+        dir.path().join("k.pem"),
+    );
+    std::fs::write(&ca_pem, ca_cert.pem()).unwrap();
+    std::fs::write(&cert_pem, leaf.pem()).unwrap();
+    std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
+    let mut host = Host::start(
+        "ca",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            cert_pem.to_str().unwrap(),
+            "--key",
+            key_pem.to_str().unwrap(),
+        ],
+    );
+    assert!(!host.get("daemon_command").contains("--fingerprint"));
+    let url = host.get("url");
+    let token = host.get("token");
+    // Without the CA: not trusted, refused at once.
+    let out = hako()
+        .args(["daemon", &url, "--token", &token, "--autoexit"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (log, _) = log_file("ca-d");
+    let mut d = hako()
+        .args([
+            "daemon",
+            &url,
+            "--token",
+            &token,
+            "--autoexit",
+            "--ca",
+            ca_pem.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    host.wait_connections(1);
+    host.submit(1, code("6 * 7"), 0);
+    assert_eq!(host.result(Duration::from_secs(60)).value(), 42.0);
+    let _ = d.kill();
+    let _ = d.wait();
+}
