@@ -3,9 +3,21 @@
 # the host keeps it alive (R_PreserveObject), so nothing is added to the
 # user's global environment.
 
-# Load the LAPACK modules now so that every task starts with them linked.
+# Load the LAPACK modules now so that every task starts with them linked,
+# and force the lazily loaded functions common tasks use, so that a task
+# does not fetch and decompress them again from the package databases.
 invisible(solve(matrix(2)))
 invisible(La_library())
+local({
+  fit <- lm(mpg ~ wt, data = mtcars)
+  invisible(summary(fit))
+  invisible(predict(fit, mtcars[1:2, ]))
+  invisible(glm(am ~ wt, data = mtcars, family = binomial))
+  invisible(format(Sys.time(), "%Y-%m-%d %H:%M:%S", tz = "UTC"))
+  invisible(quantile(1:10))
+  invisible(sample(10))
+  invisible(serialize(fit, NULL))
+})
 
 local({
   hako <- new.env(parent = baseenv())
