@@ -25,10 +25,9 @@ fn private_cache() -> tempfile::TempDir {
 fn snapshot_image(cache: &std::path::Path) -> std::path::PathBuf {
     let dir = std::fs::read_dir(cache.join("pristine"))
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .expect("a snapshot directory");
     dir.join("memory.img")
 }
 

@@ -180,8 +180,5 @@ local({
     list(0L, out)
   }
 
-  # Byte-compile the helpers: they run around every evaluation, and base R's
-  # own functions are byte code already.
-  for (n in ls(hako)) hako[[n]] <- compiler::cmpfun(hako[[n]])
   hako
 })
