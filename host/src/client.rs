@@ -42,29 +42,7 @@ pub struct ClientArgs {
 }
 
 pub fn run(args: ClientArgs) -> ExitCode {
-    crate::logging::init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("hako: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let code = rt.block_on(async {
-        match client(args).await {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("hako: {e:#}");
-                ExitCode::from(2)
-            }
-        }
-    });
-    rt.shutdown_timeout(Duration::from_millis(200));
-    code
+    crate::async_main::run(client(args))
 }
 
 async fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {

@@ -77,29 +77,7 @@ pub struct DaemonArgs {
 }
 
 pub fn run(args: DaemonArgs) -> ExitCode {
-    crate::logging::init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("hako: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let code = rt.block_on(async {
-        match daemon(args).await {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("hako: {e:#}");
-                ExitCode::from(2)
-            }
-        }
-    });
-    rt.shutdown_timeout(Duration::from_millis(200));
-    code
+    crate::async_main::run(daemon(args))
 }
 
 /// Where the worker's messages go: the current connection, if any, and only

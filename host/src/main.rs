@@ -1,6 +1,7 @@
 //! `hako`: sandboxed R workers on webR + wasmtime.
 
 mod assets;
+mod async_main;
 mod bench;
 mod client;
 mod daemon;

@@ -66,41 +66,16 @@ impl Pristine {
         if meta.len() != state.mem_len as u64 {
             bail!("snapshot image has the wrong size");
         }
-        // SAFETY: a read-only private mapping of a file we own; it is unmapped
-        // before this function returns.
-        let sum = unsafe { hash_file(&file, state.mem_len)? };
-        if sum != state.mem_sha256 {
+        let image = MemImage::new(file, state.mem_len, state.mem_min_pages)?;
+        if hex::encode(Sha256::digest(image.bytes())) != state.mem_sha256 {
             bail!("snapshot image checksum mismatch");
         }
         Ok(Pristine {
-            image: Arc::new(MemImage::new(file, state.mem_len, state.mem_min_pages)?),
+            image: Arc::new(image),
             state,
             dir: dir.to_path_buf(),
         })
     }
-}
-
-/// sha256 of the first `len` bytes of `file`, read through a mapping.
-unsafe fn hash_file(file: &std::fs::File, len: usize) -> Result<String> {
-    use std::os::fd::AsRawFd;
-    if len == 0 {
-        return Ok(hex::encode(Sha256::digest([])));
-    }
-    let p = libc::mmap(
-        std::ptr::null_mut(),
-        len,
-        libc::PROT_READ,
-        libc::MAP_PRIVATE,
-        file.as_raw_fd(),
-        0,
-    );
-    if p == libc::MAP_FAILED {
-        bail!("mapping snapshot: {}", std::io::Error::last_os_error());
-    }
-    let bytes = std::slice::from_raw_parts(p as *const u8, len);
-    let sum = hex::encode(Sha256::digest(bytes));
-    libc::munmap(p, len);
-    Ok(sum)
 }
 
 #[cfg(test)]
