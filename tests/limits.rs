@@ -81,3 +81,21 @@ fn short_output_overflow_is_reported() {
     assert_eq!(text(&out, Stream::Stdout).len(), 1000);
     assert_eq!(eval_ok(&mut sb, "cat('ok')"), "ok");
 }
+
+#[test]
+fn a_long_native_matrix_product_still_meets_the_deadline() {
+    let mut sb = sandbox_with(SandboxConfig {
+        timeout: Some(Duration::from_millis(500)),
+        ..SandboxConfig::default()
+    });
+    let t = Instant::now();
+    let (limit, _) = eval_limit(
+        &mut sb,
+        "x <- matrix(runif(9e6), 3000); repeat x <- x %*% x",
+    );
+    let took = t.elapsed();
+    println!("matrix product loop stopped after {took:?} (deadline 0.5 s)");
+    assert_eq!(limit, Limit::Time);
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert_eq!(eval_ok(&mut sb, "cat(2 * 21)"), "42");
+}

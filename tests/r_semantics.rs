@@ -181,3 +181,25 @@ fn reset_restores_the_pristine_state() {
         "FALSE"
     );
 }
+
+#[test]
+fn matrix_products_match_the_definition() {
+    // %*%, crossprod and tcrossprod go through the native dgemm; check them
+    // against sums of products, including transposes, odd shapes and
+    // sub-matrices.
+    let mut sb = sandbox();
+    let out = eval_ok(
+        &mut sb,
+        r#"set.seed(7)
+naive <- function(a, b) outer(seq_len(nrow(a)), seq_len(ncol(b)), Vectorize(function(i, j) sum(a[i, ] * b[, j])))
+a <- matrix(rnorm(37 * 23), 37); b <- matrix(rnorm(23 * 11), 23); c <- matrix(rnorm(37 * 11), 37)
+ok <- c(isTRUE(all.equal(a %*% b, naive(a, b))),
+        isTRUE(all.equal(crossprod(a, c), naive(t(a), c))),
+        isTRUE(all.equal(tcrossprod(b[, 1:5], a[1:11, 1:5]), naive(b[, 1:5], t(a[1:11, 1:5])))),
+        isTRUE(all.equal(a[2:30, ] %*% b[, 3:9], naive(a[2:30, ], b[, 3:9]))),
+        identical(dim(matrix(0, 0, 3) %*% matrix(0, 3, 4)), c(0L, 4L)),
+        isTRUE(all.equal(solve(crossprod(a)) %*% crossprod(a), diag(23))))
+cat(ok)"#,
+    );
+    assert_eq!(out, "TRUE TRUE TRUE TRUE TRUE TRUE");
+}

@@ -26,7 +26,7 @@ pub const HOME: &str = "/home/web_user";
 /// Epoch tick: how often the backstop looks at a running evaluation.
 const TICK: Duration = Duration::from_millis(10);
 /// How long R gets to honour an interrupt before the backstop traps.
-const GRACE: Duration = Duration::from_secs(2);
+pub(crate) const GRACE: Duration = Duration::from_secs(2);
 
 /// The guest's whole environment. Nothing of the host's environment is passed.
 const GUEST_ENV: &[&str] = &[

@@ -1,6 +1,7 @@
 //! Emscripten's host ABI for R.wasm and its side modules, grouped by interface
 //! the way wasmtime's WASI host crates group theirs.
 
+pub mod blas;
 pub mod dl;
 pub mod errno;
 pub mod events;
@@ -21,5 +22,6 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> wasmtime::Result<()> {
     net::add_to_linker(l)?;
     events::add_to_linker(l)?;
     dl::add_to_linker(l)?;
+    blas::add_to_linker(l)?;
     Ok(())
 }
