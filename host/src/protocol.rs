@@ -174,14 +174,9 @@ pub struct Task {
     pub timeout_ms: Option<u64>,
 }
 
-/// Where a piece of output came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-    Message,
-    Warning,
-}
+/// Where a piece of output came from: the runtime's own classification,
+/// carried on the wire as is.
+pub use hako_runtime::Stream;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputChunk {

@@ -9,9 +9,7 @@
 //! runtime cannot yet capture a new pristine state, so "persists into the
 //! pristine state" is emulated by re-applying it.
 
-use crate::protocol::{
-    self, Everywhere, FailKind, Message, Outcome, OutputChunk, Task, TaskReport,
-};
+use crate::protocol::{Everywhere, FailKind, Message, Outcome, OutputChunk, Task, TaskReport};
 use bytes::Bytes;
 use hako_runtime::{InterruptHandle, Limit, Sandbox, SandboxError, TaskOutcome};
 use std::collections::HashSet;
@@ -353,12 +351,7 @@ fn chunks(output: Vec<hako_runtime::Chunk>) -> Vec<OutputChunk> {
     output
         .into_iter()
         .map(|c| OutputChunk {
-            stream: match c.stream {
-                hako_runtime::Stream::Stdout => protocol::Stream::Stdout,
-                hako_runtime::Stream::Stderr => protocol::Stream::Stderr,
-                hako_runtime::Stream::Message => protocol::Stream::Message,
-                hako_runtime::Stream::Warning => protocol::Stream::Warning,
-            },
+            stream: c.stream,
             bytes: Bytes::from(c.bytes),
         })
         .collect()
