@@ -15,7 +15,13 @@ if (!file.exists(hako)) stop("hako binary not found at ", hako, ": build it with
 link_file <- file.path(tempdir(), "hako-link")
 system2(hako, c("host", "--local", "2", "--no-listen", "--link", "127.0.0.1:0", "--link-file", link_file),
         wait = FALSE, stdout = FALSE, stderr = file.path(tempdir(), "hako-host.log"))
-for (i in 1:300) if (file.exists(link_file)) break else Sys.sleep(0.05)
+# The first start on a machine fetches webR and compiles it (about a minute).
+waited <- 0
+while (!file.exists(link_file) && waited < 600) {
+  if (waited == 2) message("waiting for hako host (the first start prepares webR and compiles it)")
+  Sys.sleep(0.05)
+  waited <- waited + 0.05
+}
 if (!file.exists(link_file)) stop("hako host did not start; see ", file.path(tempdir(), "hako-host.log"))
 kv <- do.call(rbind, strsplit(readLines(link_file), "\t", fixed = TRUE))
 ready <- setNames(kv[, 2], kv[, 1])
