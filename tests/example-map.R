@@ -18,7 +18,7 @@ system2(hako, c("host", "--local", "2", "--no-listen", "--link", "127.0.0.1:0", 
 # The first start on a machine fetches webR and compiles it (about a minute).
 waited <- 0
 while (!file.exists(link_file) && waited < 600) {
-  if (waited == 2) message("waiting for hako host (the first start prepares webR and compiles it)")
+  if (abs(waited - 2) < 0.01) message("waiting for hako host (the first start prepares webR and compiles it)")
   Sys.sleep(0.05)
   waited <- waited + 0.05
 }
