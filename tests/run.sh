@@ -20,3 +20,6 @@ cargo clippy --release --workspace --all-targets -q -- -D warnings
 
 echo "== cargo test"
 cargo test --release --workspace -- --test-threads=2
+
+echo "== R package: R CMD check against the real binary"
+bash r-package/run-tests.sh

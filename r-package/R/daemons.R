@@ -1,0 +1,257 @@
+#' Set up sandboxed daemons
+#'
+#' Sets the daemons of a compute profile: a private `hako host` child
+#' process with `n` local sandboxed daemons; or a host that also listens for
+#' remote daemons at `url`; or a link to a shared remote host (when `token`
+#' is given). `daemons(0)` resets the profile: its host shuts down and
+#' unresolved tasks resolve to errorValue 19.
+#'
+#' The host serves one R session, over a token-guarded loopback socket, and
+#' exits with it. Daemons dial out to a listening host over TLS WebSockets
+#' (`wss://`), pinning its certificate's fingerprint and presenting its join
+#' token; [launch_local()] and [launch_remote()] give or run the commands.
+#'
+#' @param n Number of local sandboxed daemons (in the host process). `0`
+#'   resets. With `url`, local daemons in addition to the remote ones
+#'   (default 0).
+#' @param url `NULL` for local daemons only; a `wss://HOST:PORT` URL (see
+#'   [host_url()]) to listen for remote daemons; or, with `token`, the URL of
+#'   a remote host to join as a client.
+#' @param ... Further `hako host` options as `name = value` (underscores
+#'   become dashes), e.g. `retries = 1`, `shutdown_grace = 1`; `TRUE` for a
+#'   flag.
+#' @param token,fingerprint To join a remote host: its client token and its
+#'   certificate fingerprint (`SHA256:...`), as printed by that host.
+#' @param seed `NULL` or an integer: the seed of the L'Ecuyer-CMRG streams,
+#'   one per task in submission order, so that results are reproducible
+#'   whichever daemon runs which task.
+#' @param memory Memory cap of each local sandbox in MiB (default 1024).
+#' @param timeout Default timeout of each task in milliseconds (`NULL`: none).
+#' @param mount Host directories to expose in local sandboxes, as
+#'   `c("/host/dir" = "/guest/dir:ro")`. Needs a hako binary whose host
+#'   supports `--mount`.
+#' @param max_payload Largest task or result, in MiB (default 256).
+#' @param keep_state Keep state between tasks on local daemons (no reset).
+#' @param output Relay the tasks' output (stdout, messages, warnings) in
+#'   this session.
+#' @param .compute Compute profile name (`NULL`: the default one).
+#' @return Invisibly, a 'hakoDaemons' object (printed, it shows the launch
+#'   command of a listening host) that `with()` accepts; `daemons()` with no
+#'   arguments returns [status()].
+#' @examples
+#' \dontrun{
+#' daemons(2, seed = 1)
+#' hako_map(1:4, function(i) runif(1))[.flat]
+#' daemons(0)
+#' with(daemons(1), hako(1 + 1)[])
+#' d <- daemons(url = host_url(), .compute = "remote")
+#' d$daemon_command
+#' daemons(0, .compute = "remote")
+#' }
+#' @export
+daemons <- function(n, url = NULL, ..., token = NULL, fingerprint = NULL, seed = NULL,
+                    memory = NULL, timeout = NULL, mount = NULL, max_payload = NULL,
+                    keep_state = FALSE, output = TRUE, .compute = NULL) {
+  .compute <- compute_name(.compute)
+  if (missing(n) && is.null(url)) return(status(.compute))
+  if (!missing(n) && (!is.numeric(n) || length(n) != 1L || is.na(n) || n < 0)) {
+    stop("hako: 'n' must be a single non-negative number", call. = FALSE)
+  }
+  if (!missing(n) && n == 0 && is.null(url)) {
+    reset_profile(.compute)
+    return(invisible(structure(list(compute = .compute, n = 0L), class = "hakoDaemons")))
+  }
+  if (!is.null(url)) parse_url(url)
+  old <- .hako$profiles[[.compute]]
+  if (!is.null(old)) {
+    if (old$alive) {
+      stop(sprintf("hako: daemons are already set for compute profile '%s': call daemons(0%s) first to reset them",
+                   .compute, if (.compute == "default") "" else sprintf(", .compute = \"%s\"", .compute)), call. = FALSE)
+    }
+    reset_profile(.compute)
+  }
+  extra <- cli_options(list(...))
+  env <- character()
+  if (!is.null(url) && !is.null(token)) {
+    # join a remote host as a client
+    parse_url(url)
+    args <- c("client", url)
+    if (!is.null(fingerprint)) args <- c(args, "--fingerprint", fingerprint)
+    args <- c(args, extra)
+    env <- c(HAKO_CLIENT_TOKEN = token)
+    mode <- "client"
+    nloc <- 0L
+  } else {
+    nloc <- if (missing(n)) 0L else as.integer(n)
+    args <- c("host", "--local", nloc)
+    if (is.null(url)) {
+      args <- c(args, "--no-listen")
+    } else {
+      u <- parse_url(url)
+      listen_host <- if (grepl("^[0-9.]+$", u$host) || u$host == "localhost") u$host else "0.0.0.0"
+      if (listen_host == "localhost") listen_host <- "127.0.0.1"
+      args <- c(args, "--listen", paste0(listen_host, ":", u$port), "--advertise", u$host)
+    }
+    if (!is.null(memory)) args <- c(args, "--memory", as.integer(memory))
+    if (!is.null(max_payload)) args <- c(args, "--max-payload", as.integer(max_payload))
+    if (isTRUE(keep_state)) args <- c(args, "--keep-state")
+    if (length(mount)) args <- c(args, mount_args(mount))
+    args <- c(args, extra)
+    mode <- if (is.null(url)) "local" else "listen"
+  }
+  p <- link_open(.compute, args, env)
+  p$mode <- mode
+  p$n <- nloc
+  p$timeout <- timeout
+  p$output <- isTRUE(output)
+  p$seed <- init_seed(seed)
+  p$url <- p$ready[["url"]]
+  assign(.compute, p, envir = .hako$profiles)
+  if (nloc > 0L) wait_connections(p, nloc)
+  out <- structure(list(compute = .compute, n = nloc, url = p$url, mode = mode,
+                        daemon_command = p$ready[["daemon_command"]],
+                        fingerprint = p$ready[["fingerprint"]],
+                        token = p$ready[["token"]],
+                        client_token = p$ready[["client_token"]],
+                        client_command = p$ready[["client_command"]]),
+                   class = "hakoDaemons")
+  if (mode == "listen") out else invisible(out)
+}
+
+#' @export
+print.hakoDaemons <- function(x, ...) {
+  if (identical(x$n, 0L) && is.null(x$mode)) {
+    cat(sprintf("hako daemons reset (compute profile '%s')\n", x$compute))
+    return(invisible(x))
+  }
+  cat(sprintf("hako daemons, compute profile '%s': %s, %d local sandboxed daemon(s)\n", x$compute, x$mode, x$n))
+  if (!is.null(x$url)) cat("  url: ", x$url, "\n", sep = "")
+  if (!is.null(x$daemon_command)) cat("  launch a daemon with:\n    ", x$daemon_command, "\n", sep = "")
+  invisible(x)
+}
+
+#' Evaluate with daemons
+#'
+#' `with(daemons(...), expr)` evaluates `expr` with those daemons as the
+#' default compute profile, then resets them.
+#' @param data A 'hakoDaemons' object returned by [daemons()].
+#' @param expr An expression.
+#' @param ... Unused.
+#' @return The value of `expr`.
+#' @examples
+#' \dontrun{
+#' with(daemons(2), hako_map(1:3, sqrt)[.flat])
+#' }
+#' @export
+with.hakoDaemons <- function(data, expr, ...) {
+  old <- .hako$default
+  .hako$default <- data$compute
+  on.exit({
+    .hako$default <- old
+    reset_profile(data$compute)
+  })
+  expr
+}
+
+# Local daemons join the host asynchronously; wait until they have.
+wait_connections <- function(p, n, wait = 120) {
+  deadline <- Sys.time() + wait
+  repeat {
+    cn <- query_info(p)$counters[["connections"]]
+    if (cn >= n) return(invisible(TRUE))
+    if (Sys.time() > deadline) stop(sprintf("hako: only %d of %d daemons started; host log:\n%s", cn, n, log_tail(p$log)), call. = FALSE)
+    Sys.sleep(0.02)
+  }
+}
+
+compute_name <- function(.compute) {
+  if (is.null(.compute)) .hako$default else as.character(.compute)[[1L]]
+}
+
+get_profile <- function(.compute = NULL) {
+  name <- compute_name(.compute)
+  p <- .hako$profiles[[name]]
+  if (is.null(p)) {
+    stop(sprintf("hako: no daemons are set for compute profile '%s': call daemons(n%s) first (hako tasks run only on sandboxed daemons)",
+                 name, if (name == "default") "" else sprintf(", .compute = \"%s\"", name)), call. = FALSE)
+  }
+  if (!p$alive) stop_dead(p)
+  p
+}
+
+reset_profile <- function(name) {
+  p <- .hako$profiles[[name]]
+  if (is.null(p)) return(invisible(FALSE))
+  link_close(p)
+  rm(list = name, envir = .hako$profiles)
+  invisible(TRUE)
+}
+
+init_seed <- function(seed) {
+  genv <- globalenv()
+  had <- exists(".Random.seed", envir = genv, inherits = FALSE)
+  if (had) old <- get(".Random.seed", envir = genv)
+  oldkind <- RNGkind()
+  on.exit({
+    RNGkind(oldkind[[1L]], oldkind[[2L]], oldkind[[3L]])
+    if (had) assign(".Random.seed", old, envir = genv) else if (exists(".Random.seed", envir = genv, inherits = FALSE)) rm(".Random.seed", envir = genv)
+  })
+  RNGkind("L'Ecuyer-CMRG")
+  if (is.null(seed)) set.seed(NULL) else set.seed(seed)
+  get(".Random.seed", envir = genv)
+}
+
+cli_options <- function(opts) {
+  out <- character()
+  if (!length(opts)) return(out)
+  if (is.null(names(opts)) || any(!nzchar(names(opts)))) stop("hako: host options in '...' must be named", call. = FALSE)
+  for (k in names(opts)) {
+    v <- opts[[k]]
+    flag <- paste0("--", gsub("_", "-", k, fixed = TRUE))
+    if (isTRUE(v)) out <- c(out, flag)
+    else if (isFALSE(v) || is.null(v)) next
+    else out <- c(out, flag, as.character(v))
+  }
+  out
+}
+
+parse_url <- function(url) {
+  m <- regmatches(url, regexec("^wss://([^:/]+|\\[[^]]+\\]):([0-9]+)/?$", url))[[1L]]
+  if (!length(m)) {
+    if (grepl("^(ws|tcp|tls\\+tcp)://", url)) stop("hako: daemons connect over TLS WebSockets only; use a wss:// URL (see host_url())", call. = FALSE)
+    stop("hako: 'url' must look like wss://HOST:PORT (see host_url())", call. = FALSE)
+  }
+  list(host = m[[2L]], port = as.integer(m[[3L]]))
+}
+
+host_supports <- function(sub, flag) {
+  h <- tryCatch(suppressWarnings(system2(hako_binary(), c(sub, "--help"), stdout = TRUE, stderr = TRUE)), error = function(e) "")
+  any(grepl(flag, h, fixed = TRUE))
+}
+
+mount_args <- function(mount) {
+  if (is.null(names(mount)) || any(!nzchar(names(mount)))) {
+    stop("hako: 'mount' must be named: c(\"/host/dir\" = \"/guest/dir:ro\")", call. = FALSE)
+  }
+  if (!host_supports("host", "--mount")) {
+    stop("hako: this hako binary's `hako host` has no --mount option, so sandboxes of daemons cannot mount host directories ",
+         "(only `hako eval --mount` can); update the hako binary", call. = FALSE)
+  }
+  hostdirs <- normalizePath(names(mount), mustWork = TRUE)
+  as.vector(rbind("--mount", paste0(hostdirs, ":", unname(mount))))
+}
+
+#' A URL to listen for remote daemons
+#'
+#' @param tls Must be `TRUE`: hako daemons dial over TLS WebSockets only.
+#' @param port Port (0: any free port; the host reports the one it took).
+#' @param host Host name or address daemons should dial.
+#' @return A `wss://HOST:PORT` string for [daemons()]`(url = )`.
+#' @examples
+#' host_url()
+#' host_url(port = 5555, host = "127.0.0.1")
+#' @export
+host_url <- function(tls = TRUE, port = 0L, host = Sys.info()[["nodename"]]) {
+  if (!isTRUE(tls)) stop("hako: daemons connect over TLS WebSockets only: host_url(tls = TRUE)", call. = FALSE)
+  sprintf("wss://%s:%d", host, as.integer(port))
+}

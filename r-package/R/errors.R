@@ -1,0 +1,114 @@
+mk_error_value <- function(code, msg) {
+  structure(as.integer(code), message = msg, class = "errorValue")
+}
+
+mk_interrupt <- function(msg) {
+  structure(20L, message = msg, class = c("hakoInterrupt", "errorValue"))
+}
+
+mk_hako_error <- function(msg, cls = character()) {
+  out <- paste("Error:", msg)
+  attr(out, "message") <- msg
+  attr(out, "call") <- NULL
+  attr(out, "condition.class") <- c(cls, "hakoError", "error", "condition")
+  attr(out, "stack.trace") <- list()
+  class(out) <- c("hakoError", "errorValue", "try-error")
+  out
+}
+
+#' Error values
+#'
+#' A task that fails resolves to an error value instead of signalling:
+#' an R error in the task is a 'hakoError' (also 'errorValue' and
+#' 'try-error'), the message string with the condition's details as
+#' attributes reachable with `$`: `$message`, `$call`, `$condition.class`,
+#' `$stack.trace` (the calls that led to the error, most recent first) and
+#' the original condition's other fields. A failure of the task itself is an
+#' 'errorValue' integer code: 5 (timed out), 19 (connection reset: the daemon
+#' was lost and retries were spent, or the host went away) or 20 (cancelled
+#' by [stop_hako()], then also a 'hakoInterrupt').
+#'
+#' @param x An object.
+#' @return `TRUE` or `FALSE`.
+#' @examples
+#' is_error_value(1)
+#' \dontrun{
+#' daemons(1)
+#' e <- hako(stop("boom"))[]
+#' is_hako_error(e)
+#' e$message
+#' daemons(0)
+#' }
+#' @name is_error_value
+NULL
+
+#' @rdname is_error_value
+#' @export
+is_error_value <- function(x) inherits(x, "errorValue")
+
+#' @rdname is_error_value
+#' @export
+is_hako_error <- function(x) inherits(x, "hakoError")
+
+#' @rdname is_error_value
+#' @export
+is_hako_interrupt <- function(x) inherits(x, "hakoInterrupt")
+
+#' @rdname is_error_value
+#' @param name An attribute name.
+#' @export
+`$.hakoError` <- function(x, name) attr(x, name, exact = TRUE)
+
+#' @export
+`$.errorValue` <- function(x, name) attr(x, name, exact = TRUE)
+
+#' @export
+print.hakoError <- function(x, ...) {
+  cat("'hakoError' chr ", unclass(x)[[1L]], "\n", sep = "")
+  invisible(x)
+}
+
+error_text <- function(code) {
+  switch(as.character(code), "5" = "Timed out", "19" = "Connection reset", "20" = "Operation canceled",
+         "Error")
+}
+
+#' @export
+print.errorValue <- function(x, ...) {
+  cat("'errorValue' int ", as.integer(unclass(x)[[1L]]), " | ", error_text(unclass(x)[[1L]]), "\n", sep = "")
+  m <- attr(x, "message", exact = TRUE)
+  if (!is.null(m) && nzchar(m)) cat("  ", m, "\n", sep = "")
+  invisible(x)
+}
+
+#' @export
+print.unresolvedValue <- function(x, ...) {
+  cat("'unresolved' logi NA\n")
+  invisible(x)
+}
+
+unresolved_value <- function() structure(NA, class = "unresolvedValue")
+
+#' Query whether a value is unresolved
+#'
+#' @param x A 'hako' or 'hako_map' object, a list of them, or a value read
+#'   from `$data`.
+#' @return `TRUE` while the task (any of them) is still running; never blocks.
+#' @examples
+#' unresolved(1)
+#' @export
+unresolved <- function(x) {
+  if (inherits(x, "hako")) {
+    if (!x$resolved) poll(x$p, 0)
+    return(!x$resolved)
+  }
+  if (inherits(x, "hako_map")) {
+    if (x$b$ndone < x$b$n) poll(x$p, 0)
+    return(x$b$ndone < x$b$n)
+  }
+  if (inherits(x, "unresolvedValue")) return(TRUE)
+  if (is.list(x) && length(x) && all(vapply(x, function(e) inherits(e, c("hako", "hako_map")), NA))) {
+    return(any(vapply(x, unresolved, NA)))
+  }
+  FALSE
+}

@@ -1,0 +1,203 @@
+#' hako as a future backend
+#'
+#' `plan(hako::hako_multisession, workers = 2)` evaluates futures on a
+#' private set of `workers` local sandboxed daemons (compute profile
+#' "hako_multisession", started at the first future and kept until
+#' `daemons(0, .compute = "hako_multisession")` or the end of the session).
+#' `plan(hako::hako_cluster)` uses the daemons already set with [daemons()]
+#' (argument `.compute` picks the profile), local or remote.
+#'
+#' Globals are found as by any future backend and assigned in the sandbox's
+#' global environment; the sandbox has only base R's packages
+#' ([sandbox_packages()]), so a future needing another package fails with an
+#' error naming it. Standard output and conditions (messages, warnings, ...)
+#' are captured in the sandbox and relayed by `value()` as future does;
+#' `seed = TRUE` gives each future its L'Ecuyer-CMRG stream. Futures are
+#' queued by the host (first in, first out), so creating one never blocks.
+#' A daemon lost mid-future is retried by the host; once retries are spent,
+#' and on a timeout, `value()` signals a `FutureError`.
+#'
+#' @param expr,envir,substitute,lazy,seed,globals,packages,stdout,conditions,label,... As for [future::future()].
+#' @param workers Number of sandboxed daemons.
+#' @param .compute Compute profile of the daemons (`NULL`: default).
+#' @return A `HakoFuture` (a `Future`).
+#' @examples
+#' \dontrun{
+#' library(future)
+#' plan(hako::hako_multisession, workers = 2)
+#' f <- future({ cat("hi\n"); Sys.getpid() })
+#' value(f)
+#' plan(sequential)
+#' }
+#' @export
+hako_multisession <- function(expr, envir = parent.frame(), substitute = TRUE, lazy = FALSE, seed = FALSE,
+                              globals = TRUE, packages = NULL, stdout = TRUE, conditions = "condition",
+                              label = NULL, ..., workers = 2L) {
+  if (substitute) expr <- substitute(expr)
+  ensure_future_daemons(workers)
+  f <- HakoFuture(expr, envir = envir, substitute = FALSE, lazy = lazy, seed = seed, globals = globals,
+                  packages = packages, stdout = stdout, conditions = conditions, label = label,
+                  compute = "hako_multisession", workers = workers, ...)
+  if (!f$lazy) f <- future::run(f)
+  f
+}
+class(hako_multisession) <- c("hako_multisession", "hako_future", "multiprocess", "future", "function")
+attr(hako_multisession, "init") <- TRUE
+
+#' @rdname hako_multisession
+#' @export
+hako_cluster <- function(expr, envir = parent.frame(), substitute = TRUE, lazy = FALSE, seed = FALSE,
+                         globals = TRUE, packages = NULL, stdout = TRUE, conditions = "condition",
+                         label = NULL, ..., .compute = NULL) {
+  if (substitute) expr <- substitute(expr)
+  f <- HakoFuture(expr, envir = envir, substitute = FALSE, lazy = lazy, seed = seed, globals = globals,
+                  packages = packages, stdout = stdout, conditions = conditions, label = label,
+                  compute = compute_name(.compute), ...)
+  if (!f$lazy) f <- future::run(f)
+  f
+}
+class(hako_cluster) <- c("hako_cluster", "hako_future", "multiprocess", "future", "function")
+attr(hako_cluster, "init") <- TRUE
+
+ensure_future_daemons <- function(workers) {
+  workers <- as.integer(workers)
+  if (is.na(workers) || workers < 1L) stop("hako: 'workers' must be a positive integer", call. = FALSE)
+  p <- .hako$profiles[["hako_multisession"]]
+  if (!is.null(p) && p$alive && identical(p$n, workers)) return(invisible(p))
+  if (!is.null(p)) reset_profile("hako_multisession")
+  daemons(workers, .compute = "hako_multisession")
+  invisible(.hako$profiles[["hako_multisession"]])
+}
+
+HakoFuture <- function(expr = NULL, envir = parent.frame(), substitute = TRUE, globals = TRUE, packages = NULL,
+                       compute = "default", workers = NULL, ...) {
+  if (!requireNamespace("future", quietly = TRUE)) stop("hako: the future backend needs the package 'future'", call. = FALSE)
+  if (substitute) expr <- substitute(expr)
+  gp <- future::getGlobalsAndPackages(expr, envir = envir, globals = globals)
+  f <- future::Future(expr = gp$expr, envir = envir, substitute = FALSE, globals = gp$globals,
+                      packages = unique(c(packages, gp$packages)), ...)
+  f$compute <- compute
+  f$workers <- workers
+  class(f) <- c("HakoFuture", class(f))
+  f
+}
+
+# Evaluated in the sandbox: the future's expression with its output and
+# conditions captured, returned as a list that result() makes a FutureResult.
+FUTURE_TASK <- quote({
+  .hako_started <- Sys.time()
+  .hako_rng0 <- globalenv()$.Random.seed
+  .hako_con <- NULL
+  if (!is.na(.hako_fstdout)) {
+    .hako_con <- rawConnection(raw(0L), open = "w")
+    sink(.hako_con, type = "output")
+  }
+  .hako_conds <- list()
+  .hako_val <- tryCatch(
+    withCallingHandlers(
+      withVisible(eval(.hako_fx, new.env(parent = globalenv()))),
+      condition = function(c) {
+        if (inherits(c, "error")) {
+          .hako_conds[[length(.hako_conds) + 1L]] <<- list(condition = c, calls = sys.calls(), signaled = 0L)
+        } else if (length(.hako_fcc) && inherits(c, .hako_fcc)) {
+          if (identical(c$call, quote(eval(.hako_fx, new.env(parent = globalenv()))))) c$call <- NULL
+          .hako_conds[[length(.hako_conds) + 1L]] <<- list(condition = c, signaled = 0L)
+          if (inherits(c, "message")) invokeRestart("muffleMessage")
+          if (inherits(c, "warning")) invokeRestart("muffleWarning")
+        }
+      }
+    ),
+    error = function(e) NULL
+  )
+  .hako_out <- NULL
+  if (!is.null(.hako_con)) {
+    sink(type = "output")
+    .hako_out <- rawToChar(rawConnectionValue(.hako_con))
+    close(.hako_con)
+    if (!isTRUE(.hako_fstdout)) .hako_out <- NULL
+  }
+  structure(list(value = .hako_val$value, visible = if (is.null(.hako_val)) TRUE else .hako_val$visible,
+                 stdout = .hako_out, conditions = .hako_conds,
+                 rng = !identical(globalenv()$.Random.seed, .hako_rng0),
+                 started = .hako_started, finished = Sys.time()),
+            class = "hako_future_result")
+})
+
+#' @exportS3Method future::run
+run.HakoFuture <- function(future, ...) {
+  if (future$state != "created") {
+    stop(future::FutureError(sprintf("A future ('%s') can only be launched once.",
+                                     if (is.null(future$label)) "<none>" else future$label), future = future))
+  }
+  p <- get_profile(future$compute)
+  seed <- if (is.numeric(future$seed)) as.integer(future$seed) else FALSE
+  stdout <- future$stdout
+  if (is.null(stdout)) stdout <- TRUE
+  a <- list(.hako_fx = future$expr, .hako_fcc = future$conditions, .hako_fstdout = stdout)
+  future$hako <- submit(p, FUTURE_TASK, a = a, g = as.list(future$globals), pk = setdiff(future$packages, sandbox_packages()),
+                        relay = is.na(stdout), seed = seed)
+  future$state <- "running"
+  invisible(future)
+}
+
+#' @exportS3Method future::resolved
+resolved.HakoFuture <- function(x, run = TRUE, timeout = NULL, ...) {
+  if (!is.null(x$result)) return(TRUE)
+  if (x$state == "created") {
+    if (run) x <- future::run(x)
+    return(FALSE)
+  }
+  !unresolved(x$hako)
+}
+
+#' @exportS3Method future::result
+result.HakoFuture <- function(future, ...) {
+  if (!is.null(future$result)) {
+    if (inherits(future$result, "FutureError")) stop(future$result)
+    return(future$result)
+  }
+  if (future$state == "created") future <- future::run(future)
+  v <- future$hako[]
+  label <- if (is.null(future$label)) "<none>" else future$label
+  if (inherits(v, "hako_future_result")) {
+    r <- future::FutureResult(value = v$value, visible = isTRUE(v$visible), stdout = v$stdout,
+                              conditions = v$conditions, rng = isTRUE(v$rng), started = v$started,
+                              finished = v$finished)
+  } else if (is_hako_error(v)) {
+    # the task could not even start (e.g. a package the sandbox lacks):
+    # an evaluation error, resignalled by value()
+    cond <- simpleError(attr(v, "message", exact = TRUE))
+    r <- future::FutureResult(value = NULL, visible = TRUE, conditions = list(list(condition = cond, signaled = 0L)))
+  } else {
+    what <- switch(as.character(unclass(v)[[1L]]),
+                   "5" = "timed out in its sandbox",
+                   "19" = "lost its daemon (connection reset, retries spent) or the host went away",
+                   "20" = "was cancelled",
+                   "failed")
+    err <- future::FutureError(sprintf("HakoFuture (%s) %s: %s", label, what, err_msg(v)), future = future)
+    future$result <- err
+    future$state <- "failed"
+    stop(err)
+  }
+  future$result <- r
+  future$state <- "finished"
+  r
+}
+
+#' @exportS3Method future::nbrOfWorkers
+nbrOfWorkers.hako_multisession <- function(evaluator) {
+  w <- formals(evaluator)$workers
+  if (is.null(w)) 2L else as.integer(eval(w))
+}
+
+#' @exportS3Method future::nbrOfWorkers
+nbrOfWorkers.hako_cluster <- function(evaluator) {
+  cmp <- eval(formals(evaluator)$.compute)
+  i <- tryCatch(info(cmp), error = function(e) NULL)
+  if (is.null(i)) 1L else max(1L, i[["connections"]])
+}
+
+#' @exportS3Method future::nbrOfFreeWorkers
+nbrOfFreeWorkers.hako_multisession <- function(evaluator, background = FALSE, ...) {
+  nbrOfWorkers.hako_multisession(evaluator)
+}

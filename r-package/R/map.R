@@ -1,0 +1,184 @@
+#' Map a function over a vector, list or rows, in sandboxes
+#'
+#' Sends one task per element of `.x` (per row of a data frame or matrix,
+#' whose elements are passed as arguments, like `purrr::pmap()`) and returns
+#' at once a 'hako_map' object. Collect with `x[]` (a list), or with options:
+#' `x[.flat]` (a vector; an error if any element failed), `x[.progress]` (a
+#' progress bar: cli's when installed, text otherwise), `x[.stop]` (stops at
+#' the first failure, cancelling the rest), combinable: `x[.stop, .progress]`.
+#'
+#' @param .x A vector or list, a data frame or a matrix.
+#' @param .f A function.
+#' @param ... Named objects `.f` refers to, assigned in the sandbox's global
+#'   environment.
+#' @param .args A named list of further constant arguments to `.f`.
+#' @param .timeout Timeout per element in milliseconds.
+#' @param .compute Compute profile (`NULL`: default).
+#' @return A 'hako_map' object.
+#' @examples
+#' \dontrun{
+#' daemons(2)
+#' hako_map(1:3, function(x, k) x * k, .args = list(k = 10))[.flat]
+#' hako_map(data.frame(a = 1:2, b = 3:4), function(a, b) a + b)[]
+#' daemons(0)
+#' }
+#' @export
+hako_map <- function(.x, .f, ..., .args = list(), .timeout = NULL, .compute = NULL) {
+  p <- get_profile(.compute)
+  if (!is.function(.f)) stop("hako: '.f' must be a function", call. = FALSE)
+  if (!is.list(.args) || (length(.args) && (is.null(names(.args)) || any(!nzchar(names(.args)))))) {
+    stop("hako: '.args' must be a named list", call. = FALSE)
+  }
+  g <- c(dots_globals(...), list(.f = .f, .hako_args = .args))
+  if (is.data.frame(.x)) {
+    n <- nrow(.x)
+    cols <- as.list(.x)
+    items <- lapply(seq_len(n), function(i) lapply(cols, function(cl) cl[[i]]))
+    expr <- quote(do.call(.f, c(.x, .hako_args)))
+    nms <- NULL
+  } else if (is.matrix(.x)) {
+    n <- nrow(.x)
+    items <- lapply(seq_len(n), function(i) as.list(.x[i, ]))
+    expr <- quote(do.call(.f, c(.x, .hako_args)))
+    nms <- rownames(.x)
+  } else {
+    n <- length(.x)
+    items <- if (is.list(.x)) .x else as.list(.x)
+    expr <- quote(do.call(.f, c(list(.x), .hako_args)))
+    nms <- names(.x)
+  }
+  b <- new.env(parent = emptyenv())
+  b$n <- n
+  b$ndone <- 0L
+  b$vals <- vector("list", n)
+  b$done_flags <- logical(n)
+  b$relay <- TRUE
+  x <- structure(list(p = p, b = b, names = nms), class = "hako_map")
+  if (n == 0L) return(x)
+  tms <- timeout_ms(p, .timeout)
+  pk <- needed_packages(g)
+  # the constant part (function, arguments, globals) is serialized once per task
+  # but built once here; the payloads are checked, then sent in batches.
+  seeds <- vector("list", n)
+  for (i in seq_len(n)) seeds[[i]] <- next_seed(p)
+  lo <- new_id(p, n)
+  b$lo <- lo
+  b$hi <- lo + n - 1L
+  p$batches[[length(p$batches) + 1L]] <- b
+  batch <- 512L
+  for (start in seq(1L, n, by = batch)) {
+    idx <- start:min(n, start + batch - 1L)
+    frames <- lapply(idx, function(i) {
+      payload <- task_payload(expr, a = list(.x = items[[i]]), g = g, seed = seeds[[i]], pk = pk)
+      if (i == 1L) check_size(p, payload)
+      task_frame(lo + i - 1L, tms, payload)
+    })
+    send_raw(p, unlist(frames, use.names = FALSE))
+    poll(p, 0)
+  }
+  x
+}
+
+cancel_batch <- function(p, b) {
+  idx <- which(!b$done_flags)
+  if (!length(idx)) return(FALSE)
+  v <- mk_interrupt("cancelled by stop_hako()")
+  if (p$alive) {
+    try(send_raw(p, unlist(lapply(idx, function(i) frame(T_CANCEL, u32(b$lo + i - 1L))), use.names = FALSE)), silent = TRUE)
+  }
+  for (i in idx) b$vals[i] <- list(v)
+  b$done_flags[idx] <- TRUE
+  b$ndone <- b$n
+  p$batches <- Filter(function(x) !identical(x, b), p$batches)
+  TRUE
+}
+
+#' @export
+print.hako_map <- function(x, ...) {
+  if (x$b$ndone < x$b$n) poll(x$p, 0)
+  cat(sprintf("< hako map [%d/%d] >\n", x$b$ndone, x$b$n))
+  invisible(x)
+}
+
+#' Options for collecting a 'hako_map'
+#'
+#' Used inside `[` on a 'hako_map': `x[.flat]`, `x[.progress]`, `x[.stop]`.
+#' @format A 'hako_option' object.
+#' @name hako_map_options
+#' @examples
+#' \dontrun{
+#' daemons(1)
+#' hako_map(1:3, sqrt)[.flat, .progress]
+#' daemons(0)
+#' }
+NULL
+
+#' @rdname hako_map_options
+#' @export
+.flat <- structure("flat", class = "hako_option")
+#' @rdname hako_map_options
+#' @export
+.progress <- structure("progress", class = "hako_option")
+#' @rdname hako_map_options
+#' @export
+.stop <- structure("stop", class = "hako_option")
+
+#' @export
+`[.hako_map` <- function(x, ...) {
+  pf <- parent.frame()
+  args <- as.list(substitute(list(...)))[-1L]
+  args <- args[!vapply(args, function(a) identical(a, quote(expr = )), NA)]
+  opts <- vapply(args, function(a) as.character(unclass(eval(a, pf)))[[1L]], "")
+  collect_map(x, opts)
+}
+
+collect_map <- function(x, options = NULL) {
+  opts <- sub("^\\.", "", as.character(options))
+  bad <- setdiff(opts, c("flat", "progress", "stop"))
+  if (length(bad)) stop("hako: unknown hako_map option(s): ", paste(bad, collapse = ", "), call. = FALSE)
+  b <- x$b
+  p <- x$p
+  stop_early <- "stop" %in% opts
+  bar <- if ("progress" %in% opts) progress_bar(b$n) else NULL
+  seen <- 0L
+  on.exit(if (!is.null(bar)) bar$done())
+  repeat {
+    if (!is.null(bar) && b$ndone != seen) { seen <- b$ndone; bar$update(seen) }
+    if (stop_early && b$ndone > 0L) {
+      done <- which(b$done_flags)
+      bad <- done[vapply(b$vals[done], is_error_value, NA)]
+      if (length(bad)) {
+        i <- min(bad)
+        cancel_batch(p, b)
+        stop(sprintf("hako_map: element %d failed: %s", i, err_msg(b$vals[[i]])), call. = FALSE)
+      }
+    }
+    if (b$ndone >= b$n) break
+    if (!p$alive) fail_all(p, p$why) else poll(p, 0.2)
+  }
+  out <- b$vals
+  if (!is.null(x$names)) names(out) <- x$names
+  if ("flat" %in% opts) {
+    bad <- which(vapply(out, is_error_value, NA))
+    if (length(bad)) stop(sprintf("hako_map: cannot flatten: element %d failed: %s", bad[[1L]], err_msg(out[[bad[[1L]]]])), call. = FALSE)
+    out <- unlist(out, recursive = FALSE)
+  }
+  out
+}
+
+err_msg <- function(v) {
+  m <- attr(v, "message", exact = TRUE)
+  if (is.null(m)) m <- error_text(unclass(v)[[1L]])
+  m
+}
+
+progress_bar <- function(n) {
+  if (requireNamespace("cli", quietly = TRUE)) {
+    id <- cli::cli_progress_bar(total = n, .envir = globalenv(), clear = TRUE)
+    list(update = function(k) cli::cli_progress_update(id = id, set = k, .envir = globalenv()),
+         done = function() cli::cli_progress_done(id = id, .envir = globalenv()))
+  } else {
+    pb <- utils::txtProgressBar(min = 0, max = max(1L, n), style = 3, file = stderr())
+    list(update = function(k) utils::setTxtProgressBar(pb, k), done = function() close(pb))
+  }
+}

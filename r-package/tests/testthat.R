@@ -1,0 +1,3 @@
+library(testthat)
+library(hako)
+test_check("hako")
