@@ -215,16 +215,20 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Submit task `i`: `x + 1` with `x = i`, no timeout.
+fn send_plus_one(link: &mut Link, i: usize) -> anyhow::Result<()> {
+    link.send(&LinkIn::Task {
+        id: i as u32,
+        timeout_ms: 0,
+        payload: Bytes::from(rser::plus_one(i as f64)),
+    })
+}
+
 fn measure(n: usize, args: &BenchArgs) -> anyhow::Result<()> {
     let mut link = start(n, args.over, args.keep_state)?;
-    let payload = |i: usize| Bytes::from(rser::plus_one(i as f64));
     // Warm up.
     for i in 0..50 {
-        link.send(&LinkIn::Task {
-            id: i as u32,
-            timeout_ms: 0,
-            payload: payload(i),
-        })?;
+        send_plus_one(&mut link, i)?;
     }
     link.flush()?;
     for _ in 0..50 {
@@ -234,11 +238,7 @@ fn measure(n: usize, args: &BenchArgs) -> anyhow::Result<()> {
     let mut rtt = Vec::with_capacity(args.round_trips);
     for i in 0..args.round_trips {
         let t = Instant::now();
-        link.send(&LinkIn::Task {
-            id: i as u32,
-            timeout_ms: 0,
-            payload: payload(i),
-        })?;
+        send_plus_one(&mut link, i)?;
         link.flush()?;
         check(link.recv()?, i as f64 + 1.0)?;
         rtt.push(t.elapsed());
@@ -247,11 +247,7 @@ fn measure(n: usize, args: &BenchArgs) -> anyhow::Result<()> {
     // Throughput: everything at once.
     let t = Instant::now();
     for i in 0..args.tasks {
-        link.send(&LinkIn::Task {
-            id: i as u32,
-            timeout_ms: 0,
-            payload: payload(i),
-        })?;
+        send_plus_one(&mut link, i)?;
     }
     link.flush()?;
     let mut seen = vec![false; args.tasks];

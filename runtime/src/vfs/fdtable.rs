@@ -223,21 +223,20 @@ impl FdTable {
         self.descs.remove(&id).map(|d| d.file)
     }
 
+    /// Put one more reference to description `desc` at slot `i`.
+    fn share(&mut self, i: usize, desc: u32, cloexec: bool) {
+        if let Some(d) = self.descs.get_mut(&desc) {
+            d.refs = d.refs.saturating_add(1);
+        }
+        self.put(i, Slot { desc, cloexec });
+    }
+
     /// `dup`/`F_DUPFD`: a new descriptor >= `min` sharing `fd`'s description.
     pub fn dup(&mut self, fd: i32, min: usize, cloexec: bool) -> Result<i32, Errno> {
         let s = self.slot(fd)?;
         let i = self.lowest_free(min)?;
         let new = i32::try_from(i).map_err(|_| EMFILE)?;
-        if let Some(d) = self.descs.get_mut(&s.desc) {
-            d.refs = d.refs.saturating_add(1);
-        }
-        self.put(
-            i,
-            Slot {
-                desc: s.desc,
-                cloexec,
-            },
-        );
+        self.share(i, s.desc, cloexec);
         Ok(new)
     }
 
@@ -256,16 +255,7 @@ impl FdTable {
             Some(old) => self.unref(old.desc),
             None => None,
         };
-        if let Some(d) = self.descs.get_mut(&s.desc) {
-            d.refs = d.refs.saturating_add(1);
-        }
-        self.put(
-            i,
-            Slot {
-                desc: s.desc,
-                cloexec,
-            },
-        );
+        self.share(i, s.desc, cloexec);
         Ok(released)
     }
 
