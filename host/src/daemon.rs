@@ -16,7 +16,7 @@ use crate::protocol::{DaemonLimits, FrameLimits, HelloBody, Message, Role};
 use crate::tls::{self, Trust};
 use crate::worker::{Exit, Worker, WorkerConfig, WorkerEvent};
 use crate::ws::{self, Flow, Out, OutTx};
-use crate::{paths, shutdown};
+use crate::{mount, paths, shutdown};
 use clap::Args;
 use hako_runtime::{Runtime, SandboxConfig};
 use std::path::PathBuf;
@@ -65,6 +65,10 @@ pub struct DaemonArgs {
     /// Cap on a task's captured output, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     max_output: usize,
+    /// Make HOST_DIR visible to tasks at GUEST_DIR (read-only unless `:rw`).
+    /// Repeatable.
+    #[arg(long, value_name = "HOST_DIR:GUEST_DIR[:ro|:rw]")]
+    mount: Vec<String>,
     /// Largest task accepted, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     max_payload: u64,
@@ -114,6 +118,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         memory_bytes: args.memory << 20,
         timeout: task_timeout,
         output_bytes: args.max_output << 20,
+        mounts: mount::parse_all(&args.mount)?,
         ..SandboxConfig::default()
     };
     let assets_dir = paths::assets_dir(args.assets.as_deref());

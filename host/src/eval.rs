@@ -2,10 +2,10 @@
 //!
 //! Exit status: 0 success, 1 R error, 2 usage error, 3 a limit was hit.
 
-use crate::paths;
+use crate::{mount, paths};
 use anyhow::{bail, Context};
 use clap::Args;
-use hako_runtime::{MountSpec, Runtime, SandboxConfig, SandboxError, Stream};
+use hako_runtime::{Runtime, SandboxConfig, SandboxError, Stream};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,11 +71,7 @@ fn run_inner(args: EvalArgs) -> anyhow::Result<ExitCode> {
     if args.memory < 128 {
         bail!("--memory must be at least 128 MiB (R itself needs about 60 MiB)");
     }
-    let mounts = args
-        .mount
-        .iter()
-        .map(|m| parse_mount(m))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mounts = mount::parse_all(&args.mount)?;
     let config = SandboxConfig {
         memory_bytes: args.memory << 20,
         timeout,
@@ -123,23 +119,4 @@ fn run_inner(args: EvalArgs) -> anyhow::Result<ExitCode> {
         let _ = writeln!(err, "hako: {note}");
     }
     Ok(ExitCode::from(status))
-}
-
-/// `HOST_DIR:GUEST_DIR[:ro|:rw]`.
-fn parse_mount(spec: &str) -> anyhow::Result<MountSpec> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (host, guest, writable) = match parts.as_slice() {
-        [h, g] => (h, g, false),
-        [h, g, "ro"] => (h, g, false),
-        [h, g, "rw"] => (h, g, true),
-        _ => bail!("--mount {spec}: expected HOST_DIR:GUEST_DIR[:ro|:rw]"),
-    };
-    if !guest.starts_with('/') {
-        bail!("--mount {spec}: the guest path must be absolute");
-    }
-    Ok(MountSpec {
-        host_dir: PathBuf::from(host),
-        guest_path: guest.to_string(),
-        writable,
-    })
 }

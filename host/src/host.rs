@@ -9,7 +9,7 @@ use crate::server::{self, ServerConfig};
 use crate::shutdown;
 use crate::tls::Identity;
 use crate::worker::WorkerConfig;
-use crate::{local, paths, token};
+use crate::{local, mount, paths, token};
 use anyhow::{bail, Context};
 use clap::Args;
 use hako_runtime::{Runtime, SandboxConfig};
@@ -98,6 +98,10 @@ pub struct HostArgs {
     /// Cap on a task's captured output, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     max_output: usize,
+    /// Make HOST_DIR visible to local daemons at GUEST_DIR (read-only unless
+    /// `:rw`). Repeatable. Remote daemons choose their own mounts.
+    #[arg(long, value_name = "HOST_DIR:GUEST_DIR[:ro|:rw]")]
+    mount: Vec<String>,
     /// Asset directory (default: $HAKO_ASSETS or the per-user cache).
     #[arg(long)]
     assets: Option<PathBuf>,
@@ -188,6 +192,10 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
     if args.memory < 128 {
         bail!("--memory must be at least 128 MiB (R itself needs about 60 MiB)");
     }
+    if !args.mount.is_empty() && args.local == 0 {
+        bail!("--mount applies to local daemons: add --local N (remote daemons choose their own mounts)");
+    }
+    let mounts = mount::parse_all(&args.mount)?;
     if args.no_listen && args.local == 0 {
         bail!("--no-listen without --local: no daemon could ever join");
     }
@@ -307,6 +315,7 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             memory_bytes: args.memory << 20,
             timeout: task_timeout,
             output_bytes: args.max_output << 20,
+            mounts: mounts.clone(),
             ..SandboxConfig::default()
         };
         let config = WorkerConfig {

@@ -13,6 +13,7 @@ mod link;
 mod linkframe;
 mod local;
 mod logging;
+mod mount;
 mod paths;
 mod protocol;
 mod rser;

@@ -28,8 +28,9 @@
 #' @param memory Memory cap of each local sandbox in MiB (default 1024).
 #' @param timeout Default timeout of each task in milliseconds (`NULL`: none).
 #' @param mount Host directories to expose in local sandboxes, as
-#'   `c("/host/dir" = "/guest/dir:ro")`. Needs a hako binary whose host
-#'   supports `--mount`.
+#'   `c("/host/dir" = "/guest/dir:ro")` (`:rw` to let tasks write there).
+#'   Nothing else of the host's filesystem is visible; remote daemons choose
+#'   their own mounts (see [daemon()]).
 #' @param max_payload Largest task or result, in MiB (default 256).
 #' @param keep_state Keep state between tasks on local daemons (no reset).
 #' @param output Relay the tasks' output (stdout, messages, warnings) in
@@ -224,18 +225,18 @@ parse_url <- function(url) {
   list(host = m[[2L]], port = as.integer(m[[3L]]))
 }
 
-host_supports <- function(sub, flag) {
-  h <- tryCatch(suppressWarnings(system2(hako_binary(), c(sub, "--help"), stdout = TRUE, stderr = TRUE)), error = function(e) "")
-  any(grepl(flag, h, fixed = TRUE))
-}
-
 mount_args <- function(mount) {
-  if (is.null(names(mount)) || any(!nzchar(names(mount)))) {
-    stop("hako: 'mount' must be named: c(\"/host/dir\" = \"/guest/dir:ro\")", call. = FALSE)
+  if (!is.character(mount) || is.null(names(mount)) || any(!nzchar(names(mount)))) {
+    stop("hako: 'mount' must be a named character vector: c(\"/host/dir\" = \"/guest/dir:ro\")", call. = FALSE)
   }
-  if (!host_supports("host", "--mount")) {
-    stop("hako: this hako binary's `hako host` has no --mount option, so sandboxes of daemons cannot mount host directories ",
-         "(only `hako eval --mount` can); update the hako binary", call. = FALSE)
+  bad <- !grepl("^/[^:]*(:ro|:rw)?$", mount)
+  if (any(bad)) {
+    stop(sprintf("hako: mount target '%s' must be an absolute guest path, optionally ending in :ro or :rw",
+                 mount[bad][[1L]]), call. = FALSE)
+  }
+  missing_dirs <- !dir.exists(names(mount))
+  if (any(missing_dirs)) {
+    stop(sprintf("hako: cannot mount '%s': no such directory", names(mount)[missing_dirs][[1L]]), call. = FALSE)
   }
   hostdirs <- normalizePath(names(mount), mustWork = TRUE)
   as.vector(rbind("--mount", paste0(hostdirs, ":", unname(mount))))

@@ -78,6 +78,14 @@ impl Default for SandboxConfig {
     }
 }
 
+impl SandboxConfig {
+    /// Refuse a bad mount (overlapping, relative, missing host directory)
+    /// now rather than when the first sandbox is built.
+    pub fn check_mounts(&self) -> Result<(), crate::vfs::VfsError> {
+        crate::vfs::check_mounts(HOME, &self.mounts)
+    }
+}
+
 /// What went wrong with an evaluation, when it is not an ordinary R error.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {

@@ -1,5 +1,6 @@
 //! The volunteer's caps: a daemon leaves after --max-tasks, --idle-time,
-//! --wall-time or a signal, saying bye, and its task is not lost.
+//! --wall-time or a signal, saying bye, and its task is not lost; its
+//! --mount shows one directory and nothing beside it.
 
 use crate::common::{code, wait_exit, Host};
 use std::time::{Duration, Instant};
@@ -53,4 +54,55 @@ fn daemons_leave_at_their_caps_and_lose_nothing() {
     assert_eq!((r.id, r.value()), (10, 10.0));
     let (c, _) = host.info();
     assert_eq!(c["cumulative"], 5);
+}
+
+/// The volunteer's mounts: a daemon's `--mount` shows that directory to the
+/// host's tasks, read-only unless `:rw`, and nothing beside it.
+#[test]
+fn a_daemon_mount_shows_its_directory_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "hello\n").unwrap();
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::os::unix::fs::symlink(secret.path(), dir.path().join("escape")).unwrap();
+    let spec = format!("{}:/data", dir.path().display());
+    let mut host = Host::start("mount", &["--listen", "127.0.0.1:0"]);
+    host.daemon("mount-d", &["--mount", &spec]);
+    host.wait_connections(1);
+    let mut run = |id: u32, src: &str| {
+        host.submit(id, code(src), 0);
+        host.result(Duration::from_secs(60)).value()
+    };
+    assert_eq!(run(1, "nchar(readLines('/data/a.txt'))"), 5.0);
+    let attempts = [
+        "writeLines('x', '/data/b.txt')",
+        "readLines('/data/escape')",
+        "readLines('/data/../etc/passwd')",
+    ];
+    for (i, src) in attempts.iter().enumerate() {
+        let guarded = format!(
+            "as.numeric(inherits(try(suppressWarnings({src}), silent = TRUE), 'try-error'))"
+        );
+        assert_eq!(run(2 + i as u32, &guarded), 1.0, "{src} succeeded");
+    }
+    assert!(!dir.path().join("b.txt").exists());
+    let host_path = format!("as.numeric(file.exists('{}'))", secret.path().display());
+    assert_eq!(run(9, &host_path), 0.0);
+
+    // Refused at once, before dialling: a mount over the guest's /tmp, and a
+    // host --mount with no local daemon to apply it to.
+    let out = crate::common::hako()
+        .args(["daemon", "wss://127.0.0.1:1", "--token", "t"])
+        .args(["--mount", &format!("{}:/tmp/x", dir.path().display())])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("overlaps /tmp"), "{err}");
+    let out = crate::common::hako()
+        .args(["host", "--no-listen", "--mount", &spec])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--local"), "{err}");
 }

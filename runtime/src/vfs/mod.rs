@@ -96,6 +96,28 @@ pub struct Vfs {
     max_fds: usize,
 }
 
+/// Check mounts as [`Vfs::new`] would (layout rules, host directories
+/// open), without building a filesystem: lets a command line be refused
+/// before any sandbox starts.
+pub fn check_mounts(home: &str, mounts: &[MountSpec]) -> Result<(), VfsError> {
+    let (home, plans) = plan_mounts(home, mounts.to_vec())?;
+    Namespace::new(&home, plans).map(drop)
+}
+
+fn plan_mounts(home: &str, mounts: Vec<MountSpec>) -> Result<(String, Vec<MountPlan>), VfsError> {
+    let home = namespace::validate_home(home)?;
+    let mut plans: Vec<MountPlan> = Vec::with_capacity(mounts.len());
+    for m in mounts {
+        let guest = namespace::validate_mount(&m.guest_path, &home, &plans)?;
+        plans.push(MountPlan {
+            host_dir: m.host_dir,
+            guest,
+            writable: m.writable,
+        });
+    }
+    Ok((home, plans))
+}
+
 impl Vfs {
     /// Build the namespace. Opening the mounts' host directories is the only
     /// use of ambient authority; a missing directory or a mount point that is
@@ -105,16 +127,7 @@ impl Vfs {
         if cfg.max_fds < 3 {
             return Err(VfsError::MaxFds(cfg.max_fds));
         }
-        let home = namespace::validate_home(&cfg.home)?;
-        let mut plans: Vec<MountPlan> = Vec::with_capacity(cfg.mounts.len());
-        for m in cfg.mounts {
-            let guest = namespace::validate_mount(&m.guest_path, &home, &plans)?;
-            plans.push(MountPlan {
-                host_dir: m.host_dir,
-                guest,
-                writable: m.writable,
-            });
-        }
+        let (home, plans) = plan_mounts(&cfg.home, cfg.mounts)?;
         let ns = Namespace::new(&home, plans)?;
         let mut scratch = Scratch::new(cfg.scratch_bytes);
         for root in &ns.scratch_roots {
