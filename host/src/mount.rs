@@ -58,12 +58,15 @@ mod tests {
             format!("{h}:data"),
             format!("{h}:/data:rx"),
             format!("{h}"),
-            format!(":/data"),
+            ":/data".to_string(),
             format!("{h}:/tmp/x"),
             format!("{h}:/usr/lib/R"),
             format!("{h}/missing:/data"),
         ] {
-            assert!(parse_all(&[bad.clone()]).is_err(), "{bad} accepted");
+            assert!(
+                parse_all(std::slice::from_ref(&bad)).is_err(),
+                "{bad} accepted"
+            );
         }
         let overlap = parse_all(&[format!("{h}:/data"), format!("{h}:/data/sub")]);
         assert!(overlap.is_err());
