@@ -144,7 +144,11 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             }
             WorkerEvent::Exited(exit) => {
                 if let Some((_, tx)) = guard.as_ref() {
-                    let _ = tx.send(Out::Close(format!("daemon leaving: {exit}")));
+                    let reason = format!("daemon leaving: {exit}");
+                    let _ = tx.send(Out::Msg(Message::Bye {
+                        reason: reason.clone(),
+                    }));
+                    let _ = tx.send(Out::Close(reason));
                 }
                 let _ = exit_tx.send(Some(exit));
             }
@@ -214,8 +218,11 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             _ = exit_rx.changed() => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return Ok(ExitCode::SUCCESS);
+                // The worker queued its last result, then bye and close: keep
+                // the connection going until they are written, or the host
+                // would re-queue a task that is done.
+                let _ = tokio::time::timeout(bye_wait, &mut attempt).await;
+                Ok(ws::End::Local("the worker left".into()))
             }
         };
         if let Some(exit) = exit_rx.borrow().clone() {

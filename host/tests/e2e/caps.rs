@@ -106,3 +106,19 @@ fn a_daemon_mount_shows_its_directory_and_nothing_else() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--local"), "{err}");
 }
+
+/// A daemon whose cap is reached by the task it just ran delivers that
+/// result before it leaves (with no retries, a lost one would fail).
+#[test]
+fn a_daemon_at_max_tasks_delivers_its_last_result() {
+    let mut host = Host::start("lasttask", &["--listen", "127.0.0.1:0", "--retries", "0"]);
+    for i in 0..4u32 {
+        let d = host.daemon(&format!("lasttask-{i}"), &["--max-tasks", "1"]);
+        host.submit(i, code(&format!("{i} * 2")), 0);
+        let r = host.result(Duration::from_secs(60));
+        assert_eq!((r.id, r.value()), (i, f64::from(i * 2)));
+        assert!(wait_exit(host.daemon_child(d), Duration::from_secs(15)).success());
+    }
+    let (c, _) = host.info();
+    assert_eq!((c["cumulative"], c["awaiting"]), (4, 0));
+}
