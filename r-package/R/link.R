@@ -156,7 +156,7 @@ stop_dead <- function(p) {
 # Read everything available. Returns FALSE at end of stream.
 drain <- function(p) {
   repeat {
-    b <- tryCatch(readBin(p$con, "raw", 1048576L), error = function(e) NULL)
+    b <- tryCatch(readBin(p$con, "raw", 65536L), error = function(e) NULL)
     if (is.null(b)) return(FALSE)
     if (!length(b)) return(TRUE)
     p$chunks[[length(p$chunks) + 1L]] <- b
@@ -259,14 +259,28 @@ deliver <- function(p, b) {
   if (is.null(target)) {
     i <- id - batch$lo + 1L
     if (!batch$done_flags[i]) {
-      batch$vals[i] <- list(value)
-      batch$done_flags[i] <- TRUE
+      batch_set(batch, i, value)
       batch$ndone <- batch$ndone + 1L
       if (batch$ndone == batch$n) p$batches <- Filter(function(x) !identical(x, batch), p$batches)
     }
   } else {
     resolve(target, value, chunks)
   }
+  invisible()
+}
+
+# Element i of a map batch is done. The vectors are taken out of the batch
+# environment while they change: `b$vals[i] <- v` inside a function copies
+# the whole list each time, which made collecting a map quadratic.
+batch_set <- function(b, i, value) {
+  vals <- b$vals
+  b$vals <- NULL
+  vals[i] <- list(value)
+  b$vals <- vals
+  flags <- b$done_flags
+  b$done_flags <- NULL
+  flags[i] <- TRUE
+  b$done_flags <- flags
   invisible()
 }
 
@@ -357,7 +371,7 @@ new_id <- function(p, n = 1L) {
 # deep inside a closure's environment are not looked for (as with PSOCK).
 has_extptr <- function(x, depth = 0L) {
   if (typeof(x) == "externalptr") return(TRUE)
-  if (depth > 4L) return(FALSE)
+  if (depth > 4L || is.null(x)) return(FALSE)
   a <- attributes(x)
   if (length(a) && any(vapply(a, has_extptr, NA, depth = depth + 1L))) return(TRUE)
   if (is.list(x) && length(x) && length(x) <= 10000L && !is.data.frame(x)) {
@@ -374,29 +388,6 @@ ser <- function(x) {
   tryCatch(serialize(x, NULL, version = 3L),
            error = function(e) stop("hako: the task could not be serialized: ", conditionMessage(e), call. = FALSE))
 }
-
-# The expression every task runs in the sandbox. The user's task travels as
-# a nested serialize()d blob, unserialized only after the packages it needs
-# (.hako_pk) are checked, so that a package the sandbox lacks is a clear
-# error naming it rather than a namespace silently replaced by globalenv.
-TASK_WRAPPER <- quote({
-  if (length(.hako_pk)) {
-    .hako_m <- .hako_pk[!vapply(.hako_pk, requireNamespace, NA, quietly = TRUE)]
-    if (length(.hako_m)) {
-      stop(simpleError(paste0("hako: package(s) not available in the sandbox: ", paste(.hako_m, collapse = ", "),
-                              " (the hako sandbox has only base R's packages: base, stats, utils, methods, ",
-                              "graphics, grDevices, datasets, tools, compiler, splines, stats4, parallel, grid)")))
-    }
-  }
-  .hako_t <- unserialize(.hako_p)
-  if (!is.null(.hako_t$seed)) assign(".Random.seed", .hako_t$seed, envir = globalenv())
-  if (length(.hako_t$g)) list2env(.hako_t$g, envir = globalenv())
-  .hako_env <- new.env(parent = globalenv())
-  if (length(.hako_t$a)) list2env(.hako_t$a, envir = .hako_env)
-  .hako_expr <- .hako_t$expr
-  rm(.hako_t, .hako_p, .hako_pk)
-  eval(.hako_expr, .hako_env)
-})
 
 # Packages whose namespaces the functions among x (a list, looked into a
 # few levels deep) are defined in. unserialize() would silently replace a
@@ -416,11 +407,19 @@ needed_packages <- function(x, depth = 0L) {
   character()
 }
 
-# Frame a task: inner list(expr, a = local args, g = globals, seed, pk).
+# Frame a task as the sandbox's task runner reads it: the packages the
+# task's functions come from, checked there before the task itself (a nested
+# serialize()) is unserialized, since unserialize() would silently put the
+# global environment in place of a namespace the sandbox lacks.
+# `g` may be a list or, for a map, the list serialize()d once for all tasks
+# (its packages then come in `pk`).
 task_payload <- function(expr, a = NULL, g = NULL, seed = NULL, pk = NULL) {
-  pk <- setdiff(unique(c(pk, needed_packages(a), needed_packages(g))), sandbox_packages())
-  inner <- ser(list(expr = expr, a = a, g = g, seed = seed))
-  serialize(list(TASK_WRAPPER, list(.hako_p = inner, .hako_pk = pk)), NULL, version = 3L)
+  if (length(a) || (length(g) && !is.raw(g))) {
+    pk <- c(pk, needed_packages(a), if (!is.raw(g)) needed_packages(g))
+  }
+  if (length(pk)) pk <- setdiff(unique(pk), sandbox_packages())
+  inner <- ser(list(expr = expr, args = a, globals = g, seed = seed))
+  serialize(list(packages = as.character(pk), task = inner), NULL, version = 3L)
 }
 
 check_size <- function(p, payload) {
@@ -432,7 +431,9 @@ check_size <- function(p, payload) {
 }
 
 task_frame <- function(id, timeout_ms, payload) {
-  frame(T_TASK, c(u32(id), u32(timeout_ms), payload))
+  # len:u32 type:u8 id:u32 timeout_ms:u32 payload, the integers in one go
+  h <- writeBin(c(length(payload) + 9L, as.integer(id), as.integer(timeout_ms)), raw(), size = 4L, endian = "little")
+  c(h[1:4], as.raw(T_TASK), h[5:12], payload)
 }
 
 timeout_ms <- function(p, .timeout) {

@@ -57,6 +57,7 @@ hako_map <- function(.x, .f, ..., .args = list(), .timeout = NULL, .compute = NU
   if (n == 0L) return(x)
   tms <- timeout_ms(p, .timeout)
   pk <- needed_packages(g)
+  g <- ser(g)
   # the constant part (function, arguments, globals) is serialized once per task
   # but built once here; the payloads are checked, then sent in batches.
   seeds <- vector("list", n)

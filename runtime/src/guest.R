@@ -139,13 +139,29 @@ local({
 
   to_bytes <- function(x) serialize(x, NULL, version = 3L)
 
-  # A task: serialize()d list(expr, args). Returns list(status, bytes) with
-  # status 0 value, 1 error value, 2 interrupted.
+  # A task: serialize()d list(expr, args), or the R package's form
+  # list(packages = , task = serialize(list(expr, args, globals, seed))),
+  # globals a named list or one serialize()d:
+  # the packages the task's functions come from are checked before the task
+  # is unserialized, since unserialize() would silently put the global
+  # environment in place of a namespace the sandbox lacks. Returns
+  # list(status, bytes) with status 0 value, 1 error value, 2 interrupted.
+  bad_task <- function(msg) list(1L, to_bytes(hako$error_value(simpleError(msg), list())))
   hako$task <- function(bytes) {
     payload <- tryCatch(unserialize(bytes), error = function(e) e)
+    if (is.list(payload) && identical(names(payload), c("packages", "task"))) {
+      pk <- payload$packages
+      missing <- pk[!vapply(pk, requireNamespace, NA, quietly = TRUE)]
+      if (length(missing)) {
+        return(bad_task(paste0(
+          "hako: package(s) not available in the sandbox: ", paste(missing, collapse = ", "),
+          " (the hako sandbox has only these packages: ", paste(sort(.packages(TRUE)), collapse = ", "), ")"
+        )))
+      }
+      payload <- tryCatch(unserialize(payload$task), error = function(e) e)
+    }
     if (inherits(payload, "error") || !is.list(payload) || length(payload) < 1L) {
-      cond <- simpleError("hako: the task is not a serialize()d list(expr, args)")
-      return(list(1L, to_bytes(hako$error_value(cond, list()))))
+      return(bad_task("hako: the task is not a serialize()d list(expr, args)"))
     }
     expr <- payload[[1L]]
     args <- if (length(payload) >= 2L) payload[[2L]] else NULL
@@ -153,11 +169,18 @@ local({
     if (is.list(args) && length(args)) {
       nm <- names(args)
       if (is.null(nm) || any(!nzchar(nm))) {
-        cond <- simpleError("hako: task arguments must be a named list")
-        return(list(1L, to_bytes(hako$error_value(cond, list()))))
+        return(bad_task("hako: task arguments must be a named list"))
       }
       list2env(args, envir = env)
     }
+    globals <- payload$globals
+    if (is.raw(globals)) {
+      # a map's globals, serialized once for all its tasks
+      globals <- tryCatch(unserialize(globals), error = function(e) NULL)
+      if (!is.list(globals)) return(bad_task("hako: the task's globals are not a serialize()d list"))
+    }
+    if (length(globals)) list2env(globals, envir = globalenv())
+    if (!is.null(payload$seed)) assign(".Random.seed", payload$seed, envir = globalenv())
     r <- hako$run(function() {
       if (is.expression(expr)) {
         v <- NULL

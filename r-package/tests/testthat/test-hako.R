@@ -144,6 +144,32 @@ test_that("bad input gives clear errors and leaves the session usable", {
   expect_error(daemons(url = "tcp://127.0.0.1:0"), "wss://")
 })
 
+test_that("a malformed task reaches the sandbox as an error value, not a crash", {
+  on.exit(reset_all())
+  daemons(1)
+  p <- hako:::get_profile(NULL)
+  send <- function(payload) {
+    id <- hako:::new_id(p)
+    x <- hako:::new_hako(p, id)
+    assign(as.character(id), x, envir = p$pending)
+    hako:::send_raw(p, hako:::task_frame(id, 0L, payload))
+    x[]
+  }
+  s3 <- function(x) serialize(x, NULL, version = 3L)
+  inner <- function(globals) s3(list(expr = quote(y + 1), args = NULL, globals = globals, seed = NULL))
+  expect_equal(send(s3(list(packages = character(), task = inner(s3(list(y = 1)))))), 2)
+  e <- send(s3(list(packages = character(), task = inner(as.raw(1:10)))))
+  expect_true(is_hako_error(e))
+  expect_match(e$message, "globals are not a serialize")
+  e <- send(s3(list(packages = character(), task = as.raw(1:10))))
+  expect_match(e$message, "not a serialize")
+  e <- send(s3(list(packages = c("stats", "nosuchpkg"), task = inner(NULL))))
+  expect_match(e$message, "not available in the sandbox: nosuchpkg")
+  e <- send(as.raw(1:10))
+  expect_match(e$message, "not a serialize")
+  expect_equal(hako(1 + 1)[], 2)
+})
+
 test_that("daemons(0) resolves pending tasks to errorValue 19", {
   on.exit(reset_all())
   daemons(1)
