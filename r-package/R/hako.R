@@ -187,9 +187,7 @@ stop_hako <- function(x) {
   if (inherits(x, "hako")) {
     if (x$resolved) return(invisible(FALSE))
     p <- x$p
-    if (exists(as.character(x$id), envir = p$pending, inherits = FALSE)) {
-      rm(list = as.character(x$id), envir = p$pending)
-    }
+    pending_take(p, as.character(x$id))
     if (p$alive) try(send_frame(p, T_CANCEL, u32(x$id)), silent = TRUE)
     resolve(x, mk_interrupt("cancelled by stop_hako()"))
     return(invisible(TRUE))

@@ -73,21 +73,23 @@ local({
 
   # Run .hako_user() with messages and warnings sent to their own streams;
   # errors and interrupts come back as values with the calls that led there.
+  to_message <- function(m) {
+    cat(conditionMessage(m), file = msg_con, sep = "")
+    flush(msg_con)
+    invokeRestart("muffleMessage")
+  }
+  to_warning <- function(w) {
+    cat(format_warning(w), file = warn_con, sep = "")
+    flush(warn_con)
+    invokeRestart("muffleWarning")
+  }
   hako$run <- function(.hako_user) {
     calls <- NULL
     tryCatch(
       withCallingHandlers(
         list(ok = TRUE, value = .hako_user()),
-        message = function(m) {
-          cat(conditionMessage(m), file = msg_con, sep = "")
-          flush(msg_con)
-          invokeRestart("muffleMessage")
-        },
-        warning = function(w) {
-          cat(format_warning(w), file = warn_con, sep = "")
-          flush(warn_con)
-          invokeRestart("muffleWarning")
-        },
+        message = to_message,
+        warning = to_warning,
         error = function(e) calls <<- sys.calls()
       ),
       error = function(e) list(ok = FALSE, cond = e, calls = user_calls(calls)),
@@ -141,26 +143,52 @@ local({
 
   # A task: serialize()d list(expr, args), or the R package's form
   # list(packages = , task = serialize(list(expr, args, globals, seed))),
-  # globals a named list or one serialize()d:
-  # the packages the task's functions come from are checked before the task
-  # is unserialized, since unserialize() would silently put the global
-  # environment in place of a namespace the sandbox lacks. Returns
-  # list(status, bytes) with status 0 value, 1 error value, 2 interrupted.
+  # globals a named list or one serialize()d: the packages the task's
+  # functions come from are checked before the task is unserialized, since
+  # unserialize() would silently put the global environment in place of a
+  # namespace the sandbox lacks. Returns list(status, bytes) with status 0
+  # value, 1 error value.
+  #
+  # Tasks run without tryCatch(): in this build (no byte code) a tryCatch()
+  # costs more than a whole small task. One withCallingHandlers() routes
+  # messages and warnings, and an error or interrupt nobody catches records
+  # itself in `hako` and aborts to the host's top level, which then asks
+  # hako$task_error() for the value of what failed (`phase`).
   bad_task <- function(msg) list(1L, to_bytes(hako$error_value(simpleError(msg), list())))
+  on_error <- function(e) {
+    hako$cond <- e
+    hako$calls <- sys.calls()
+    invokeRestart("abort")
+  }
+  on_interrupt <- function(i) {
+    hako$cond <- i
+    hako$interrupted <- TRUE
+    invokeRestart("abort")
+  }
   hako$task <- function(bytes) {
-    payload <- tryCatch(unserialize(bytes), error = function(e) e)
+    withCallingHandlers(run_task(bytes),
+      message = to_message, warning = to_warning,
+      error = on_error, interrupt = on_interrupt
+    )
+  }
+  run_task <- function(bytes) {
+    hako$interrupted <- FALSE
+    hako$phase <- "decode"
+    payload <- unserialize(bytes)
     if (is.list(payload) && identical(names(payload), c("packages", "task"))) {
       pk <- payload$packages
-      missing <- pk[!vapply(pk, requireNamespace, NA, quietly = TRUE)]
-      if (length(missing)) {
-        return(bad_task(paste0(
-          "hako: package(s) not available in the sandbox: ", paste(missing, collapse = ", "),
-          " (the hako sandbox has only these packages: ", paste(sort(.packages(TRUE)), collapse = ", "), ")"
-        )))
+      if (length(pk)) {
+        missing <- pk[!vapply(pk, requireNamespace, NA, quietly = TRUE)]
+        if (length(missing)) {
+          return(bad_task(paste0(
+            "hako: package(s) not available in the sandbox: ", paste(missing, collapse = ", "),
+            " (the hako sandbox has only these packages: ", paste(sort(.packages(TRUE)), collapse = ", "), ")"
+          )))
+        }
       }
-      payload <- tryCatch(unserialize(payload$task), error = function(e) e)
+      payload <- unserialize(payload$task)
     }
-    if (inherits(payload, "error") || !is.list(payload) || length(payload) < 1L) {
+    if (!is.list(payload) || length(payload) < 1L) {
       return(bad_task("hako: the task is not a serialize()d list(expr, args)"))
     }
     expr <- payload[[1L]]
@@ -176,12 +204,13 @@ local({
     globals <- payload$globals
     if (is.raw(globals)) {
       # a map's globals, serialized once for all its tasks
-      globals <- tryCatch(unserialize(globals), error = function(e) NULL)
+      hako$phase <- "globals"
+      globals <- unserialize(globals)
       if (!is.list(globals)) return(bad_task("hako: the task's globals are not a serialize()d list"))
     }
     if (length(globals)) list2env(globals, envir = globalenv())
     if (!is.null(payload$seed)) assign(".Random.seed", payload$seed, envir = globalenv())
-    r <- hako$run(function() {
+    .hako_user <- function() {
       if (is.expression(expr)) {
         v <- NULL
         for (.hako_expr in expr) v <- eval(.hako_expr, env)
@@ -190,17 +219,25 @@ local({
         .hako_expr <- expr
         eval(.hako_expr, env)
       }
-    })
-    if (!r$ok) {
-      status <- if (isTRUE(r$interrupted)) 2L else 1L
-      return(list(status, to_bytes(hako$error_value(r$cond, r$calls))))
     }
-    out <- tryCatch(to_bytes(r$value), error = function(e) e)
-    if (inherits(out, "error")) {
-      cond <- simpleError(paste("hako: the result could not be serialized:", conditionMessage(out)))
-      return(list(1L, to_bytes(hako$error_value(cond, list()))))
-    }
-    list(0L, out)
+    hako$phase <- "user"
+    value <- .hako_user()
+    hako$phase <- "encode"
+    list(0L, to_bytes(value))
+  }
+
+  # After hako$task(bytes) aborted: the value for what failed. Status 2 when
+  # it was interrupted.
+  hako$task_error <- function(bytes) {
+    cond <- hako$cond
+    if (isTRUE(hako$interrupted)) return(list(2L, raw()))
+    switch(hako$phase,
+      user = list(1L, to_bytes(hako$error_value(cond, user_calls(hako$calls)))),
+      decode = bad_task("hako: the task is not a serialize()d list(expr, args)"),
+      globals = bad_task("hako: the task's globals are not a serialize()d list"),
+      encode = bad_task(paste("hako: the result could not be serialized:", conditionMessage(cond))),
+      bad_task(paste("hako: the task failed:", conditionMessage(cond)))
+    )
   }
 
   hako

@@ -18,16 +18,17 @@ use std::sync::Arc;
 use wasmtime::error::{bail, Context, Result};
 
 /// Bumped whenever what boot does changes, so old snapshots are not reused.
-pub const BOOT_VERSION: u32 = 2;
+pub const BOOT_VERSION: u32 = 3;
 
 #[derive(Clone, Serialize, Deserialize)]
 pub struct PristineState {
     pub link: LinkState,
     pub vfs: VfsState,
-    /// `.hako$eval_text` and `.hako$task` closures (preserved, so their
-    /// addresses are stable in every copy of the image).
+    /// `.hako$eval_text`, `.hako$task` and `.hako$task_error` closures
+    /// (preserved, so their addresses are stable in every copy of the image).
     pub eval_fn: u32,
     pub task_fn: u32,
+    pub task_error_fn: u32,
     pub mem_len: usize,
     pub mem_min_pages: u64,
     pub mem_sha256: String,
@@ -123,6 +124,7 @@ mod tests {
             vfs: vfs.snapshot(),
             eval_fn: 1,
             task_fn: 2,
+            task_error_fn: 3,
             mem_len: 0,
             mem_min_pages: 1,
             mem_sha256: String::new(),

@@ -288,7 +288,16 @@ impl Sandbox {
             let call = self.api.lang2(s, task_fn, arg)?;
             self.api.protect(s, call)?;
             let genv = self.api.global_env(s)?;
-            let v = self.api.try_eval(s, call, genv)?;
+            let mut v = self.api.try_eval(s, call, genv)?;
+            if v.is_none() && s.data().stop_reason.is_none() {
+                // The task aborted on an error nobody caught: the guest
+                // recorded it; ask for its value.
+                let state = &self.rt.inner.pristine.state;
+                let call = self.api.lang2(s, state.task_error_fn, arg)?;
+                self.api.protect(s, call)?;
+                v = self.api.try_eval(s, call, genv)?;
+                self.api.unprotect(s, 1)?;
+            }
             let out = match v {
                 Some(list) => {
                     let status = self.api.vector_elt(s, list, 0)?;
@@ -572,7 +581,7 @@ fn boot(loader: &Arc<Loader>, image: &Arc<RoImage>, dir: &Path) -> Result<Pristi
     store.set_epoch_deadline(u64::MAX / 2);
     let main = loader.load("R.wasm")?;
     let inst = dylink::instantiate_main(&mut store.as_context_mut(), &main)?;
-    let r = (|| -> Result<(Sexp, Sexp)> {
+    let r = (|| -> Result<[Sexp; 3]> {
         inst.get_typed_func::<(), ()>(&mut store, "__wasm_call_ctors")?
             .call(&mut store, ())?;
         dylink::load_library(
@@ -618,16 +627,16 @@ fn boot(loader: &Arc<Loader>, image: &Arc<RoImage>, dir: &Path) -> Result<Pristi
         };
         api.preserve(&mut store, henv)?;
         api.unprotect(&mut store, 3)?;
-        let mut fns = [0; 2];
-        for (i, name) in ["eval_text", "task"].iter().enumerate() {
+        let mut fns = [0; 3];
+        for (i, name) in ["eval_text", "task", "task_error"].iter().enumerate() {
             let sym = api.install(&mut store, name)?;
             let f = api.find_var(&mut store, sym, henv)?;
             api.preserve(&mut store, f)?;
             fns[i] = f;
         }
-        Ok((fns[0], fns[1]))
+        Ok(fns)
     })();
-    let (eval_fn, task_fn) = match r {
+    let [eval_fn, task_fn, task_error_fn] = match r {
         Ok(v) => v,
         Err(e) => {
             let out = store.data_mut().output.take();
@@ -645,6 +654,7 @@ fn boot(loader: &Arc<Loader>, image: &Arc<RoImage>, dir: &Path) -> Result<Pristi
         vfs,
         eval_fn,
         task_fn,
+        task_error_fn,
         mem_len: 0,
         mem_min_pages,
         mem_sha256: String::new(),
