@@ -436,12 +436,10 @@ needed_packages <- function(x, depth = 0L) {
 # serialize()) is unserialized, since unserialize() would silently put the
 # global environment in place of a namespace the sandbox lacks.
 # `g` may be a list or, for a map, the list serialize()d once for all tasks
-# (its packages then come in `pk`).
-task_payload <- function(expr, a = NULL, g = NULL, seed = NULL, pk = NULL) {
-  if (length(a) || (length(g) && !is.raw(g))) {
-    pk <- c(pk, needed_packages(a), if (!is.raw(g)) needed_packages(g))
-  }
-  if (length(pk)) pk <- setdiff(unique(pk), sandbox_packages())
+# (its packages then come in `pk`, already without the sandbox's own).
+task_payload <- function(expr, a = NULL, g = NULL, seed = NULL, pk = NULL, scan = TRUE) {
+  more <- c(if (scan && length(a)) needed_packages(a), if (is.list(g)) needed_packages(g))
+  if (length(more)) pk <- setdiff(unique(c(pk, more)), sandbox_packages())
   check_extptr(a)
   inner <- ser(list(expr = expr, args = a, globals = g, seed = seed), check = if (!is.raw(g)) g)
   serialize(list(packages = as.character(pk), task = inner), NULL, version = 3L)

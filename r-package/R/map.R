@@ -44,7 +44,9 @@ hako_map <- function(.x, .f, ..., .args = list(), .timeout = NULL, .compute = NU
   } else {
     n <- length(.x)
     items <- if (is.list(.x)) .x else as.list(.x)
-    expr <- quote(do.call(.f, c(list(.x), .hako_args)))
+    # do.call() is a costly closure in the sandbox's R: call .f directly
+    # when there are no extra arguments
+    expr <- if (length(.args)) quote(do.call(.f, c(list(.x), .hako_args))) else quote(.f(.x))
     nms <- names(.x)
   }
   b <- new.env(parent = emptyenv())
@@ -56,7 +58,7 @@ hako_map <- function(.x, .f, ..., .args = list(), .timeout = NULL, .compute = NU
   x <- structure(list(p = p, b = b, names = nms), class = "hako_map")
   if (n == 0L) return(x)
   tms <- timeout_ms(p, .timeout)
-  pk <- needed_packages(g)
+  pk <- setdiff(needed_packages(g), sandbox_packages())
   g <- ser(g)
   # the constant part (function, arguments, globals) is serialized once per task
   # but built once here; the payloads are checked, then sent in batches.
@@ -70,7 +72,10 @@ hako_map <- function(.x, .f, ..., .args = list(), .timeout = NULL, .compute = NU
   for (start in seq(1L, n, by = batch)) {
     idx <- start:min(n, start + batch - 1L)
     frames <- lapply(idx, function(i) {
-      payload <- task_payload(expr, a = list(.x = items[[i]]), g = g, seed = seeds[[i]], pk = pk)
+      item <- items[[i]]
+      # only a list or a function can bring packages of its own
+      payload <- task_payload(expr, a = list(.x = item), g = g, seed = seeds[[i]], pk = pk,
+                              scan = is.recursive(item))
       if (i == 1L) check_size(p, payload)
       task_frame(lo + i - 1L, tms, payload)
     })
