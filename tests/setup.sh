@@ -8,7 +8,7 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v Rscript >/dev/null 2>&1 || need_apt+=(r-base-core)
 # What the R package's tests and vignette use, from Debian (CRAN is not reachable).
-for p in r-cran-testthat r-cran-future r-cran-future.apply r-cran-furrr r-cran-foreach \
+for p in r-cran-testthat r-cran-future r-cran-future.apply r-cran-furrr r-cran-foreach r-cran-doparallel \
          r-cran-promises r-cran-later r-cran-cli r-cran-knitr r-cran-rmarkdown pandoc; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done

@@ -9,6 +9,9 @@
 #'
 #' @param n Number of nodes.
 #' @param memory Memory cap of each node's sandbox, in MiB.
+#' @param packages R-only packages to make available on the nodes (see
+#'   [daemons()]); e.g. `"doParallel"` so that `foreach`'s `%dopar%` runs on
+#'   the cluster through `doParallel::registerDoParallel(cl)`.
 #' @return A cluster object of class `c("hako_cluster_obj", "cluster")`.
 #' @examples
 #' \dontrun{
@@ -18,7 +21,7 @@
 #' parallel::stopCluster(cl)
 #' }
 #' @export
-make_cluster <- function(n = 2L, memory = NULL) {
+make_cluster <- function(n = 2L, memory = NULL, packages = NULL) {
   n <- as.integer(n)
   if (is.na(n) || n < 1L) stop("hako: 'n' must be a positive integer", call. = FALSE)
   .hako$ncluster <- if (is.null(.hako$ncluster)) 1L else .hako$ncluster + 1L
@@ -26,7 +29,7 @@ make_cluster <- function(n = 2L, memory = NULL) {
   nodes <- vector("list", n)
   for (i in seq_len(n)) {
     name <- sprintf("%s.%d", base, i)
-    tryCatch(daemons(1L, keep_state = TRUE, memory = memory, .compute = name), error = function(e) {
+    tryCatch(daemons(1L, keep_state = TRUE, memory = memory, packages = packages, .compute = name), error = function(e) {
       for (j in seq_len(i - 1L)) reset_profile(sprintf("%s.%d", base, j))
       stop(e)
     })

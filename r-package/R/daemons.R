@@ -31,6 +31,11 @@
 #'   `c("/host/dir" = "/guest/dir:ro")` (`:rw` to let tasks write there).
 #'   Nothing else of the host's filesystem is visible; remote daemons choose
 #'   their own mounts (see [daemon()]).
+#' @param packages R-only packages installed here to make available in the
+#'   local sandboxes, with the packages they depend on (e.g.
+#'   `c("foreach", "doParallel")`). Each is mounted read-only at
+#'   `/library/<name>`. Packages with compiled code cannot run in the
+#'   WebAssembly sandbox and are refused.
 #' @param max_payload Largest task or result, in MiB (default 256).
 #' @param keep_state Keep state between tasks on local daemons (no reset).
 #' @param output Relay the tasks' output (stdout, messages, warnings) in
@@ -51,7 +56,7 @@
 #' }
 #' @export
 daemons <- function(n, url = NULL, ..., token = NULL, fingerprint = NULL, seed = NULL,
-                    memory = NULL, timeout = NULL, mount = NULL, max_payload = NULL,
+                    memory = NULL, timeout = NULL, mount = NULL, packages = NULL, max_payload = NULL,
                     keep_state = FALSE, output = TRUE, .compute = NULL) {
   .compute <- compute_name(.compute)
   if (missing(n) && is.null(url)) return(status(.compute))
@@ -79,6 +84,10 @@ daemons <- function(n, url = NULL, ..., token = NULL, fingerprint = NULL, seed =
     args <- c("client", url)
     if (!is.null(fingerprint)) args <- c(args, "--fingerprint", fingerprint)
     args <- c(args, extra)
+    if (length(mount) || length(packages)) {
+      stop("hako: 'mount' and 'packages' apply to daemons this session starts; a remote host's daemons choose their own",
+           call. = FALSE)
+    }
     env <- c(HAKO_CLIENT_TOKEN = token)
     mode <- "client"
     nloc <- 0L
@@ -97,6 +106,7 @@ daemons <- function(n, url = NULL, ..., token = NULL, fingerprint = NULL, seed =
     if (!is.null(max_payload)) args <- c(args, "--max-payload", as.integer(max_payload))
     if (isTRUE(keep_state)) args <- c(args, "--keep-state")
     if (length(mount)) args <- c(args, mount_args(mount))
+    if (length(packages)) args <- c(args, package_mounts(packages))
     args <- c(args, extra)
     mode <- if (is.null(url)) "local" else "listen"
   }
@@ -240,6 +250,35 @@ mount_args <- function(mount) {
   }
   hostdirs <- normalizePath(names(mount), mustWork = TRUE)
   as.vector(rbind("--mount", paste0(hostdirs, ":", unname(mount))))
+}
+
+# `--mount` arguments making R-only packages (and the ones they depend on,
+# other than the sandbox's own) visible at /library/<name> in the sandbox.
+package_mounts <- function(packages) {
+  if (!is.character(packages)) stop("hako: 'packages' must be a character vector of package names", call. = FALSE)
+  have <- c(sandbox_packages(), "webr")
+  db <- utils::installed.packages(fields = c("Depends", "Imports"))
+  db <- db[!duplicated(db[, "Package"]), , drop = FALSE]
+  rownames(db) <- db[, "Package"]
+  missing <- setdiff(packages, c(rownames(db), have))
+  if (length(missing)) {
+    stop("hako: package(s) not installed in this session's library: ", paste(missing, collapse = ", "), call. = FALSE)
+  }
+  need <- setdiff(packages, have)
+  deps <- tools::package_dependencies(need, db = db, which = c("Depends", "Imports"), recursive = TRUE)
+  all <- setdiff(unique(c(need, unlist(deps, use.names = FALSE))), c(have, "R"))
+  absent <- setdiff(all, rownames(db))
+  if (length(absent)) {
+    stop("hako: package(s) needed by ", paste(need, collapse = ", "), " are not installed: ",
+         paste(absent, collapse = ", "), call. = FALSE)
+  }
+  paths <- file.path(db[all, "LibPath"], all)
+  compiled <- all[dir.exists(file.path(paths, "libs"))]
+  if (length(compiled)) {
+    stop("hako: package(s) with compiled code cannot run in the WebAssembly sandbox: ", paste(compiled, collapse = ", "),
+         " (only R-only packages can be given to daemons)", call. = FALSE)
+  }
+  as.vector(rbind("--mount", paste0(normalizePath(paths), ":/library/", all, ":ro")))
 }
 
 #' A URL to listen for remote daemons

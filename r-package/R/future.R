@@ -9,8 +9,10 @@
 #'
 #' Globals are found as by any future backend and assigned in the sandbox's
 #' global environment; the sandbox has only base R's packages
-#' ([sandbox_packages()]), so a future needing another package fails with an
-#' error naming it. Standard output and conditions (messages, warnings, ...)
+#' ([sandbox_packages()]) and the R-only ones given with
+#' `daemons(packages = )`, so a future needing another package fails with an
+#' error naming it (furrr cannot run: its workers need purrr, which has
+#' compiled code). Standard output and conditions (messages, warnings, ...)
 #' are captured in the sandbox and relayed by `value()` as future does;
 #' `seed = TRUE` gives each future its L'Ecuyer-CMRG stream. Futures are
 #' queued by the host (first in, first out), so creating one never blocks.

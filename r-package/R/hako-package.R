@@ -23,8 +23,10 @@
 
 #' Packages available inside the sandbox
 #'
-#' The packages webR's R in the hako sandbox has; a task needing any other
-#' fails with an error naming it.
+#' The packages webR's R in the hako sandbox has. R-only packages installed
+#' in this session can be added with `daemons(packages = )`; a task needing
+#' any other fails with an error naming it (packages with compiled code
+#' cannot run in the WebAssembly sandbox).
 #' @return A character vector.
 #' @examples
 #' sandbox_packages()

@@ -166,6 +166,8 @@ launch_remote <- function(n = 1L, ..., .compute = NULL) {
 #' @param mount Directories of this machine the host's tasks may read, as
 #'   `c("/host/dir" = "/guest/dir:ro")` (`:rw` to let them write); nothing
 #'   else of this machine's filesystem is visible to them.
+#' @param packages R-only packages installed here to make available to the
+#'   host's tasks (see [daemons()]).
 #' @param ... Further `hako daemon` options as `name = value`.
 #' @param log Where the daemon's log goes: `""` (the console) or a file.
 #' @return Invisibly, the exit status of `hako daemon`.
@@ -175,12 +177,14 @@ launch_remote <- function(n = 1L, ..., .compute = NULL) {
 #' }
 #' @export
 daemon <- function(url, token, fingerprint = NULL, memory = NULL, task_timeout = NULL, max_tasks = NULL,
-                   idle_time = NULL, wall_time = NULL, autoexit = TRUE, mount = NULL, ..., log = "") {
+                   idle_time = NULL, wall_time = NULL, autoexit = TRUE, mount = NULL, packages = NULL, ...,
+                   log = "") {
   parse_url(url)
   opts <- c(list(fingerprint = fingerprint, memory = memory, task_timeout = task_timeout, max_tasks = max_tasks,
                  idle_time = idle_time, wall_time = wall_time, autoexit = isTRUE(autoexit)), list(...))
   args <- c("daemon", url, cli_options(opts))
   if (length(mount)) args <- c(args, mount_args(mount))
+  if (length(packages)) args <- c(args, package_mounts(packages))
   old <- Sys.getenv("HAKO_TOKEN", unset = NA)
   Sys.setenv(HAKO_TOKEN = token)
   on.exit(if (is.na(old)) Sys.unsetenv("HAKO_TOKEN") else Sys.setenv(HAKO_TOKEN = old))

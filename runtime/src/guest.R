@@ -19,6 +19,11 @@ local({
   invisible(serialize(fit, NULL))
 })
 
+# /library comes first in the library path even though it does not exist at
+# boot: R-only packages from the host are mounted there (one directory per
+# package, read-only) for the sandboxes that were given them.
+assign(".lib.loc", c("/library", .libPaths()), envir = environment(.libPaths))
+
 local({
   hako <- new.env(parent = baseenv())
   msg_con <- file("/dev/hako-message", open = "w", raw = TRUE)

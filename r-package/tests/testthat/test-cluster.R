@@ -14,6 +14,48 @@ test_that("make_cluster() works with parallel's functions", {
   expect_length(grep("^\\.cluster", ls(hako:::.hako$profiles)), 0)
 })
 
+test_that("foreach's %dopar% runs on a hako cluster through doParallel", {
+  skip_if_not_installed("foreach")
+  skip_if_not_installed("doParallel")
+  on.exit(reset_all())
+  cl <- make_cluster(2, packages = "doParallel")
+  on.exit(foreach::registerDoSEQ(), add = TRUE)
+  doParallel::registerDoParallel(cl)
+  # as from a user's session: foreach ships the calling environment, and a
+  # test's would bring the hako namespace along
+  user <- new.env(parent = globalenv())
+  r <- evalq({
+    `%dopar%` <- foreach::`%dopar%`
+    k <- 10
+    list(foreach::foreach(i = 1:4, .combine = c) %dopar% (sqrt(i) + k),
+         # the iterations run in the sandbox
+         foreach::foreach(i = 1:2, .combine = c) %dopar% file.exists("/etc/passwd"))
+  }, user)
+  expect_equal(r[[1]], sqrt(1:4) + 10)
+  expect_equal(r[[2]], c(FALSE, FALSE))
+  parallel::stopCluster(cl)
+})
+
+test_that("daemons(packages =) mounts R-only packages read-only and refuses compiled ones", {
+  on.exit(reset_all())
+  expect_error(daemons(1, packages = "nosuchpkg"), "not installed")
+  expect_error(daemons(1, packages = "testthat"), "compiled code.*testthat")
+  if (requireNamespace("furrr", quietly = TRUE)) {
+    expect_error(daemons(1, packages = "furrr"), "compiled code.*purrr")
+  }
+  expect_error(daemons(1, packages = 1), "character")
+  skip_if_not_installed("foreach")
+  daemons(1, packages = "foreach")
+  # foreach and what it imports (iterators, codetools), nothing else
+  expect_true(hako(requireNamespace("foreach", quietly = TRUE))[])
+  expect_true(hako("iterators" %in% loadedNamespaces() || requireNamespace("iterators", quietly = TRUE))[])
+  expect_setequal(hako(list.files("/library"))[], c("codetools", "foreach", "iterators"))
+  expect_equal(hako(foreach::foreach(i = 1:3, .combine = c) %do% i^2, `%do%` = foreach::`%do%`)[], c(1, 4, 9))
+  e <- suppressWarnings(hako(writeLines("x", "/library/foreach/x"))[])
+  expect_true(is_hako_error(e))
+  expect_false(file.exists(file.path(find.package("foreach"), "x")))
+})
+
 test_that("as.promise() on a hako", {
   skip_if_not_installed("promises")
   skip_if_not_installed("later")
