@@ -158,13 +158,20 @@ stop_dead <- function(p) {
 }
 
 # Read everything available. Returns FALSE at end of stream.
+# readBin() allocates the size it is asked for (64 KiB costs ~20 us even
+# when nothing comes), so reads start small and grow; a short read means
+# nothing more is waiting.
 drain <- function(p) {
+  size <- 4096L
   repeat {
-    b <- tryCatch(readBin(p$con, "raw", 65536L), error = function(e) NULL)
+    b <- tryCatch(readBin(p$con, "raw", size), error = function(e) NULL)
     if (is.null(b)) return(FALSE)
-    if (!length(b)) return(TRUE)
-    p$chunks[[length(p$chunks) + 1L]] <- b
-    p$nchunk <- p$nchunk + length(b)
+    if (length(b)) {
+      p$chunks[[length(p$chunks) + 1L]] <- b
+      p$nchunk <- p$nchunk + length(b)
+    }
+    if (length(b) < size) return(TRUE)
+    size <- min(size * 4L, 1048576L)
   }
 }
 
