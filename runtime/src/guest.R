@@ -178,6 +178,7 @@ local({
   }
   run_task <- function(bytes) {
     hako$interrupted <- FALSE
+    hako$cond <- NULL
     hako$phase <- "decode"
     payload <- unserialize(bytes)
     if (is.list(payload) && identical(names(payload), c("packages", "task"))) {
@@ -236,6 +237,8 @@ local({
   hako$task_error <- function(bytes) {
     cond <- hako$cond
     if (isTRUE(hako$interrupted)) return(list(2L, raw()))
+    # left without a condition: the task's own invokeRestart("abort")
+    if (is.null(cond)) return(bad_task("hako: the task aborted (it invoked the \"abort\" restart)"))
     switch(hako$phase,
       user = list(1L, to_bytes(hako$error_value(cond, user_calls(hako$calls)))),
       decode = bad_task("hako: the task is not a serialize()d list(expr, args)"),

@@ -167,6 +167,10 @@ test_that("a malformed task reaches the sandbox as an error value, not a crash",
   expect_match(e$message, "not available in the sandbox: nosuchpkg")
   e <- send(as.raw(1:10))
   expect_match(e$message, "not a serialize")
+  # leaving through the abort restart is an error value too
+  e <- hako(invokeRestart("abort"))[]
+  expect_true(is_hako_error(e))
+  expect_match(e$message, "aborted")
   expect_equal(hako(1 + 1)[], 2)
 })
 
