@@ -73,9 +73,15 @@ hako_map <- function(.x, .f, ..., .args = list(), .timeout = NULL, .compute = NU
     idx <- start:min(n, start + batch - 1L)
     frames <- lapply(idx, function(i) {
       item <- items[[i]]
-      # only a list or a function can bring packages of its own
-      payload <- task_payload(expr, a = list(.x = item), g = g, seed = seeds[[i]], pk = pk,
-                              scan = is.recursive(item))
+      payload <- if (is.atomic(item) && is.null(attributes(item))) {
+        # a plain vector: no external pointer, no package, nothing that can
+        # fail to serialize, so none of task_payload()'s checks
+        inner <- serialize(list(expr = expr, args = list(.x = item), globals = g, seed = seeds[[i]]), NULL, version = 3L)
+        serialize(list(packages = pk, task = inner), NULL, version = 3L)
+      } else {
+        # only a list or a function can bring packages of its own
+        task_payload(expr, a = list(.x = item), g = g, seed = seeds[[i]], pk = pk, scan = is.recursive(item))
+      }
       if (i == 1L) check_size(p, payload)
       task_frame(lo + i - 1L, tms, payload)
     })
