@@ -9,7 +9,7 @@ use crate::server::{self, ServerConfig};
 use crate::shutdown;
 use crate::tls::Identity;
 use crate::worker::WorkerConfig;
-use crate::{local, mount, paths, token};
+use crate::{identity, local, mount, paths, token};
 use anyhow::{bail, Context};
 use clap::Args;
 use hako_runtime::{Runtime, SandboxConfig};
@@ -58,6 +58,11 @@ pub struct HostArgs {
     /// Refuse remote clients.
     #[arg(long)]
     no_clients: bool,
+    /// Keep the self-signed certificate, and the tokens not given, in DIR
+    /// (made on first use, private to its owner): a restarted host keeps its
+    /// fingerprint and tokens, and pinned daemons reconnect by themselves.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["cert", "key"])]
+    identity: Option<PathBuf>,
     /// PEM certificate chain (default: a fresh self-signed certificate).
     #[arg(long, requires = "key", value_name = "PEM")]
     cert: Option<PathBuf>,
@@ -199,10 +204,14 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
     if args.no_listen && args.local == 0 {
         bail!("--no-listen without --local: no daemon could ever join");
     }
+    let new_token = |name: &str| match &args.identity {
+        Some(dir) => identity::token(dir, name),
+        None => token::generate(),
+    };
     let daemon_token = match args.token.clone() {
         Some(t) if t.len() < 16 => bail!("--token must be at least 16 characters"),
         Some(t) => t,
-        None => token::generate()?,
+        None => new_token("token")?,
     };
     let client_token = if args.no_clients {
         None
@@ -210,7 +219,7 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         Some(match args.client_token.clone() {
             Some(t) if t.len() < 16 => bail!("--client-token must be at least 16 characters"),
             Some(t) => t,
-            None => token::generate()?,
+            None => new_token("client_token")?,
         })
     };
 
@@ -259,7 +268,10 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
                 }
                 names.sort();
                 names.dedup();
-                Identity::self_signed(names)?
+                match &args.identity {
+                    Some(dir) => identity::certificate(dir, names)?,
+                    None => Identity::self_signed(names)?,
+                }
             }
         };
         let host_part = if advertise.contains(':') {

@@ -9,6 +9,7 @@ mod dial;
 mod dispatcher;
 mod eval;
 mod host;
+mod identity;
 mod link;
 mod linkframe;
 mod local;

@@ -33,15 +33,21 @@ pub struct Identity {
 impl Identity {
     /// A fresh self-signed certificate for `names` (DNS names or IPs).
     pub fn self_signed(names: Vec<String>) -> anyhow::Result<Identity> {
+        Ok(Self::self_signed_pem(names)?.0)
+    }
+
+    /// The same, with the certificate and key as PEM, to keep them.
+    pub fn self_signed_pem(names: Vec<String>) -> anyhow::Result<(Identity, String, String)> {
         let ck = rcgen::generate_simple_self_signed(names).context("generating the certificate")?;
         let der = ck.cert.der().clone();
         let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-        Ok(Identity {
+        let id = Identity {
             fingerprint: fingerprint(&der),
             certs: vec![der],
             key,
             self_signed: true,
-        })
+        };
+        Ok((id, ck.cert.pem(), ck.signing_key.serialize_pem()))
     }
 
     /// A certificate chain and key from PEM files.

@@ -144,6 +144,54 @@ fn a_daemon_reconnects_and_resumes_when_the_host_returns() {
 }
 
 #[test]
+fn a_host_restarted_with_its_identity_keeps_its_pinned_daemons() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = dir.path().join("identity");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["--listen", &listen, "--identity", id.to_str().unwrap()];
+    let mut host = Host::start("identity-1", &args);
+    let (fp, token) = (host.get("fingerprint"), host.get("token"));
+    let (log, _) = log_file("identity-d");
+    let mut daemon = hako()
+        .args(["daemon", &host.get("url"), "--token", &token])
+        .args(["--fingerprint", &fp, "--max-backoff", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    host.wait_connections(1);
+    host.submit(1, code("1"), 0);
+    assert_eq!(host.result(Duration::from_secs(60)).value(), 1.0);
+    host.close_link();
+    host.wait_exit(Duration::from_secs(15));
+    drop(host);
+    // Same directory: same fingerprint and token, and the daemon comes back.
+    let mut host = Host::start("identity-2", &args);
+    assert_eq!((host.get("fingerprint"), host.get("token")), (fp, token));
+    host.wait_connections(1);
+    host.submit(2, code("2"), 0);
+    assert_eq!(host.result(Duration::from_secs(60)).value(), 2.0);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    // --identity and --cert do not mix.
+    let out = hako()
+        .args([
+            "host",
+            "--identity",
+            id.to_str().unwrap(),
+            "--cert",
+            "c",
+            "--key",
+            "k",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
 fn a_ca_signed_host_is_verified_without_a_pin() {
     let dir = tempfile::tempdir().unwrap();
     // A CA and a leaf for 127.0.0.1 signed by it.
