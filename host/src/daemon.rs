@@ -13,12 +13,13 @@ use crate::dial::{self, DialError, Target};
 use crate::host::seconds;
 use crate::local::capabilities;
 use crate::protocol::{DaemonLimits, FrameLimits, HelloBody, Message, Role};
+use crate::sandbox_args::SandboxArgs;
 use crate::tls::{self, Trust};
 use crate::worker::{Exit, Worker, WorkerConfig, WorkerEvent};
 use crate::ws::{self, Flow, Out, OutTx};
-use crate::{mount, paths, shutdown};
+use crate::{paths, shutdown};
 use clap::Args;
-use hako_runtime::{Runtime, SandboxConfig};
+use hako_runtime::Runtime;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -38,9 +39,6 @@ pub struct DaemonArgs {
     /// Without --fingerprint: also trust this CA (PEM), besides the web PKI.
     #[arg(long, value_name = "PEM")]
     ca: Option<PathBuf>,
-    /// Memory cap of the sandbox, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 1024)]
-    memory: usize,
     /// Cap on any task's evaluation time, in seconds.
     #[arg(long, value_name = "SECONDS")]
     task_timeout: Option<f64>,
@@ -62,22 +60,15 @@ pub struct DaemonArgs {
     /// Name shown in the host's info().
     #[arg(long)]
     name: Option<String>,
-    /// Cap on a task's captured output, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 16)]
-    max_output: usize,
-    /// Make HOST_DIR visible to tasks at GUEST_DIR (read-only unless `:rw`).
-    /// Repeatable.
-    #[arg(long, value_name = "HOST_DIR:GUEST_DIR[:ro|:rw]")]
-    mount: Vec<String>,
     /// Largest task accepted, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     max_payload: u64,
     /// Longest wait between reconnection attempts, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     max_backoff: f64,
-    /// Asset directory (default: $HAKO_ASSETS or the per-user cache).
-    #[arg(long)]
-    assets: Option<PathBuf>,
+    // This machine's sandbox: the volunteer's caps and mounts.
+    #[command(flatten)]
+    sandbox: SandboxArgs,
 }
 
 pub fn run(args: DaemonArgs) -> ExitCode {
@@ -103,9 +94,6 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let idle_time = opt_secs(args.idle_time, "--idle-time")?;
     let wall_time = opt_secs(args.wall_time, "--wall-time")?;
     let max_backoff = seconds(args.max_backoff, "--max-backoff")?;
-    if args.memory < 128 {
-        anyhow::bail!("--memory must be at least 128 MiB (R itself needs about 60 MiB)");
-    }
     if args.max_tasks == Some(0) {
         anyhow::bail!("--max-tasks must be at least 1");
     }
@@ -114,14 +102,8 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         control: 64 << 10,
         bulk: args.max_payload << 20,
     };
-    let sandbox_config = SandboxConfig {
-        memory_bytes: args.memory << 20,
-        timeout: task_timeout,
-        output_bytes: args.max_output << 20,
-        mounts: mount::parse_all(&args.mount)?,
-        ..SandboxConfig::default()
-    };
-    let assets_dir = paths::assets_dir(args.assets.as_deref());
+    let sandbox_config = args.sandbox.config(task_timeout)?;
+    let assets_dir = paths::assets_dir(args.sandbox.assets.as_deref());
     let sandbox = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let assets = paths::ensure_assets(&assets_dir)?;
         let runtime = Runtime::new(&assets, &paths::cache_dir())?;
@@ -173,7 +155,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| dial::default_name("daemon")),
         limits: DaemonLimits {
-            memory_bytes: (args.memory as u64) << 20,
+            memory_bytes: (args.sandbox.memory as u64) << 20,
             task_timeout_ms: task_timeout.map(|t| t.as_millis() as u64),
             max_tasks: args.max_tasks,
             idle_time_ms: idle_time.map(|t| t.as_millis() as u64),

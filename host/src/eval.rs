@@ -2,10 +2,11 @@
 //!
 //! Exit status: 0 success, 1 R error, 2 usage error, 3 a limit was hit.
 
-use crate::{mount, paths};
+use crate::paths;
+use crate::sandbox_args::SandboxArgs;
 use anyhow::{bail, Context};
 use clap::Args;
-use hako_runtime::{Runtime, SandboxConfig, SandboxError, Stream};
+use hako_runtime::{Runtime, SandboxError, Stream};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,18 +23,8 @@ pub struct EvalArgs {
     /// Stop the evaluation after SECONDS.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
-    /// Cap on the sandbox's memory, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 1024)]
-    memory: usize,
-    /// Cap on captured output, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 16)]
-    max_output: usize,
-    /// Make HOST_DIR visible at GUEST_DIR (read-only unless `:rw`). Repeatable.
-    #[arg(long, value_name = "HOST_DIR:GUEST_DIR[:ro|:rw]")]
-    mount: Vec<String>,
-    /// Asset directory (default: $HAKO_ASSETS or the per-user cache).
-    #[arg(long)]
-    assets: Option<PathBuf>,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
 }
 
 pub fn run(args: EvalArgs) -> ExitCode {
@@ -68,18 +59,8 @@ fn run_inner(args: EvalArgs) -> anyhow::Result<ExitCode> {
         Some(t) => Some(Duration::from_secs_f64(t)),
         None => None,
     };
-    if args.memory < 128 {
-        bail!("--memory must be at least 128 MiB (R itself needs about 60 MiB)");
-    }
-    let mounts = mount::parse_all(&args.mount)?;
-    let config = SandboxConfig {
-        memory_bytes: args.memory << 20,
-        timeout,
-        output_bytes: args.max_output << 20,
-        mounts,
-        ..SandboxConfig::default()
-    };
-    let assets = paths::ensure_assets(&paths::assets_dir(args.assets.as_deref()))?;
+    let config = args.sandbox.config(timeout)?;
+    let assets = paths::ensure_assets(&paths::assets_dir(args.sandbox.assets.as_deref()))?;
     let runtime = Runtime::new(&assets, &paths::cache_dir())?;
     let mut sandbox = runtime.sandbox(config)?;
     let result = sandbox.eval(&code);
@@ -91,10 +72,10 @@ fn run_inner(args: EvalArgs) -> anyhow::Result<ExitCode> {
                     format!("time limit reached ({} s)", t.as_secs_f64())
                 }
                 (hako_runtime::Limit::Memory, _) => {
-                    format!("memory limit reached ({} MiB)", args.memory)
+                    format!("memory limit reached ({} MiB)", args.sandbox.memory)
                 }
                 (hako_runtime::Limit::Output, _) => {
-                    format!("output limit reached ({} MiB)", args.max_output)
+                    format!("output limit reached ({} MiB)", args.sandbox.max_output)
                 }
                 (l, _) => l.to_string(),
             };

@@ -5,14 +5,15 @@
 use crate::dispatcher::{self, Event, Handle};
 use crate::link::{self, LinkEnds};
 use crate::protocol::FrameLimits;
+use crate::sandbox_args::SandboxArgs;
 use crate::server::{self, ServerConfig};
 use crate::shutdown;
 use crate::tls::Identity;
 use crate::worker::WorkerConfig;
-use crate::{identity, local, mount, paths, token};
+use crate::{identity, local, paths, token};
 use anyhow::{bail, Context};
 use clap::Args;
-use hako_runtime::{Runtime, SandboxConfig};
+use hako_runtime::Runtime;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -91,25 +92,15 @@ pub struct HostArgs {
     /// Seconds running tasks get to finish at shutdown.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     shutdown_grace: f64,
-    /// Memory cap of each local daemon's sandbox, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 1024)]
-    memory: usize,
     /// Cap on any task's evaluation time on local daemons, in seconds.
     #[arg(long, value_name = "SECONDS")]
     task_timeout: Option<f64>,
     /// Keep state between tasks on local daemons (no reset).
     #[arg(long)]
     keep_state: bool,
-    /// Cap on a task's captured output, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 16)]
-    max_output: usize,
-    /// Make HOST_DIR visible to local daemons at GUEST_DIR (read-only unless
-    /// `:rw`). Repeatable. Remote daemons choose their own mounts.
-    #[arg(long, value_name = "HOST_DIR:GUEST_DIR[:ro|:rw]")]
-    mount: Vec<String>,
-    /// Asset directory (default: $HAKO_ASSETS or the per-user cache).
-    #[arg(long)]
-    assets: Option<PathBuf>,
+    // The local daemons' sandboxes (remote daemons choose their own).
+    #[command(flatten)]
+    sandbox: SandboxArgs,
 }
 
 pub fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
@@ -194,13 +185,10 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         .task_timeout
         .map(|t| seconds(t, "--task-timeout"))
         .transpose()?;
-    if args.memory < 128 {
-        bail!("--memory must be at least 128 MiB (R itself needs about 60 MiB)");
-    }
-    if !args.mount.is_empty() && args.local == 0 {
+    if !args.sandbox.mount.is_empty() && args.local == 0 {
         bail!("--mount applies to local daemons: add --local N (remote daemons choose their own mounts)");
     }
-    let mounts = mount::parse_all(&args.mount)?;
+    let sandbox = args.sandbox.config(task_timeout)?;
     if args.no_listen && args.local == 0 {
         bail!("--no-listen without --local: no daemon could ever join");
     }
@@ -323,20 +311,13 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
 
     // In-process daemons, started in the background so the link is up at once.
     if args.local > 0 {
-        let sandbox = SandboxConfig {
-            memory_bytes: args.memory << 20,
-            timeout: task_timeout,
-            output_bytes: args.max_output << 20,
-            mounts: mounts.clone(),
-            ..SandboxConfig::default()
-        };
         let config = WorkerConfig {
             keep_state: args.keep_state,
             task_timeout_cap: task_timeout,
             max_tasks: None,
             idle_time: None,
         };
-        let assets_dir = paths::assets_dir(args.assets.as_deref());
+        let assets_dir = paths::assets_dir(args.sandbox.assets.as_deref());
         let (n, h) = (args.local, handle.clone());
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();

@@ -18,6 +18,7 @@ mod mount;
 mod paths;
 mod protocol;
 mod rser;
+mod sandbox_args;
 mod server;
 mod shutdown;
 mod stdio;
