@@ -368,7 +368,7 @@ fail_all <- function(p, why) {
   for (t in waiting) if (!is.null(t)) resolve(t, v)
   for (bt in p$batches) {
     idx <- which(!bt$done_flags)
-    for (i in idx) bt$vals[i] <- list(v)
+    bt$vals[idx] <- list(v)
     bt$done_flags[idx] <- TRUE
     bt$ndone <- bt$n
   }
@@ -412,13 +412,12 @@ check_extptr <- function(x) {
   }
 }
 
-# serialize() what a task carries; `check`: the data to look for external
-# pointers in (the expression and seed are the package's own).
-ser <- function(x, check = x) {
-  check_extptr(check)
-  tryCatch(serialize(x, NULL, version = 3L),
-           error = function(e) stop("hako: the task could not be serialized: ", conditionMessage(e), call. = FALSE))
+ser <- function(x) {
+  check_extptr(x)
+  tryCatch(serialize(x, NULL, version = 3L), error = unserializable)
 }
+
+unserializable <- function(e) stop("hako: the task could not be serialized: ", conditionMessage(e), call. = FALSE)
 
 # Packages whose namespaces the functions among x (a list, looked into a
 # few levels deep) are defined in. unserialize() would silently replace a
@@ -448,7 +447,13 @@ task_payload <- function(expr, a = NULL, g = NULL, seed = NULL, pk = NULL, scan 
   more <- c(if (scan && length(a)) needed_packages(a), if (is.list(g)) needed_packages(g))
   if (length(more)) pk <- setdiff(unique(c(pk, more)), sandbox_packages())
   check_extptr(a)
-  inner <- ser(list(expr = expr, args = a, globals = g, seed = seed), check = if (!is.raw(g)) g)
+  if (!is.raw(g)) check_extptr(g)
+  tryCatch(task_bytes(expr, a, g, seed, pk), error = unserializable)
+}
+
+# The payload itself, unchecked (see PROTOCOL.md).
+task_bytes <- function(expr, a, g, seed, pk) {
+  inner <- serialize(list(expr = expr, args = a, globals = g, seed = seed), NULL, version = 3L)
   serialize(list(packages = as.character(pk), task = inner), NULL, version = 3L)
 }
 

@@ -76,8 +76,7 @@ hako_map <- function(.x, .f, ..., .args = list(), .timeout = NULL, .compute = NU
       payload <- if (is.atomic(item) && is.null(attributes(item))) {
         # a plain vector: no external pointer, no package, nothing that can
         # fail to serialize, so none of task_payload()'s checks
-        inner <- serialize(list(expr = expr, args = list(.x = item), globals = g, seed = seeds[[i]]), NULL, version = 3L)
-        serialize(list(packages = pk, task = inner), NULL, version = 3L)
+        task_bytes(expr, list(.x = item), g, seeds[[i]], pk)
       } else {
         # only a list or a function can bring packages of its own
         task_payload(expr, a = list(.x = item), g = g, seed = seeds[[i]], pk = pk, scan = is.recursive(item))
@@ -98,7 +97,7 @@ cancel_batch <- function(p, b) {
   if (p$alive) {
     try(send_raw(p, unlist(lapply(idx, function(i) frame(T_CANCEL, u32(b$lo + i - 1L))), use.names = FALSE)), silent = TRUE)
   }
-  for (i in idx) b$vals[i] <- list(v)
+  b$vals[idx] <- list(v)
   b$done_flags[idx] <- TRUE
   b$ndone <- b$n
   p$batches <- Filter(function(x) !identical(x, b), p$batches)
