@@ -305,7 +305,7 @@ impl Vfs {
             OpenFile::Scratch { ino, .. } => return self.scratch.set_perm(*ino, mode),
             OpenFile::Mount { mount, file, .. } => {
                 self.ns.mounts.get(*mount).ok_or(EIO)?.check_writable()?;
-                let perm = std::fs::Permissions::from_mode(mode & 0o7777);
+                let perm = std::fs::Permissions::from_mode(mode & super::mount::HOST_PERM);
                 return file.set_permissions(perm).map_err(|e| from_io(&e));
             }
             OpenFile::Dir { path, .. } => path.clone(),

@@ -36,12 +36,46 @@ pub(crate) enum Opened {
     Dir,
 }
 
+/// The only mode bits that ever reach a host file: permissions. Setuid,
+/// setgid and sticky bits from the guest are dropped on every path that sets
+/// a mode (chmod, fchmod, open with O_CREAT, mkdir), since a setuid file left
+/// in a volunteer's directory would run with its owner's rights.
+pub(crate) const HOST_PERM: u32 = 0o777;
+
 fn p(rel: &str) -> &Path {
     Path::new(if rel.is_empty() { "." } else { rel })
 }
 
 fn err(e: std::io::Error) -> Errno {
     from_io(&e)
+}
+
+/// Whether symlink `target`, read from the link at `rel` (relative to the
+/// mount root), names only paths inside the mount when followed lexically:
+/// not absolute, and no prefix of it climbs above the root.
+fn target_stays_inside(rel: &str, target: &[u8]) -> bool {
+    if target.first() == Some(&b'/') {
+        return false;
+    }
+    // Depth of the link's directory below the mount root.
+    let mut depth = rel
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .count()
+        .saturating_sub(1) as isize;
+    for c in target.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
 }
 
 /// Convert host metadata to the guest's view: no host uid/gid, and no write
@@ -178,7 +212,7 @@ impl Mount {
             .write(acc == oflags::O_WRONLY || acc == oflags::O_RDWR)
             .append(flags & oflags::O_APPEND != 0)
             .truncate(flags & oflags::O_TRUNC != 0 && acc != oflags::O_RDONLY)
-            .mode(perm & 0o777)
+            .mode(perm & HOST_PERM)
             .nonblock(true);
         if nofollow {
             o.follow(FollowSymlinks::No);
@@ -190,7 +224,7 @@ impl Mount {
                 let mut c = OpenOptions::new();
                 c.write(true)
                     .create_new(true)
-                    .mode(perm & 0o777)
+                    .mode(perm & HOST_PERM)
                     .follow(FollowSymlinks::No);
                 drop(self.dir.open_with(p(rel), &c).map_err(err)?);
             } else {
@@ -228,7 +262,7 @@ impl Mount {
     pub fn mkdir(&self, rel: &str, perm: u32) -> Result<(), Errno> {
         self.rw()?;
         let mut b = DirBuilder::new();
-        b.mode(perm & 0o777);
+        b.mode(perm & HOST_PERM);
         self.dir.create_dir_with(p(rel), &b).map_err(err)
     }
 
@@ -264,10 +298,29 @@ impl Mount {
         self.dir.symlink(target, p(rel)).map_err(err)
     }
 
+    /// A link's target, only if it stays inside the mount. A target that is
+    /// absolute or climbs above the mount root (`../outside/secret.txt`)
+    /// would name host paths the guest cannot see, so such a link reads as
+    /// `EINVAL`, as a non-link does (R's `Sys.readlink()` shows `""`); the
+    /// guest still sees that it is a link (`lstat`) but learns no host name.
     pub fn readlink(&self, rel: &str) -> Result<Vec<u8>, Errno> {
-        // cap-std refuses absolute targets, so no host path leaks out.
-        let t = self.dir.read_link(p(rel)).map_err(err)?;
-        Ok(t.as_os_str().as_bytes().to_vec())
+        let t = match self.dir.read_link(p(rel)) {
+            Ok(t) => t,
+            // cap-std refuses absolute targets: hidden the same way.
+            Err(_)
+                if self
+                    .meta(rel, false)
+                    .is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
+                return Err(EINVAL)
+            }
+            Err(e) => return Err(err(e)),
+        };
+        let t = t.as_os_str().as_bytes();
+        if !target_stays_inside(rel, t) {
+            return Err(EINVAL);
+        }
+        Ok(t.to_vec())
     }
 
     pub fn chmod(&self, rel: &str, perm: u32, follow: bool) -> Result<(), Errno> {
@@ -276,7 +329,7 @@ impl Mount {
             return Err(ENOTSUP);
         }
         self.dir
-            .set_permissions(p(rel), Permissions::from_mode(perm & 0o7777))
+            .set_permissions(p(rel), Permissions::from_mode(perm & HOST_PERM))
             .map_err(err)
     }
 

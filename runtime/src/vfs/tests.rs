@@ -775,3 +775,98 @@ fn bad_configurations_are_rejected() {
     assert!(Vfs::new(fds).is_err());
     assert!(Vfs::new(cfg("/srv//data/", t.path())).is_ok());
 }
+
+/// Host mode of a file under the fixture's host directory.
+fn host_mode(f: &Fixture, rel: &str) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(f.host(rel))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn only_permission_bits_reach_the_host() {
+    let mut f = fixture();
+    // chmod, on a file and a directory, setuid/setgid/sticky all requested.
+    f.write_file("/mnt/work/s", b"#!/bin/sh\n").unwrap();
+    for mode in [0o4755, 0o2755, 0o6777, 0o7777, 0o1777] {
+        f.vfs.chmod(AT_FDCWD, b"/mnt/work/s", mode, true).unwrap();
+        assert_eq!(host_mode(&f, "rw/s"), mode & 0o777, "chmod {mode:o}");
+        f.vfs.chmod(AT_FDCWD, b"/mnt/work/sub", mode, true).unwrap();
+        assert_eq!(host_mode(&f, "rw/sub"), mode & 0o777, "dir chmod {mode:o}");
+    }
+    // fchmod through a descriptor.
+    let fd = f.open("/mnt/work/s", oflags::O_RDONLY).unwrap();
+    f.vfs.fchmod(fd, 0o6755).unwrap();
+    assert_eq!(host_mode(&f, "rw/s"), 0o755);
+    f.vfs.close(fd).unwrap();
+    // fchmod on a directory descriptor.
+    let fd = f
+        .open("/mnt/work/sub", oflags::O_RDONLY | oflags::O_DIRECTORY)
+        .unwrap();
+    f.vfs.fchmod(fd, 0o2775).unwrap();
+    assert_eq!(host_mode(&f, "rw/sub"), 0o775);
+    f.vfs.close(fd).unwrap();
+    // open(O_CREAT) and mkdir with special bits in the mode.
+    f.vfs.umask(0);
+    let fd = f
+        .vfs
+        .open(AT_FDCWD, b"/mnt/work/new", WRONLY_CREAT, 0o6777)
+        .unwrap();
+    f.vfs.close(fd).unwrap();
+    // (the host's umask may clear more)
+    assert_eq!(host_mode(&f, "rw/new") & !0o777, 0);
+    assert_eq!(host_mode(&f, "rw/new") & 0o700, 0o700);
+    f.vfs.mkdir(AT_FDCWD, b"/mnt/work/gd", 0o3777).unwrap();
+    assert_eq!(host_mode(&f, "rw/gd") & !0o777, 0);
+    assert_eq!(host_mode(&f, "rw/gd") & 0o700, 0o700);
+}
+
+#[test]
+fn readlink_hides_targets_outside_the_mount() {
+    let f = fixture();
+    let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, f.host(at)).unwrap();
+    link("../outside/secret", "rw/up");
+    link("../../outside/secret", "rw/sub/up2");
+    link("sub/../../outside", "rw/zig");
+    link("../outside/secret", "ro/up");
+    link(f.host("outside/secret").to_str().unwrap(), "rw/abs");
+    link("sub/f", "rw/down");
+    link("../sub/f", "rw/sub/sib");
+    link("./x/../f", "rw/sub/dots");
+    for p in [
+        "/mnt/work/up",
+        "/mnt/work/sub/up2",
+        "/mnt/work/zig",
+        "/data/up",
+        "/mnt/work/abs",
+    ] {
+        assert_eq!(
+            f.vfs.readlink(AT_FDCWD, p.as_bytes()).unwrap_err(),
+            EINVAL,
+            "{p}"
+        );
+        // still a link to lstat, naming nothing
+        assert_eq!(
+            f.vfs
+                .stat_at(AT_FDCWD, p.as_bytes(), false)
+                .unwrap()
+                .file_type(),
+            FileType::Symlink
+        );
+    }
+    assert_eq!(
+        f.vfs.readlink(AT_FDCWD, b"/mnt/work/down").unwrap(),
+        b"sub/f"
+    );
+    assert_eq!(
+        f.vfs.readlink(AT_FDCWD, b"/mnt/work/sub/sib").unwrap(),
+        b"../sub/f"
+    );
+    assert_eq!(
+        f.vfs.readlink(AT_FDCWD, b"/mnt/work/sub/dots").unwrap(),
+        b"./x/../f"
+    );
+}
