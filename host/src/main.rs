@@ -21,6 +21,7 @@ mod rser;
 mod sandbox_args;
 mod server;
 mod shutdown;
+mod startup;
 mod stdio;
 mod tls;
 mod token;
@@ -39,6 +40,10 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Start in a new session (setsid), away from the signals of the
+    /// terminal the parent runs in (the R package starts hosts and daemons so).
+    #[arg(long, global = true)]
+    new_session: bool,
 }
 
 #[derive(Subcommand)]
@@ -58,7 +63,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    startup::close_inherited_fds();
     let cli = Cli::parse();
+    if cli.new_session {
+        startup::new_session();
+    }
     match cli.command {
         Command::Assets(a) => assets::run(a),
         Command::Eval(a) => eval::run(a),
