@@ -7,7 +7,12 @@
 #' unresolved tasks resolve to errorValue 19.
 #'
 #' The host serves one R session, over a token-guarded loopback socket, and
-#' exits with it. Daemons dial out to a listening host over TLS WebSockets
+#' exits with it: when the session ends, however it ends (`q()` without
+#' `daemons(0)`, a crash, `kill -9`), the host sees its link close, shuts
+#' down and lets its daemons go. The host and the daemons of
+#' [launch_local()] run in a session of their own, so the terminal's signals
+#' (Ctrl-C in this R session) interrupt R, never them, and they hold none of
+#' this session's sockets. Daemons dial out to a listening host over TLS WebSockets
 #' (`wss://`), pinning its certificate's fingerprint and presenting its join
 #' token; [launch_local()] and [launch_remote()] give or run the commands.
 #'

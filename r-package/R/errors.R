@@ -64,7 +64,7 @@ is_hako_interrupt <- function(x) inherits(x, "hakoInterrupt")
 
 #' @export
 print.hakoError <- function(x, ...) {
-  cat("'hakoError' chr ", unclass(x)[[1L]], "\n", sep = "")
+  cat("'hakoError' chr ", safe_text(as.character(unclass(x)[[1L]])), "\n", sep = "")
   invisible(x)
 }
 
@@ -77,7 +77,7 @@ error_text <- function(code) {
 print.errorValue <- function(x, ...) {
   cat("'errorValue' int ", as.integer(unclass(x)[[1L]]), " | ", error_text(unclass(x)[[1L]]), "\n", sep = "")
   m <- attr(x, "message", exact = TRUE)
-  if (!is.null(m) && nzchar(m)) cat("  ", m, "\n", sep = "")
+  if (is.character(m) && length(m) == 1L && !is.na(m) && nzchar(m)) cat("  ", safe_text(m), "\n", sep = "")
   invisible(x)
 }
 

@@ -12,6 +12,8 @@
 #'
 #' The value is read with `x[]` (waits; interruptible), `x$data` (the value,
 #' or an 'unresolved' NA while it runs), [call_hako()] or [collect_hako()].
+#' Interrupting a wait (Ctrl-C) only stops waiting, as in mirai: the task
+#' goes on and its value can be read later; [stop_hako()] cancels it.
 #' An error in the task resolves to a 'hakoError' (see [is_error_value()]):
 #' it is a value, not signalled. Output the task writes (stdout, stderr,
 #' messages and warnings) is relayed in this session when the result arrives.
@@ -88,8 +90,12 @@ submit <- function(p, expr, a = NULL, g = NULL, timeout = NULL, pk = NULL, relay
   check_size(p, payload)
   id <- new_id(p)
   x <- new_hako(p, id, relay)
-  assign(as.character(id), x, envir = p$pending)
-  send_raw(p, task_frame(id, timeout_ms(p, timeout), payload))
+  # registered and sent together: an interrupt in between would leave a
+  # task waited for that was never sent
+  suspendInterrupts({
+    assign(as.character(id), x, envir = p$pending)
+    send_raw(p, task_frame(id, timeout_ms(p, timeout), payload))
+  })
   x
 }
 

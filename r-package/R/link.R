@@ -46,9 +46,13 @@ parse_kv <- function(lines) {
   stats::setNames(as.list(vals), keys)
 }
 
-# Start a program in the background; returns its pid. system2(wait = FALSE)
-# gives no pid, so a shell starts it and echoes $!.
+# Start a `hako` command in the background; returns its pid.
+# system2(wait = FALSE) gives no pid, so a shell starts it and echoes $!.
+# `--new-session` puts it in a session of its own: the terminal's signals
+# (Ctrl-C in this session) do not reach it. It closes every descriptor it
+# inherits above stderr at start-up, so it holds no socket of this session.
 spawn <- function(cmd, args, log) {
+  args <- c(args, "--new-session")
   line <- paste(c(shQuote(cmd), vapply(args, shQuote, "")), collapse = " ")
   sh <- sprintf("%s </dev/null >>%s 2>&1 & echo $!", line, shQuote(log))
   out <- suppressWarnings(system2("/bin/sh", c("-c", shQuote(sh)), stdout = TRUE, stderr = FALSE))
@@ -64,7 +68,7 @@ pid_alive <- function(pid) {
 log_tail <- function(log, n = 15L) {
   if (!file.exists(log)) return("")
   l <- readLines(log, warn = FALSE)
-  paste(utils::tail(l, n), collapse = "\n")
+  safe_text(paste(utils::tail(l, n), collapse = "\n"))
 }
 
 # Start the child (`hako host ...` or `hako client ...`), connect and
@@ -128,10 +132,10 @@ link_open <- function(name, args, env = character()) {
 
 send_frame <- function(p, type, body = raw()) {
   if (!p$alive) stop_dead(p)
-  ok <- tryCatch({
+  ok <- tryCatch(suspendInterrupts({
     writeBin(c(u32(length(body) + 1L), as.raw(type), body), p$con)
     TRUE
-  }, error = function(e) FALSE)
+  }), error = function(e) FALSE)
   if (!ok) {
     mark_dead(p, "the link to the hako host broke")
     stop_dead(p)
@@ -142,7 +146,7 @@ send_frame <- function(p, type, body = raw()) {
 # Several frames in one write (already framed).
 send_raw <- function(p, bytes) {
   if (!p$alive) stop_dead(p)
-  ok <- tryCatch({ writeBin(bytes, p$con); TRUE }, error = function(e) FALSE)
+  ok <- tryCatch(suspendInterrupts({ writeBin(bytes, p$con); TRUE }), error = function(e) FALSE)
   if (!ok) {
     mark_dead(p, "the link to the hako host broke")
     stop_dead(p)
@@ -205,13 +209,21 @@ parse_frames <- function(p) {
 }
 
 # Wait up to `timeout` seconds for frames and handle all that arrived.
+# Only the wait can be interrupted (Ctrl-C): reading and handling frames
+# runs with interrupts held back, so that an interrupt never loses a frame
+# or leaves the buffer mid-frame.
 poll <- function(p, timeout = 0) {
   if (!p$alive) return(0L)
-  n <- parse_frames(p)
+  n <- suspendInterrupts(parse_frames(p))
   if (n > 0L) timeout <- 0
   ready <- tryCatch(socketSelect(list(p$con), write = FALSE, timeout = timeout), error = function(e) NA)
   if (is.na(ready)) { mark_dead(p, "the link to the hako host broke"); return(n) }
   if (!ready) return(n)
+  suspendInterrupts(read_frames(p, n))
+}
+
+# The socket is readable: drain it and handle the frames.
+read_frames <- function(p, n) {
   before <- p$nchunk
   ok <- drain(p)
   if (!ok || p$nchunk == before) {
@@ -233,7 +245,7 @@ handle_frame <- function(p, type, body) {
   } else if (type == T_READY) {
     p$ready <- parse_kv(strsplit(raw_text(body), "\n", fixed = TRUE)[[1L]])
   } else if (type == T_NOTICE) {
-    txt <- raw_text(body)
+    txt <- safe_text(raw_text(body))
     p$notices <- c(utils::tail(p$notices, 20L), txt)
     if (isTRUE(getOption("hako.verbose"))) message("hako host: ", txt)
   }
@@ -320,14 +332,16 @@ resolve <- function(target, value, chunks = NULL) {
   invisible()
 }
 
+# A task's output, shown here with its terminal controls rendered visibly.
 relay_output <- function(chunks) {
   for (ch in chunks) {
+    text <- safe_text(ch$text)
     switch(as.character(ch$stream),
-      "0" = cat(ch$text),
-      "1" = cat(ch$text, file = stderr()),
-      "2" = message(sub("\n$", "", ch$text)),
-      "3" = warning(sub("^Warning( in .*? :|:) ", "", sub("\n$", "", ch$text)), call. = FALSE, immediate. = FALSE),
-      cat(ch$text)
+      "0" = cat(text),
+      "1" = cat(text, file = stderr()),
+      "2" = message(sub("\n$", "", text)),
+      "3" = warning(sub("^Warning( in .*? :|:) ", "", sub("\n$", "", text)), call. = FALSE, immediate. = FALSE),
+      cat(text)
     )
   }
 }

@@ -177,10 +177,12 @@ collect_map <- function(x, options = NULL) {
   out
 }
 
+# An error value's message as shown to the user (in R errors and promise
+# rejections), its terminal controls rendered visibly.
 err_msg <- function(v) {
   m <- attr(v, "message", exact = TRUE)
-  if (is.null(m)) m <- error_text(unclass(v)[[1L]])
-  m
+  if (!is.character(m) || length(m) != 1L || is.na(m)) m <- error_text(unclass(v)[[1L]])
+  safe_text(m)
 }
 
 progress_bar <- function(n) {

@@ -1,0 +1,63 @@
+# A task's text reaches the user's terminal only with its control
+# characters rendered visibly: no window title, clear screen, cursor
+# movement or OSC 52 clipboard write from a sandbox.
+
+ESC <- "\033"
+
+no_controls <- function(x) {
+  expect_false(any(grepl("[\001-\010\013-\037\177]", x, useBytes = TRUE)), info = paste(x, collapse = "|"))
+}
+
+test_that("safe_text() renders C0, DEL and C1 controls visibly and keeps text, tabs and newlines", {
+  st <- hako:::safe_text
+  expect_identical(st("plain\ttext\n"), "plain\ttext\n")
+  expect_identical(st(paste0(ESC, "]0;title\007")), "^[]0;title^G")
+  expect_identical(st(paste0("a\rb\bc\177", ESC, "[2J")), "a^Mb^Hc^?^[[2J")
+  expect_identical(st(paste0(ESC, "]52;c;cHduZWQ=", ESC, "\\")), "^[]52;c;cHduZWQ=^[\\")
+  csi <- enc2utf8("\u00e9\u009b31m")
+  expect_identical(st(csi), enc2utf8("\u00e9<U+009B>31m"))
+  expect_identical(st(c(NA, "ok")), c(NA, "ok"))
+  # invalid UTF-8 does not stop it
+  bad <- rawToChar(as.raw(c(0xff, 0x1b, 0x41)))
+  Encoding(bad) <- "UTF-8"
+  expect_identical(charToRaw(st(bad)), as.raw(c(0xff, 0x5e, 0x5b, 0x41)))
+})
+
+test_that("relayed output, messages, warnings and error values carry no terminal controls", {
+  on.exit(reset_all())
+  daemons(1)
+  title <- paste0(ESC, "]0;pwned", "\007")
+  clip <- paste0(ESC, "]52;c;cHduZWQ=", "\007")
+  x <- hako({
+    cat(title, "out", "\n", sep = "")
+    cat(paste0(clear, "err\n"), file = stderr())
+    message(clip, "msg")
+    warning(paste0(clear, "warn"))
+    1
+  }, title = title, clear = paste0(ESC, "[2J", ESC, "[H"), clip = clip)
+  msgs <- character()
+  warns <- character()
+  out <- capture.output(
+    withCallingHandlers(v <- x[],
+      message = function(m) { msgs <<- c(msgs, conditionMessage(m)); invokeRestart("muffleMessage") },
+      warning = function(w) { warns <<- c(warns, conditionMessage(w)); invokeRestart("muffleWarning") }
+    ),
+    type = "output"
+  )
+  expect_equal(v, 1)
+  expect_true(any(grepl("^[]0;pwned^Gout", out, fixed = TRUE)))
+  expect_true(any(grepl("^[]52;c;cHduZWQ=^Gmsg", msgs, fixed = TRUE)))
+  expect_true(any(grepl("^[[2J^[[Hwarn", warns, fixed = TRUE)))
+  no_controls(c(out, msgs, warns))
+
+  e <- hako(stop(m), m = paste0(ESC, "[31mred", ESC, "]0;t\007"))[]
+  expect_true(is_hako_error(e))
+  # the value keeps the message as sent; what is shown is rendered safe
+  expect_equal(e$message, paste0(ESC, "[31mred", ESC, "]0;t\007"))
+  shown <- capture.output(print(e))
+  expect_true(any(grepl("^[[31mred^[]0;t^G", shown, fixed = TRUE)))
+  no_controls(shown)
+  err <- tryCatch(hako_map(1:2, function(i) stop(paste0(intToUtf8(27L), "[2J", i)))[.flat], error = conditionMessage)
+  expect_match(err, "^[[2J", fixed = TRUE)
+  no_controls(err)
+})
