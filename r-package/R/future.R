@@ -17,7 +17,9 @@
 #' `seed = TRUE` gives each future its L'Ecuyer-CMRG stream. Futures are
 #' queued by the host (first in, first out), so creating one never blocks.
 #' A daemon lost mid-future is retried by the host; once retries are spent,
-#' and on a timeout, `value()` signals a `FutureError`.
+#' on a timeout, and when the host refuses the result (unsafe or too large)
+#' or the future crashed its daemon, `value()` signals a `FutureError` with
+#' the host's reason.
 #'
 #' @param expr,envir,substitute,lazy,seed,globals,packages,stdout,conditions,label,... As for [future::future()].
 #' @param workers Number of sandboxed daemons.
@@ -162,13 +164,26 @@ result.HakoFuture <- function(future, ...) {
   v <- future$hako[]
   label <- if (is.null(future$label)) "<none>" else future$label
   if (inherits(v, "hako_future_result")) {
-    r <- future::FutureResult(value = v$value, visible = isTRUE(v$visible), stdout = v$stdout,
-                              conditions = v$conditions, rng = isTRUE(v$rng), started = v$started,
+    # value() writes the stdout and resignals the conditions: their terminal
+    # controls are rendered visibly first
+    stdout <- if (is.character(v$stdout)) safe_text(v$stdout) else v$stdout
+    conds <- lapply(v$conditions, function(c) {
+      if (is.list(c)) c$condition <- tryCatch(safe_condition(c$condition), error = function(e) c$condition)
+      c
+    })
+    r <- future::FutureResult(value = v$value, visible = isTRUE(v$visible), stdout = stdout,
+                              conditions = conds, rng = isTRUE(v$rng), started = v$started,
                               finished = v$finished)
+  } else if (is_hako_error(v) && any(attr(v, "condition.class", exact = TRUE) %in% HOST_FAILURES)) {
+    # the host refused or lost the result: not an error of the expression
+    err <- future::FutureError(sprintf("HakoFuture (%s): %s", label, err_msg(v)), future = future)
+    future$result <- err
+    future$state <- "failed"
+    stop(err)
   } else if (is_hako_error(v)) {
     # the task could not even start (e.g. a package the sandbox lacks):
     # an evaluation error, resignalled by value()
-    cond <- simpleError(attr(v, "message", exact = TRUE))
+    cond <- simpleError(err_msg(v))
     r <- future::FutureResult(value = NULL, visible = TRUE, conditions = list(list(condition = cond, signaled = 0L)))
   } else {
     what <- switch(as.character(unclass(v)[[1L]]),
@@ -185,6 +200,11 @@ result.HakoFuture <- function(future, ...) {
   future$state <- "finished"
   r
 }
+
+# hakoError classes of failures on the host's side (the result was refused
+# as unsafe or too large, or its daemon crashed): FutureErrors, as for a
+# lost worker, rather than errors of the future's expression.
+HOST_FAILURES <- c("hakoRefused", "hakoRejected", "hakoCrashed", "hakoUnserializeError", "hakoProtocolError")
 
 #' @exportS3Method future::nbrOfWorkers
 nbrOfWorkers.hako_multisession <- function(evaluator) {

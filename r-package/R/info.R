@@ -63,7 +63,9 @@ query_info <- function(p, wait = 30) {
 #' joins later, and (as daemons reset their sandbox between tasks) again
 #' after each reset, so that what it sets up persists: assign into the
 #' global environment (`x <<- 1`, `assign(..., envir = globalenv())`) or
-#' attach packages (`library(stats4)`). Its value is discarded.
+#' attach packages (`library(stats4)`). Its value is discarded. The host
+#' keeps everywhere() code for daemons that join later, up to a bound: past
+#' it, everywhere() signals an error with the host's reason.
 #'
 #' @inheritParams hako
 #' @param .timeout Seconds to wait for the host's acknowledgement.
@@ -86,12 +88,20 @@ everywhere <- function(.expr, ..., .args = list(), .compute = NULL, .timeout = 3
   payload <- task_payload(wrapped, a = .args, g = g)
   check_size(p, payload)
   id <- new_id(p)
-  send_frame(p, T_EVERYWHERE, c(u32(id), payload))
   key <- as.character(id)
+  # the host refuses an everywhere() (e.g. past its bound on the code it
+  # keeps) with a RESULT of the same id instead of the acknowledgement
+  refusal <- new_hako(p, id, relay = FALSE)
+  suspendInterrupts({
+    assign(key, refusal, envir = p$pending)
+    send_frame(p, T_EVERYWHERE, c(u32(id), payload))
+  })
+  on.exit(pending_take(p, key))
   deadline <- Sys.time() + .timeout
   while (!exists(key, envir = p$acks, inherits = FALSE)) {
     poll(p, 0.2)
     if (!p$alive) stop_dead(p)
+    if (refusal$resolved) stop("hako: ", err_msg(refusal$value), call. = FALSE)
     if (Sys.time() > deadline) stop("hako: no acknowledgement of everywhere() from the host", call. = FALSE)
   }
   n <- get(key, envir = p$acks)

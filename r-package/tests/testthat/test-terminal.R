@@ -61,3 +61,30 @@ test_that("relayed output, messages, warnings and error values carry no terminal
   expect_match(err, "^[[2J", fixed = TRUE)
   no_controls(err)
 })
+
+test_that("a future's relayed stdout and conditions carry no terminal controls", {
+  skip_if_not_installed("future")
+  on.exit({ future::plan("sequential"); reset_all() })
+  daemons(1)
+  future::plan(hako::hako_cluster)
+  f <- future::future({
+    cat(paste0(esc, "]0;pwned\007out\n"))
+    message(paste0(esc, "[2Jmsg"))
+    warning(paste0(esc, "[Hwarn"))
+    stop(paste0(esc, "[31mboom"))
+  }, globals = list(esc = ESC))
+  msgs <- character()
+  warns <- character()
+  out <- capture.output(
+    err <- tryCatch(withCallingHandlers(future::value(f),
+      message = function(m) { msgs <<- c(msgs, conditionMessage(m)); invokeRestart("muffleMessage") },
+      warning = function(w) { warns <<- c(warns, conditionMessage(w)); invokeRestart("muffleWarning") }
+    ), error = conditionMessage),
+    type = "output"
+  )
+  expect_true(any(grepl("^[]0;pwned^Gout", out, fixed = TRUE)))
+  expect_true(any(grepl("^[[2Jmsg", msgs, fixed = TRUE)))
+  expect_true(any(grepl("^[[Hwarn", warns, fixed = TRUE)))
+  expect_match(err, "^[[31mboom", fixed = TRUE)
+  no_controls(c(out, msgs, warns, err))
+})

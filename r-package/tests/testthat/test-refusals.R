@@ -1,0 +1,39 @@
+# The host's refusals reach the R user with the host's reason: as an error
+# value for a task, an R error for everywhere(), a FutureError for a future.
+
+test_that("a result over max_payload is a 'result too large' error value, and the daemon lives on", {
+  on.exit(reset_all())
+  daemons(1, max_payload = 1)
+  v <- hako(raw(3e6))[]
+  expect_true(is_hako_error(v))
+  expect_s3_class(v, "hakoError")
+  expect_true("hakoRejected" %in% v$condition.class)
+  expect_match(v$message, "result too large")
+  expect_output(print(v), "result too large")
+  m <- hako_map(1:2, function(i) if (i == 2) raw(3e6) else i)
+  err <- tryCatch(m[.flat], error = conditionMessage)
+  expect_match(err, "element 2 failed: result too large")
+  expect_equal(hako(1 + 1)[], 2)
+})
+
+test_that("an everywhere() past the host's bound is an R error with the host's reason", {
+  on.exit(reset_all())
+  daemons(1, max_everywhere = 1)
+  expect_equal(everywhere(a <<- length(big), big = raw(6e5)), 1L)
+  expect_error(everywhere(b <<- length(big), big = raw(6e5)), "everywhere\\(\\) refused")
+  # what was kept still applies, and the session goes on
+  expect_equal(hako(a)[], 6e5)
+  expect_error(everywhere(c <<- 1), NA)
+})
+
+test_that("a refused result is a FutureError naming the host's reason", {
+  skip_if_not_installed("future")
+  on.exit({ future::plan("sequential"); reset_all() })
+  daemons(1, max_payload = 1)
+  future::plan(hako::hako_cluster)
+  f <- future::future(raw(3e6))
+  err <- tryCatch(future::value(f), error = identity)
+  expect_s3_class(err, "FutureError")
+  expect_match(conditionMessage(err), "result too large")
+  expect_equal(future::value(future::future(1 + 1)), 2)
+})
