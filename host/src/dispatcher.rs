@@ -11,10 +11,10 @@
 //!   after its daemon was presumed lost) is dropped.
 
 use crate::protocol::{
-    Capabilities, DaemonLimits, DaemonRow, Everywhere, FailKind, InfoReport, Message, Outcome,
-    Task, TaskReport,
+    clamp_timeout_ms, Capabilities, DaemonLimits, DaemonRow, Everywhere, FailKind, InfoReport,
+    Message, Outcome, Task, TaskReport,
 };
-use crate::ws::{Out, OutTx};
+use crate::ws::{Out, OutTx, Unread};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +31,11 @@ pub trait Peer: Send + Sync {
     fn send(&self, m: Message) -> bool;
     /// End the connection with a reason.
     fn close(&self, reason: &str);
+    /// Bytes of results queued for this peer and not yet written to it: a
+    /// client that never reads must not make the host hold unbounded memory.
+    fn unread(&self) -> u64 {
+        0
+    }
 }
 
 impl Peer for OutTx {
@@ -39,6 +44,45 @@ impl Peer for OutTx {
     }
     fn close(&self, reason: &str) {
         let _ = mpsc::UnboundedSender::send(self, Out::Close(reason.to_string()));
+    }
+}
+
+/// A client's connection: results queued for it are counted until written,
+/// so the dispatcher can refuse new tasks from a client that does not read.
+pub struct ClientTx {
+    tx: OutTx,
+    unread: Arc<Unread>,
+}
+
+impl ClientTx {
+    pub fn new(tx: OutTx) -> ClientTx {
+        ClientTx {
+            tx,
+            unread: Arc::default(),
+        }
+    }
+}
+
+impl Peer for ClientTx {
+    fn send(&self, m: Message) -> bool {
+        let out = match &m {
+            Message::Result(r) => {
+                let bytes = match &r.outcome {
+                    Outcome::Value(b) | Outcome::Error(b) => b.len(),
+                    Outcome::Failed { message, .. } => message.len(),
+                } + r.output.iter().map(|c| c.bytes.len()).sum::<usize>();
+                let ticket = self.unread.ticket(bytes as u64);
+                Out::Counted(m, ticket)
+            }
+            _ => Out::Msg(m),
+        };
+        self.tx.send(out).is_ok()
+    }
+    fn close(&self, reason: &str) {
+        Peer::close(&self.tx, reason);
+    }
+    fn unread(&self) -> u64 {
+        self.unread.bytes()
     }
 }
 
@@ -103,7 +147,8 @@ impl Handle {
 
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Times a task is re-queued after its daemon is lost mid-task.
+    /// Times a task is retried after a daemon died while running it (after
+    /// it reported `Started`); one more such death resolves it as crashed.
     pub retries: u32,
     /// Time beyond a task's timeout before the host gives up on the daemon
     /// stopping it by itself (covers the sandbox's interrupt grace).
@@ -112,15 +157,28 @@ pub struct Options {
     pub shutdown_grace: Duration,
     /// Largest task payload accepted.
     pub max_payload: u64,
+    /// Bytes of `everywhere()` payloads the host keeps (for daemons that
+    /// join later): past it, a new EVERYWHERE is refused.
+    pub max_everywhere: u64,
+    /// Bytes of results queued for one client and not yet read: past it,
+    /// the client's new tasks are refused at once (never blocked).
+    pub max_unread: u64,
 }
+
+/// Times a task may be handed back by daemons lost before it started (a
+/// connection blip, not the task's fault) before it resolves as a lost
+/// connection: bounds what a daemon that takes tasks and drops them can do.
+const MAX_BLIPS: u32 = 8;
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            retries: 2,
+            retries: 1,
             slack: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             max_payload: 256 << 20,
+            max_everywhere: 64 << 20,
+            max_unread: 256 << 20,
         }
     }
 }
@@ -138,14 +196,18 @@ struct TaskRec {
     client_task: u64,
     payload: Bytes,
     timeout: Option<Duration>,
-    /// Daemons lost while running it.
-    attempts: u32,
+    /// Names of the daemons that died while running it (after `Started`).
+    crashed: Vec<String>,
+    /// Daemons lost before it started there.
+    blips: u32,
     state: TaskState,
 }
 
 struct Busy {
     task: u64,
     since: Instant,
+    /// The daemon said it began evaluating: losing it now is charged to the task.
+    started: bool,
     /// Set when the host resolved the task itself (cancel, timeout): the
     /// daemon's result will be dropped, and it must report soon.
     abandoned: Option<Instant>,
@@ -186,6 +248,7 @@ pub struct Dispatcher {
     idle: VecDeque<ConnId>,
     clients: HashMap<ConnId, ClientRec>,
     everywhere: Vec<Everywhere>,
+    everywhere_bytes: u64,
     next_task: u64,
     cumulative: u64,
     completed: u64,
@@ -203,6 +266,7 @@ impl Dispatcher {
             idle: VecDeque::new(),
             clients: HashMap::new(),
             everywhere: Vec::new(),
+            everywhere_bytes: 0,
             next_task: 1,
             cumulative: 0,
             completed: 0,
@@ -301,6 +365,14 @@ impl Dispatcher {
                         FailKind::Rejected,
                         format!("task id {} is already pending", t.id),
                     ))
+                } else if client.peer.unread() > self.opts.max_unread {
+                    Some((
+                        FailKind::Rejected,
+                        format!(
+                            "too many unread results ({} MiB): read results before submitting more",
+                            client.peer.unread() >> 20
+                        ),
+                    ))
                 } else {
                     None
                 };
@@ -323,8 +395,11 @@ impl Dispatcher {
                         client: cid,
                         client_task: t.id,
                         payload: t.payload,
-                        timeout: t.timeout_ms.map(Duration::from_millis),
-                        attempts: 0,
+                        timeout: t
+                            .timeout_ms
+                            .map(|ms| Duration::from_millis(clamp_timeout_ms(ms))),
+                        crashed: Vec::new(),
+                        blips: 0,
                         state: TaskState::Queued,
                     },
                 );
@@ -336,6 +411,26 @@ impl Dispatcher {
                 }
             }
             Message::Everywhere(e) => {
+                let size = e.payload.len() as u64;
+                let kept = self.everywhere_bytes;
+                if kept.saturating_add(size) > self.opts.max_everywhere {
+                    // Answered like a refused task with the same id, which the
+                    // link shows the R session as a 'rejected' status.
+                    client.peer.send(Message::Result(TaskReport {
+                        id: e.id,
+                        outcome: Outcome::Failed {
+                            kind: FailKind::Rejected,
+                            message: format!(
+                                "everywhere() refused: the host keeps at most {} MiB of everywhere() code ({} MiB kept, this one is {} KiB)",
+                                self.opts.max_everywhere >> 20,
+                                kept >> 20,
+                                size >> 10
+                            ),
+                        },
+                        output: vec![],
+                    }));
+                    return;
+                }
                 let ack = self.add_everywhere(e.payload);
                 if let Some(c) = self.clients.get(&cid) {
                     c.peer.send(Message::EverywhereAck {
@@ -360,6 +455,7 @@ impl Dispatcher {
     /// Record `payload` to run on every daemon, now and later. Returns how
     /// many daemons it was sent to now.
     fn add_everywhere(&mut self, payload: Bytes) -> u32 {
+        self.everywhere_bytes = self.everywhere_bytes.saturating_add(payload.len() as u64);
         let e = Everywhere {
             id: self.everywhere.len() as u64 + 1,
             payload,
@@ -429,7 +525,9 @@ impl Dispatcher {
                 let ours = busy.abandoned.is_none()
                     && matches!(self.tasks.get(&r.id), Some(TaskRec { state: TaskState::Running { daemon, .. }, .. }) if *daemon == did);
                 if ours {
-                    self.resolve(r.id, r.outcome, r.output);
+                    // The one choke point: no value a daemon sends reaches a
+                    // client without passing the result verifier.
+                    self.resolve(r.id, crate::verify::checked(r.outcome), r.output);
                 } else {
                     tracing::debug!(
                         daemon = did,
@@ -438,6 +536,13 @@ impl Dispatcher {
                     );
                 }
                 self.make_idle(did);
+            }
+            Message::Started { id } => {
+                // Only the task it runs counts; anything else is stale
+                // (a task the host already gave up on) and ignored.
+                if let Some(b) = d.busy.as_mut().filter(|b| b.task == id) {
+                    b.started = true;
+                }
             }
             Message::Bye { reason } => {
                 tracing::info!(daemon = did, %reason, "daemon leaving");
@@ -477,7 +582,7 @@ impl Dispatcher {
             tracing::info!(daemon = id, name = %d.info.name, %reason, "daemon left");
             if let Some(b) = d.busy {
                 if b.abandoned.is_none() {
-                    self.lost_task(b.task, &d.info.name, reason);
+                    self.lost_task(b.task, b.started, &d.info.name, reason);
                 }
             }
         } else if let Some(c) = self.clients.remove(&id) {
@@ -490,33 +595,50 @@ impl Dispatcher {
         }
     }
 
-    /// Its daemon was lost while running it: retry, or resolve it to a
-    /// 'connection reset' error once the retries are spent.
-    fn lost_task(&mut self, tid: u64, daemon: &str, reason: &str) {
+    /// Its daemon was lost. Lost after the task started there: charged to
+    /// the task, which is retried `retries` times elsewhere and then
+    /// resolves as having crashed its daemons, so one poisoned task cannot
+    /// take every daemon down. Lost before it started (a blip): re-queued
+    /// uncharged, up to [`MAX_BLIPS`] times.
+    fn lost_task(&mut self, tid: u64, started: bool, daemon: &str, reason: &str) {
         let Some(t) = self.tasks.get_mut(&tid) else {
             return;
         };
-        t.attempts += 1;
-        if t.attempts <= self.opts.retries && self.shutdown.is_none() {
-            tracing::info!(
-                task = tid,
-                attempt = t.attempts,
-                "re-queueing the task of a lost daemon"
-            );
-            self.requeue_front(tid);
+        let outcome = if started {
+            t.crashed.push(daemon.to_string());
+            if t.crashed.len() as u64 <= u64::from(self.opts.retries) && self.shutdown.is_none() {
+                None
+            } else {
+                Some((
+                    FailKind::Crashed,
+                    format!(
+                        "the task crashed its daemon: {} lost while running it (last: {reason})",
+                        t.crashed.join(", ")
+                    ),
+                ))
+            }
         } else {
-            let message = format!(
-                "connection reset: daemon {daemon} was lost ({reason}) after {} attempt(s)",
-                t.attempts
-            );
-            self.resolve(
-                tid,
-                Outcome::Failed {
-                    kind: FailKind::ConnectionReset,
-                    message,
-                },
-                vec![],
-            );
+            t.blips += 1;
+            if t.blips <= MAX_BLIPS && self.shutdown.is_none() {
+                None
+            } else {
+                Some((
+                    FailKind::ConnectionReset,
+                    format!(
+                        "connection reset: daemon {daemon} was lost ({reason}) before the task started, {} time(s)",
+                        t.blips
+                    ),
+                ))
+            }
+        };
+        match outcome {
+            None => {
+                tracing::info!(task = tid, started, "re-queueing the task of a lost daemon");
+                self.requeue_front(tid);
+            }
+            Some((kind, message)) => {
+                self.resolve(tid, Outcome::Failed { kind, message }, vec![]);
+            }
         }
     }
 
@@ -571,18 +693,24 @@ impl Dispatcher {
         let (Some(t), Some(d)) = (self.tasks.get_mut(&tid), self.daemons.get_mut(&did)) else {
             return;
         };
-        let cap = d.info.limits.task_timeout_ms.map(Duration::from_millis);
+        // Both are clamped, so the deadline below cannot overflow.
+        let cap = d
+            .info
+            .limits
+            .task_timeout_ms
+            .map(|ms| Duration::from_millis(clamp_timeout_ms(ms)));
         let timeout = match (t.timeout, cap) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         t.state = TaskState::Running {
             daemon: did,
-            deadline: timeout.map(|t| now + t + self.opts.slack),
+            deadline: timeout.and_then(|t| now.checked_add(t + self.opts.slack)),
         };
         d.busy = Some(Busy {
             task: tid,
             since: now,
+            started: false,
             abandoned: None,
         });
         d.assigned += 1;
@@ -621,7 +749,9 @@ impl Dispatcher {
                         }
                     }
                 }
-                Some(at) if now.duration_since(at) > self.opts.slack * 4 => stuck.push(did),
+                Some(at) if now.saturating_duration_since(at) > self.opts.slack * 4 => {
+                    stuck.push(did)
+                }
                 Some(_) => {}
             }
         }
@@ -783,6 +913,7 @@ mod tests {
     struct Fake {
         got: Mutex<Vec<Message>>,
         closed: Mutex<Option<String>>,
+        unread: AtomicU64,
     }
 
     impl Peer for Fake {
@@ -792,6 +923,9 @@ mod tests {
         }
         fn close(&self, reason: &str) {
             *self.closed.lock().unwrap() = Some(reason.into());
+        }
+        fn unread(&self) -> u64 {
+            self.unread.load(Ordering::Relaxed)
         }
     }
 
@@ -879,6 +1013,18 @@ mod tests {
                 }),
             });
         }
+        fn started(&mut self, daemon: ConnId, tid: u64) {
+            self.ev(Event::FromDaemon {
+                id: daemon,
+                msg: Message::Started { id: tid },
+            });
+        }
+        fn lose(&mut self, daemon: ConnId) {
+            self.ev(Event::Left {
+                id: daemon,
+                reason: "killed".into(),
+            });
+        }
         fn report(&mut self, daemon: ConnId, tid: u64, v: &str) {
             self.ev(Event::FromDaemon {
                 id: daemon,
@@ -926,63 +1072,180 @@ mod tests {
         let a = w.daemon(1, info(None, None));
         w.submit(100, 7, None);
         assert_eq!(a.tasks(), vec![1]);
-        w.ev(Event::Left {
-            id: 1,
-            reason: "killed".into(),
-        });
+        w.started(1, 1);
+        w.lose(1);
         let b = w.daemon(2, info(None, None));
         assert_eq!(b.tasks(), vec![1], "re-queued and given to the next daemon");
         // The presumed-dead daemon's result arrives late: ignored.
         w.report(1, 1, "late");
         w.report(2, 1, "ok");
         assert_eq!(c.results(), vec![(7, value("ok"))]);
-        // Lost again: the single retry is spent.
-        w.submit(100, 8, None);
-        assert_eq!(b.tasks(), vec![2]);
-        w.ev(Event::Left {
-            id: 2,
-            reason: "killed".into(),
-        });
-        let d3 = w.daemon(3, info(None, None));
-        assert_eq!(d3.tasks(), vec![2]);
-        w.ev(Event::Left {
-            id: 3,
-            reason: "killed".into(),
-        });
-        let r = c.results();
-        assert_eq!(r.len(), 1);
-        assert!(matches!(
-            r[0],
-            (
-                8,
-                Outcome::Failed {
-                    kind: FailKind::ConnectionReset,
-                    ..
-                }
-            )
-        ));
     }
 
     #[test]
-    fn without_retry_a_lost_task_is_an_error_at_once() {
-        let mut w = World::new(0);
+    fn a_task_that_kills_two_daemons_is_crashed_and_kills_no_third() {
+        let mut w = World::new(1);
         let c = w.client(100);
-        let _a = w.daemon(1, info(None, None));
+        w.submit(100, 8, None);
+        let a = w.daemon(1, info(None, None));
+        assert_eq!(a.tasks(), vec![1]);
+        w.started(1, 1);
+        w.lose(1);
+        let b = w.daemon(2, info(None, None));
+        assert_eq!(b.tasks(), vec![1], "retried once elsewhere");
+        w.started(2, 1);
+        w.lose(2);
+        let d3 = w.daemon(3, info(None, None));
+        assert!(d3.tasks().is_empty(), "not sent to a third daemon");
+        match &c.results()[..] {
+            [(
+                8,
+                Outcome::Failed {
+                    kind: FailKind::Crashed,
+                    message,
+                },
+            )] => assert!(message.contains("crashed its daemon"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn daemons_lost_before_the_task_started_are_not_charged() {
+        let mut w = World::new(1);
+        let c = w.client(100);
         w.submit(100, 1, None);
-        w.ev(Event::Left {
-            id: 1,
-            reason: "gone".into(),
+        // Daemons whose connections died before they began: blips.
+        for id in 1..=MAX_BLIPS as u64 {
+            let d = w.daemon(id, info(None, None));
+            assert_eq!(d.tasks(), vec![1]);
+            w.lose(id);
+        }
+        assert!(c.results().is_empty(), "blips cost the task nothing");
+        // A real crash still gets its retry.
+        let d = w.daemon(50, info(None, None));
+        assert_eq!(d.tasks(), vec![1]);
+        w.started(50, 1);
+        w.lose(50);
+        let d = w.daemon(51, info(None, None));
+        assert_eq!(d.tasks(), vec![1]);
+        w.report(51, 1, "ok");
+        assert_eq!(c.results(), vec![(1, value("ok"))]);
+        // Endless blips are bounded: the task then resolves as lost.
+        w.ev(Event::FromDaemon {
+            id: 51,
+            msg: Message::Bye {
+                reason: "done".into(),
+            },
         });
+        w.lose(51);
+        w.submit(100, 2, None);
+        for id in 60..=(60 + MAX_BLIPS as u64) {
+            let d = w.daemon(id, info(None, None));
+            assert_eq!(d.tasks(), vec![2]);
+            w.lose(id);
+        }
         assert!(matches!(
             c.results()[..],
             [(
-                1,
+                2,
                 Outcome::Failed {
                     kind: FailKind::ConnectionReset,
                     ..
                 }
             )]
         ));
+    }
+
+    #[test]
+    fn without_retry_a_crash_is_an_error_at_once() {
+        let mut w = World::new(0);
+        let c = w.client(100);
+        let _a = w.daemon(1, info(None, None));
+        w.submit(100, 1, None);
+        w.started(1, 1);
+        w.lose(1);
+        assert!(matches!(
+            c.results()[..],
+            [(
+                1,
+                Outcome::Failed {
+                    kind: FailKind::Crashed,
+                    ..
+                }
+            )]
+        ));
+    }
+
+    #[test]
+    fn huge_timeouts_are_clamped_and_do_not_overflow() {
+        let mut w = World::new(1);
+        let _c = w.client(100);
+        let a = w.daemon(1, info(None, Some(u64::MAX)));
+        w.submit(100, 1, Some(u64::MAX));
+        match &a.take()[..] {
+            [Message::Task(t)] => {
+                assert_eq!(t.timeout_ms, Some(crate::protocol::MAX_TIMEOUT_MS))
+            }
+            other => panic!("{other:?}"),
+        }
+        w.now += Duration::from_secs(3600);
+        w.d.tick(w.now);
+        assert_eq!(w.d.info(w.now).executing, 1);
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_gets_refusals_not_memory() {
+        let mut w = World::new(1);
+        let c = w.client(100);
+        let a = w.daemon(1, info(None, None));
+        w.submit(100, 1, None);
+        assert_eq!(a.tasks(), vec![1]);
+        c.unread.store(w.d.opts.max_unread + 1, Ordering::Relaxed);
+        w.submit(100, 2, None);
+        match &c.results()[..] {
+            [(
+                2,
+                Outcome::Failed {
+                    kind: FailKind::Rejected,
+                    message,
+                },
+            )] => assert!(message.contains("too many unread results"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        // Its running task still completes; once read, tasks are taken again.
+        w.report(1, 1, "v");
+        assert_eq!(c.results(), vec![(1, value("v"))]);
+        c.unread.store(0, Ordering::Relaxed);
+        w.submit(100, 3, None);
+        assert_eq!(a.tasks(), vec![2]);
+    }
+
+    #[test]
+    fn everywhere_code_kept_is_bounded() {
+        let mut w = World::new(1);
+        w.d.opts.max_everywhere = 10;
+        let c = w.client(100);
+        let send = |w: &mut World, id: u64, n: usize| {
+            w.ev(Event::FromClient {
+                id: 100,
+                msg: Message::Everywhere(Everywhere {
+                    id,
+                    payload: Bytes::from(vec![b'x'; n]),
+                }),
+            })
+        };
+        send(&mut w, 1, 6);
+        send(&mut w, 2, 6);
+        send(&mut w, 3, 4);
+        let got = c.take();
+        assert_eq!(got[0], Message::EverywhereAck { id: 1, daemons: 0 });
+        assert!(
+            matches!(&got[1], Message::Result(TaskReport { id: 2, outcome: Outcome::Failed { kind: FailKind::Rejected, message }, .. }) if message.contains("everywhere() refused")),
+            "{got:?}"
+        );
+        assert_eq!(got[2], Message::EverywhereAck { id: 3, daemons: 0 });
+        let d = w.daemon(1, info(None, None));
+        assert_eq!(d.take().len(), 2, "only the kept ones reach a new daemon");
     }
 
     #[test]

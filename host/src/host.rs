@@ -27,9 +27,12 @@ const LINK_ACCEPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Args, Clone, Debug)]
 pub struct HostArgs {
-    /// Listen for daemons and remote clients at ADDR:PORT (port 0: any free).
-    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:0")]
-    listen: String,
+    /// Listen for daemons and remote clients at ADDR:PORT (port 0: any free;
+    /// e.g. 0.0.0.0:7000 to take daemons from other machines). Default: no
+    /// listening with --local N (local daemons need no network), otherwise
+    /// loopback only (127.0.0.1:0): other machines are let in only when asked.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<String>,
     /// Do not listen on the network (local daemons only).
     #[arg(long, conflicts_with = "listen")]
     no_listen: bool,
@@ -74,17 +77,28 @@ pub struct HostArgs {
     /// name, or the listen address when it is specific).
     #[arg(long, value_name = "HOST")]
     advertise: Option<String>,
-    /// Re-queue a task this many times when its daemon is lost (0: never).
-    #[arg(long, default_value_t = 2)]
+    /// Retry a task this many times when a daemon dies while running it
+    /// (0: never); one more such death resolves it as 'crashed its daemon'.
+    /// Daemons lost before a task started are not counted.
+    #[arg(long, default_value_t = 1)]
     retries: u32,
     /// Largest task payload, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     max_payload: u64,
+    /// Most `everywhere()` code the host keeps for daemons that join later,
+    /// in MiB: past it, a new everywhere() is refused.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    max_everywhere: u64,
+    /// Most bytes of results held for a client that has not read them, in
+    /// MiB: past it, its new tasks are refused at once until it reads.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    max_unread: u64,
     /// Largest control frame, in KiB.
     #[arg(long, value_name = "KIB", default_value_t = 64, hide = true)]
     max_control: u64,
-    /// Seconds a connection has to complete TLS, upgrade and hello.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    /// Seconds a connection has to complete TLS, upgrade and hello (kept
+    /// short: a half-open connection holds a handshake slot until then).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     handshake_timeout: f64,
     /// Seconds between heartbeats; a peer silent for three is dropped.
     #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
@@ -187,6 +201,12 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         .transpose()?;
     if !args.sandbox.mount.is_empty() && args.local == 0 {
         bail!("--mount applies to local daemons: add --local N (remote daemons choose their own mounts)");
+    // Listening is explicit when local daemons are there to do the work.
+    let listen = match (&args.listen, args.no_listen, args.local) {
+        (Some(l), _, _) => Some(l.clone()),
+        (None, true, _) | (None, false, 1..) => None,
+        (None, false, 0) => Some("127.0.0.1:0".to_string()),
+    };
     }
     let sandbox = args.sandbox.config(task_timeout)?;
     if args.no_listen && args.local == 0 {
@@ -211,6 +231,8 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         })
     };
 
+        max_everywhere: args.max_everywhere.saturating_mul(1 << 20),
+        max_unread: args.max_unread.saturating_mul(1 << 20),
     let (handle, dispatcher_task) = dispatcher::start(dispatcher::Options {
         retries: args.retries,
         slack: Duration::from_secs(5),
@@ -227,11 +249,10 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
     let _ = writeln!(ready, "max_payload\t{}", limits.bulk);
     let _ = writeln!(ready, "local\t{}", args.local);
     let mut banner = String::new();
-    if !args.no_listen {
-        let addr: SocketAddr = args
-            .listen
+    if let Some(listen) = &listen {
+        let addr: SocketAddr = listen
             .parse()
-            .with_context(|| format!("--listen {}: expected ADDR:PORT", args.listen))?;
+            .with_context(|| format!("--listen {listen}: expected ADDR:PORT"))?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
@@ -343,7 +364,7 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         let (tx, rx) = mpsc::unbounded_channel();
         handle.send(Event::ClientJoined {
             id,
-            peer: Arc::new(tx),
+            peer: Arc::new(dispatcher::ClientTx::new(tx)),
             name: "link".into(),
         });
         let h = handle.clone();

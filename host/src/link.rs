@@ -273,15 +273,20 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut w = BufWriter::with_capacity(64 << 10, w);
     let mut direct_open = true;
     loop {
-        let frame = tokio::select! {
+        // A counted result's ticket is dropped once its frame is written.
+        let (frame, ticket) = tokio::select! {
             biased;
             d = direct.recv(), if direct_open => match d {
-                Some(o) => lf::encode_out(&o),
+                Some(o) => (lf::encode_out(&o), None),
                 None => { direct_open = false; continue; }
             },
             e = events.recv() => match e {
                 Some(Out::Msg(m)) => match to_link(m) {
-                    Some(o) => lf::encode_out(&o),
+                    Some(o) => (lf::encode_out(&o), None),
+                    None => continue,
+                },
+                Some(Out::Counted(m, t)) => match to_link(m) {
+                    Some(o) => (lf::encode_out(&o), Some(t)),
                     None => continue,
                 },
                 Some(Out::Close(_)) | None => break,
@@ -291,6 +296,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             return;
         }
         // Flush when nothing else is ready, so bursts share a write.
+        drop(frame);
+        drop(ticket);
         if direct.is_empty() && events.is_empty() && w.flush().await.is_err() {
             return;
         }
@@ -303,7 +310,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 }
 
 /// Accept one link connection on a loopback socket: it must open with a
-/// `HELLO` carrying `token`. Others are told why and closed.
+/// Link handshakes served at once; a newcomer beyond it displaces the
+/// oldest (so a local user's silent sockets cannot hold the R session out).
+const MAX_LINK_HANDSHAKES: usize = 32;
+/// How long a link connection has to present its hello.
+const LINK_HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `HELLO` carrying `token`. Handshakes are served concurrently and the
+/// first connection with the right token wins; others are told why and
+/// closed, and a silent one delays nobody.
 pub async fn accept_socket(
     listener: &tokio::net::TcpListener,
     token: &str,
@@ -312,54 +327,125 @@ pub async fn accept_socket(
     tokio::net::tcp::OwnedWriteHalf,
 )> {
     loop {
-        let (mut s, addr) = listener.accept().await?;
-        let _ = s.set_nodelay(true);
-        let hello =
-            tokio::time::timeout(std::time::Duration::from_secs(10), read_frame(&mut s, 4096))
-                .await;
-        let verdict = match hello {
-            Ok(Ok(Some((ty, body)))) => match lf::parse_in(ty, &body) {
-                Ok(LinkIn::Hello { version, token: t }) if version == lf::LINK_VERSION => {
-                    if crate::token::matches(token, &t) {
-                        Ok(())
-                    } else {
-                        Err("wrong token".to_string())
+    let token: std::sync::Arc<str> = token.into();
+    let mut handshakes = tokio::task::JoinSet::new();
+    let mut order: std::collections::VecDeque<tokio::task::AbortHandle> = Default::default();
+        tokio::select! {
+            r = listener.accept() => {
+                let (s, addr) = r?;
+                let _ = s.set_nodelay(true);
+                order.retain(|h| !h.is_finished());
+                if order.len() >= MAX_LINK_HANDSHAKES {
+                    if let Some(oldest) = order.pop_front() {
+                        oldest.abort();
                     }
                 }
-                Ok(LinkIn::Hello { version, .. }) => Err(format!(
-                    "link version mismatch: R speaks {version}, hako speaks {}",
-                    lf::LINK_VERSION
-                )),
-                _ => Err("expected a hello".into()),
-            },
-            Ok(_) => Err("expected a hello".into()),
-            Err(_) => Err("no hello in time".into()),
-        };
-        match verdict {
-            Ok(()) => {
-                let (r, w) = s.into_split();
-                return Ok((r, w));
+                let token = token.clone();
+                order.push_back(handshakes.spawn(link_hello(s, addr, token)));
             }
-            Err(reason) => {
-                tracing::warn!(%addr, %reason, "client link refused");
-                let _ = s.write_all(&lf::encode_out(&LinkOut::Notice(reason))).await;
+            Some(done) = handshakes.join_next() => {
+                if let Ok(Some(s)) = done {
+                    // Dropping the set ends the other handshakes.
+                    let (r, w) = s.into_split();
+                    return Ok((r, w));
+                }
             }
         }
     }
 }
 
-/// Write `text` to `path` readable by its owner only, atomically.
+/// One connection's hello: the stream when it carries the token.
+async fn link_hello(
+    mut s: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
+    token: std::sync::Arc<str>,
+) -> Option<tokio::net::TcpStream> {
+    let hello = tokio::time::timeout(LINK_HELLO_TIMEOUT, read_frame(&mut s, 4096)).await;
+    let verdict = match hello {
+        Ok(Ok(Some((ty, body)))) => match lf::parse_in(ty, &body) {
+            Ok(LinkIn::Hello { version, token: t }) if version == lf::LINK_VERSION => {
+                if crate::token::matches(&token, &t) {
+                    Ok(())
+                } else {
+                    Err("wrong token".to_string())
+                }
+            }
+        }
+            Ok(LinkIn::Hello { version, .. }) => Err(format!(
+                "link version mismatch: R speaks {version}, hako speaks {}",
+                lf::LINK_VERSION
+            )),
+            _ => Err("expected a hello".into()),
+        },
+        Ok(_) => Err("expected a hello".into()),
+        Err(_) => Err("no hello in time".into()),
+    };
+    match verdict {
+        Ok(()) => Some(s),
+        Err(reason) => {
+            tracing::warn!(%addr, %reason, "client link refused");
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                s.write_all(&lf::encode_out(&LinkOut::Notice(reason))),
+            )
+            .await;
+            None
+    }
+}
+
+/// Write `text` to `path`, readable by its owner only, atomically and
+/// without following links: refused unless `path`'s directory belongs to
+/// this user and nobody else may write to it, and unless `path` is absent
+/// or a regular file. The text goes to a fresh file with a random name
+/// (created exclusively, never through a link), then is renamed into place.
 pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
+    use std::io::{Error, ErrorKind, Write};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let refuse = |why: String| Error::new(ErrorKind::PermissionDenied, why);
+    let name = path
+        .file_name()
+        .ok_or_else(|| refuse("the link file needs a file name".into()))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let dir = std::fs::metadata(&parent)?;
+    if !dir.is_dir() || dir.uid() != me || dir.mode() & 0o022 != 0 {
+        return Err(refuse(format!(
+            "{} must be a directory of this user that others cannot write to (the link file holds its tokens)",
+            parent.display()
+        )));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => {
+            return Err(refuse(format!(
+                "{} exists and is not a regular file (a link?)",
+                path.display()
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let suffix = crate::token::generate().map_err(|e| Error::other(e.to_string()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", &suffix[..suffix.len().min(16)]));
+    let tmp = parent.join(tmp_name);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+        .custom_flags(libc::O_NOFOLLOW)
+    let written = f
+        .write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

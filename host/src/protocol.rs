@@ -68,10 +68,12 @@ pub enum Kind {
     Pong = 11,
     Shutdown = 12,
     Bye = 13,
+    /// Daemon → host: evaluation of this task began (see `Message::Started`).
+    Started = 14,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Hello,
         Kind::Welcome,
         Kind::Refused,
@@ -86,6 +88,7 @@ impl Kind {
         Kind::Pong,
         Kind::Shutdown,
         Kind::Bye,
+        Kind::Started,
     ];
 
     pub fn from_u8(b: u8) -> Option<Kind> {
@@ -163,6 +166,15 @@ pub struct Welcome {
     pub limits: FrameLimits,
     /// Each side pings this often and gives up on a silent peer after three.
     pub heartbeat_ms: u64,
+}
+
+/// Longest task timeout anyone honours (30 days): a peer's `timeout_ms`
+/// beyond it (up to `u64::MAX`) is clamped, so deadlines never overflow.
+pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// A peer-given timeout, clamped to [`MAX_TIMEOUT_MS`].
+pub fn clamp_timeout_ms(ms: u64) -> u64 {
+    ms.min(MAX_TIMEOUT_MS)
 }
 
 /// A task: `serialize(list(expr, args), NULL, version = 3)` bytes.
@@ -280,6 +292,9 @@ pub enum Message {
 }
 
 impl Message {
+    // A daemon began evaluating this task: from now on, losing the daemon
+    // is charged to the task (retried once, then 'crashed its daemon').
+    Started { id: u64 },
     pub fn kind(&self) -> Kind {
         match self {
             Message::Hello(_) => Kind::Hello,
@@ -299,6 +314,7 @@ impl Message {
         }
     }
 }
+            Message::Started { .. } => Kind::Started,
 
 /// Why a frame was not accepted. Every variant closes the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,7 +393,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
         Message::Refused { reason } => put(&mut out, reason),
         Message::Task(t) => put(&mut out, t),
         Message::Result(r) => put(&mut out, r),
-        Message::Cancel { id } => put(&mut out, id),
+        Message::Cancel { id } | Message::Started { id } => put(&mut out, id),
         Message::Everywhere(e) => put(&mut out, e),
         Message::EverywhereAck { id, daemons } => put(&mut out, &(id, daemons)),
         Message::Status => {}
@@ -465,6 +481,9 @@ pub fn decode(frame: &[u8], limits: &FrameLimits) -> Result<Message, DecodeError
     })
 }
 
+        Kind::Started => Message::Started {
+            id: body(kind, rest)?,
+        },
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,6 +568,7 @@ mod tests {
         ]
     }
 
+            Message::Started { id: 5 },
     #[test]
     fn every_kind_round_trips_and_leads_with_its_kind() {
         let limits = FrameLimits::default();

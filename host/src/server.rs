@@ -2,22 +2,30 @@
 //! connection in its own task under a handshake deadline and a byte budget,
 //! then handed to the dispatcher. A refused peer is told why, logged, and
 //! closed; nobody else notices.
+//!
+//! Connections mid-handshake are admitted by source address (see
+//! [`Admission`]), so that sockets held open by one source cannot keep
+//! honest daemons and clients out.
 
-use crate::dispatcher::{DaemonInfo, Event, Handle};
+use crate::dispatcher::{ClientTx, DaemonInfo, Event, Handle};
 use crate::protocol::{FrameLimits, Message, Role, Welcome};
 use crate::token;
 use crate::ws::{self, Budget, Budgeted, End, Flow};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// Most connections allowed to be mid-handshake at once: together with the
 /// byte budget this bounds what unauthenticated peers can make us hold.
 const MAX_HANDSHAKES: usize = 256;
+/// Most connections mid-handshake from one source (an IPv4 address or an
+/// IPv6 /64).
+const MAX_HANDSHAKES_PER_SOURCE: usize = 16;
 /// Bytes an unauthenticated peer may send beyond a control frame (TLS
 /// handshake, HTTP upgrade request).
 const PREAUTH_SLACK: u64 = 32 << 10;
@@ -40,15 +48,12 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(cfg.tls.clone());
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let admission = Admission::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE);
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((tcp, addr)) => {
-                    let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                        tracing::warn!(%addr, "too many connections mid-handshake; dropping");
-                        continue;
-                    };
+                    let permit = admission.admit(addr.ip());
                     let _ = tcp.set_nodelay(true);
                     let cfg = cfg.clone();
                     let handle = handle.clone();
@@ -74,7 +79,7 @@ async fn connection(
     acceptor: TlsAcceptor,
     cfg: Arc<ServerConfig>,
     handle: Handle,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: Slot,
 ) {
     let budget = Budget::new(cfg.limits.control + PREAUTH_SLACK);
     let limits = cfg.limits;
@@ -89,7 +94,15 @@ async fn connection(
         let first = ws::recv(&mut ws, &limits).await;
         Ok::<_, String>((ws, first))
     };
-    let (mut ws, first) = match tokio::time::timeout(cfg.handshake_timeout, handshake).await {
+    let evicted = permit.evicted.clone();
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(cfg.handshake_timeout, handshake) => r,
+        _ = evicted.notified() => {
+            tracing::warn!(%addr, "dropped mid-handshake: its source holds too many half-open connections");
+            return;
+        }
+    };
+    let (mut ws, first) = match outcome {
         Err(_) => {
             tracing::warn!(%addr, "refused: no hello within {:?}", cfg.handshake_timeout);
             return;
@@ -138,7 +151,6 @@ async fn connection(
         return;
     }
     let (tx, rx) = mpsc::unbounded_channel();
-    let peer = Arc::new(tx);
     let name = if body.name.is_empty() {
         addr.to_string()
     } else {
@@ -148,7 +160,7 @@ async fn connection(
     match role {
         Role::Daemon => handle.send(Event::DaemonJoined {
             id,
-            peer,
+            peer: Arc::new(tx),
             info: DaemonInfo {
                 name,
                 address: addr.to_string(),
@@ -156,7 +168,11 @@ async fn connection(
                 caps: body.caps,
             },
         }),
-        Role::Client => handle.send(Event::ClientJoined { id, peer, name }),
+        Role::Client => handle.send(Event::ClientJoined {
+            id,
+            peer: Arc::new(ClientTx::new(tx)),
+            name,
+        }),
     };
     let h = handle.clone();
     let end = ws::pump(ws, rx, limits, cfg.heartbeat, move |msg| {
@@ -194,4 +210,176 @@ where
     )
     .await;
     ws::close(ws, CloseCode::Policy, reason).await;
+}
+
+/// The source a connection is counted under: its IPv4 address, or the /64
+/// of its IPv6 address (one host usually owns a whole /64).
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// Connections mid-handshake, oldest first per source. A newcomer is always
+/// let in: when its source already holds its share, that source's oldest
+/// half-open connection is dropped; when every slot is taken, the oldest of
+/// the most represented source is. So a flood of silent sockets only ever
+/// displaces itself, and an honest peer's handshake (milliseconds) completes
+/// while an attacker's sockets wait for the handshake deadline.
+pub struct Admission {
+    inner: Mutex<Pending>,
+    max: usize,
+    per_source: usize,
+}
+
+#[derive(Default)]
+struct Pending {
+    by_source: HashMap<IpAddr, VecDeque<(u64, Arc<Notify>)>>,
+    total: usize,
+    next: u64,
+}
+
+impl Pending {
+    fn evict_oldest(&mut self, src: IpAddr) {
+        if let Some(q) = self.by_source.get_mut(&src) {
+            if let Some((_, n)) = q.pop_front() {
+                n.notify_one();
+                self.total -= 1;
+            }
+            if q.is_empty() {
+                self.by_source.remove(&src);
+            }
+        }
+    }
+}
+
+/// A connection's place in [`Admission`], released when dropped.
+pub struct Slot {
+    admission: Arc<Admission>,
+    src: IpAddr,
+    id: u64,
+    /// Notified when the connection is displaced by newer ones.
+    evicted: Arc<Notify>,
+}
+
+impl Admission {
+    pub fn new(max: usize, per_source: usize) -> Arc<Admission> {
+        Arc::new(Admission {
+            inner: Mutex::new(Pending::default()),
+            max: max.max(1),
+            per_source: per_source.max(1),
+        })
+    }
+
+    /// Admit a connection from `ip`, displacing an older one if needed.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Slot {
+        let src = source(ip);
+        let evicted = Arc::new(Notify::new());
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if p.by_source.get(&src).map_or(0, VecDeque::len) >= self.per_source {
+            p.evict_oldest(src);
+        } else if p.total >= self.max {
+            let most = p
+                .by_source
+                .iter()
+                .max_by_key(|(_, q)| q.len())
+                .map(|(s, _)| *s);
+            if let Some(most) = most {
+                p.evict_oldest(most);
+            }
+        }
+        let id = p.next;
+        p.next += 1;
+        p.total += 1;
+        p.by_source
+            .entry(src)
+            .or_default()
+            .push_back((id, evicted.clone()));
+        Slot {
+            admission: self.clone(),
+            src,
+            id,
+            evicted,
+        }
+    }
+
+    /// Connections mid-handshake now.
+    #[cfg(test)]
+    pub fn pending(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut guard = self
+            .admission
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let p = &mut *guard;
+        if let Some(q) = p.by_source.get_mut(&self.src) {
+            if let Some(i) = q.iter().position(|(id, _)| *id == self.id) {
+                q.remove(i);
+                p.total -= 1;
+            }
+            if q.is_empty() {
+                p.by_source.remove(&self.src);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flooding_source_displaces_only_itself() {
+        let a = Admission::new(8, 3);
+        let bad: IpAddr = "10.0.0.1".parse().unwrap();
+        let held: Vec<Slot> = (0..10).map(|_| a.admit(bad)).collect();
+        assert_eq!(a.pending(), 3, "a source holds at most its share");
+        let good = a.admit("10.0.0.2".parse().unwrap());
+        assert_eq!(a.pending(), 4);
+        drop(held);
+        assert_eq!(a.pending(), 1);
+        drop(good);
+        assert_eq!(a.pending(), 0);
+    }
+
+    #[test]
+    fn when_full_the_most_represented_source_gives_way() {
+        let a = Admission::new(4, 3);
+        let s1: Vec<Slot> = (0..3)
+            .map(|_| a.admit("10.0.0.1".parse().unwrap()))
+            .collect();
+        let _s2 = a.admit("10.0.0.2".parse().unwrap());
+        assert_eq!(a.pending(), 4);
+        let _s3 = a.admit("10.0.0.3".parse().unwrap());
+        assert_eq!(a.pending(), 4);
+        {
+            let q = &a.inner.lock().unwrap().by_source;
+            assert_eq!(q[&"10.0.0.1".parse::<IpAddr>().unwrap()].len(), 2);
+            assert_eq!(q.len(), 3);
+        }
+        drop(s1);
+        assert_eq!(a.pending(), 2);
+    }
+
+    #[test]
+    fn ipv6_sources_are_counted_by_64() {
+        let a: IpAddr = "2001:db8:1:2:3::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert_eq!(source(a), source(b));
+        let v4: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(source(v4), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
 }

@@ -324,7 +324,11 @@ impl Thread {
             }
             c.task = Some(t.id);
         }
-        let requested = t.timeout_ms.map(Duration::from_millis);
+        // From here a lost daemon is charged to the task (see dispatcher.rs).
+        self.send(Message::Started { id: t.id });
+        let requested = t
+            .timeout_ms
+            .map(|ms| Duration::from_millis(crate::protocol::clamp_timeout_ms(ms)));
         let timeout = match (requested, self.config.task_timeout_cap) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
