@@ -25,3 +25,4 @@ mod failures;
 mod links;
 mod refusals;
 mod scale;
+mod startup;
