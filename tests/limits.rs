@@ -1,6 +1,6 @@
 //! Limits stop an evaluation with a typed error; the next evaluation works.
 
-use hako_runtime::{Limit, SandboxConfig, Stream};
+use hako_runtime::{Limit, SandboxConfig, SandboxError, Stream, TaskOutcome, TaskResult};
 use hako_tests::{eval_limit, eval_ok, sandbox_with, text};
 use std::time::{Duration, Instant};
 
@@ -98,4 +98,168 @@ fn a_long_native_matrix_product_still_meets_the_deadline() {
     assert_eq!(limit, Limit::Time);
     assert!(took < Duration::from_secs(15), "took {took:?}");
     assert_eq!(eval_ok(&mut sb, "cat(2 * 21)"), "42");
+}
+
+/// Builds a call and a list nested 2e5 deep: C code without a stack check
+/// (deparse, unlist, ...) recurses through them.
+const DEEP: &str = "x <- quote(1); for (i in 1:2e5) x <- call('f', x)
+l <- NULL; for (i in 1:2e5) l <- list(i, l)";
+
+#[test]
+fn deep_objects_end_as_errors_not_crashes() {
+    // The test harness's threads have a 2 MiB stack: the runtime must not
+    // run wasm on them (it would overflow the native stack and abort).
+    let mut sb = sandbox_with(SandboxConfig::default());
+    for code in [
+        "deparse(x)",
+        "all.names(x)",
+        "unlist(l)",
+        "rapply(l, function(v) v, how = 'list')",
+        "format(l)",
+        "f <- function(n) f(n + 1); f(1)",
+    ] {
+        match sb.eval(&format!("{DEEP}\n{code}")) {
+            Ok(r) => {
+                assert!(!r.ok, "{code} succeeded?");
+                let err = text(&r.output, Stream::Stderr);
+                println!("{code}: R error {err}");
+                assert!(
+                    err.contains("nested too deeply") || err.contains("C stack"),
+                    "{code}: {err}"
+                );
+            }
+            Err(SandboxError::Crashed { message, .. }) => {
+                println!("{code}: {message}");
+                assert!(message.contains("ran out of stack"), "{code}: {message}");
+            }
+            Err(e) => panic!("{code}: {e}"),
+        }
+        assert_eq!(eval_ok(&mut sb, "cat(1 + 1)"), "2", "after {code}");
+    }
+}
+
+/// R's serialization (XDR, version 3) of just what the tests below need.
+mod rser {
+    fn int(out: &mut Vec<u8>, v: i32) {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    fn chars(out: &mut Vec<u8>, s: &str) {
+        int(out, 9 | (64 << 12)); // CHARSXP, ASCII
+        int(out, s.len() as i32);
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn sym(out: &mut Vec<u8>, s: &str) {
+        int(out, 1);
+        chars(out, s);
+    }
+    const NIL: i32 = 254;
+
+    /// `list(quote(length(l)), list(l = <list nested depth deep>))`.
+    pub fn length_of_deep_list(depth: usize) -> Vec<u8> {
+        let mut o = b"X\n".to_vec();
+        int(&mut o, 3);
+        int(&mut o, 0x040400);
+        int(&mut o, 0x030500);
+        int(&mut o, 5);
+        o.extend_from_slice(b"UTF-8");
+        int(&mut o, 19); // VECSXP of 2
+        int(&mut o, 2);
+        int(&mut o, 6); // LANGSXP length(l)
+        sym(&mut o, "length");
+        int(&mut o, 2); // LISTSXP
+        sym(&mut o, "l");
+        int(&mut o, NIL);
+        int(&mut o, 19 | (1 << 9)); // list(l = ...), with attributes
+        int(&mut o, 1);
+        for i in 0..depth {
+            int(&mut o, 19); // list(i, <rest>)
+            int(&mut o, 2);
+            int(&mut o, 13); // INTSXP of 1
+            int(&mut o, 1);
+            int(&mut o, i as i32);
+        }
+        int(&mut o, NIL);
+        int(&mut o, 2 | (1 << 10)); // names attribute
+        sym(&mut o, "names");
+        int(&mut o, 16); // STRSXP "l"
+        int(&mut o, 1);
+        chars(&mut o, "l");
+        int(&mut o, NIL);
+        o
+    }
+
+    /// `list(<expr parsed from code>, list())`, via `str2lang` in the task.
+    pub fn code(code: &str) -> Vec<u8> {
+        let mut o = b"X\n".to_vec();
+        int(&mut o, 3);
+        int(&mut o, 0x040400);
+        int(&mut o, 0x030500);
+        int(&mut o, 5);
+        o.extend_from_slice(b"UTF-8");
+        int(&mut o, 19);
+        int(&mut o, 2);
+        // eval(str2lang("<code>"))
+        int(&mut o, 6);
+        sym(&mut o, "eval");
+        int(&mut o, 2);
+        int(&mut o, 6);
+        sym(&mut o, "str2lang");
+        int(&mut o, 2);
+        int(&mut o, 16);
+        int(&mut o, 1);
+        chars(&mut o, code);
+        int(&mut o, NIL);
+        int(&mut o, NIL);
+        int(&mut o, 19);
+        int(&mut o, 0);
+        o
+    }
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn deep_task_arguments_and_runaway_recursion_in_tasks() {
+    let mut sb = sandbox_with(SandboxConfig::default());
+    // Lists nested deep as an argument: unserialize() recurses in C without
+    // checking R's stack. 2000 levels fit; 1e4 overflow R's C stack (a
+    // trap, or R's error), 2e5 wasmtime's stack allowance: each ends as an
+    // error or a typed failure and the sandbox goes on.
+    let r = sb.eval_task(&rser::length_of_deep_list(2_000)).unwrap();
+    assert!(
+        matches!(r.outcome, TaskOutcome::Value(_)),
+        "{:?}",
+        r.outcome
+    );
+    for depth in [10_000, 200_000] {
+        match sb.eval_task(&rser::length_of_deep_list(depth)) {
+            Err(SandboxError::Crashed { message, .. }) => println!("{depth}: {message}"),
+            Ok(TaskResult {
+                outcome: TaskOutcome::Error(e),
+                ..
+            }) => println!("{depth}: {}", String::from_utf8_lossy(&e)),
+            other => panic!("{depth}: {other:?}"),
+        }
+    }
+    let small = sb.eval_task(&rser::length_of_deep_list(3)).unwrap();
+    assert!(
+        matches!(small.outcome, TaskOutcome::Value(_)),
+        "{:?}",
+        small.outcome
+    );
+    let rec = rser::code("{ f <- function(n) f(n + 1); f(1) }");
+    let r = sb.eval_task(&rec).unwrap();
+    let TaskOutcome::Error(e) = &r.outcome else {
+        panic!("{:?}", r.outcome)
+    };
+    assert!(
+        contains(e, "nested too deeply") || contains(e, "C stack"),
+        "{}",
+        String::from_utf8_lossy(e)
+    );
+    assert!(!contains(e, "abort"), "{}", String::from_utf8_lossy(e));
+    let r = sb.eval_task(&rser::length_of_deep_list(2_000)).unwrap();
+    assert!(matches!(r.outcome, TaskOutcome::Value(_)));
 }

@@ -100,6 +100,7 @@ impl Worker {
         });
         std::thread::Builder::new()
             .name(format!("hako-{name}"))
+            .stack_size(hako_runtime::SANDBOX_THREAD_STACK)
             .spawn(move || {
                 let mut state = Thread {
                     sandbox,

@@ -179,6 +179,8 @@ local({
   run_task <- function(bytes) {
     hako$interrupted <- FALSE
     hako$cond <- NULL
+    # cleared so that task_error() can tell R's message about this task
+    .Internal(seterrmessage(""))
     hako$phase <- "decode"
     payload <- unserialize(bytes)
     if (is.list(payload) && identical(names(payload), c("packages", "task"))) {
@@ -237,8 +239,20 @@ local({
   hako$task_error <- function(bytes) {
     cond <- hako$cond
     if (isTRUE(hako$interrupted)) return(list(2L, raw()))
-    # left without a condition: the task's own invokeRestart("abort")
-    if (is.null(cond)) return(bad_task("hako: the task aborted (it invoked the \"abort\" restart)"))
+    if (is.null(cond)) {
+      # R's default handler reported the error itself (the calling handler
+      # could not run, e.g. out of C stack): its message is R's.
+      msg <- trimws(geterrmessage())
+      if (nzchar(msg)) {
+        msg <- sub("(?s)^Error(?: in .*? :|:)\\s*", "", msg, perl = TRUE)
+        if (identical(hako$phase, "user")) {
+          return(list(1L, to_bytes(hako$error_value(simpleError(msg), list()))))
+        }
+        return(bad_task(paste("hako: the task failed:", msg)))
+      }
+      # left without a condition or message: the task's own invokeRestart("abort")
+      return(bad_task("hako: the task aborted (it invoked the \"abort\" restart)"))
+    }
     switch(hako$phase,
       user = list(1L, to_bytes(hako$error_value(cond, user_calls(hako$calls)))),
       decode = bad_task("hako: the task is not a serialize()d list(expr, args)"),

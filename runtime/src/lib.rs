@@ -12,6 +12,7 @@ pub mod output;
 pub mod pristine;
 pub mod rapi;
 pub mod sandbox;
+pub mod stack;
 pub mod trap;
 pub mod vfs;
 
@@ -21,4 +22,5 @@ pub use sandbox::{
     EvalResult, InterruptHandle, Runtime, Sandbox, SandboxConfig, SandboxError, TaskOutcome,
     TaskResult,
 };
+pub use stack::SANDBOX_THREAD_STACK;
 pub use vfs::MountSpec;

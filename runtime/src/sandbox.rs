@@ -188,7 +188,9 @@ impl Runtime {
                 let _lock = crate::engine::lock_file(&dir.with_extension("lock"))?;
                 match Pristine::load(&dir) {
                     Ok(p) => p,
-                    Err(_) => boot(&loader, &image, &dir).context("booting R")?,
+                    Err(_) => crate::stack::with_stack(|| boot(&loader, &image, &dir))
+                        .context("starting a thread to boot R on")?
+                        .context("booting R")?,
                 }
             }
         };
@@ -246,6 +248,10 @@ impl Sandbox {
     /// Evaluate R source text in the global environment, printing visible
     /// values as R's REPL would.
     pub fn eval(&mut self, code: &str) -> Result<EvalResult, SandboxError> {
+        crate::stack::with_stack(|| self.eval_here(code)).map_err(host_thread_error)?
+    }
+
+    fn eval_here(&mut self, code: &str) -> Result<EvalResult, SandboxError> {
         self.begin()?;
         let eval_fn = self.rt.inner.pristine.state.eval_fn;
         let r = (|| -> Result<i32> {
@@ -279,6 +285,10 @@ impl Sandbox {
 
     /// Evaluate a task given as `serialize(list(expr, args))` bytes.
     pub fn eval_task(&mut self, task: &[u8]) -> Result<TaskResult, SandboxError> {
+        crate::stack::with_stack(|| self.eval_task_here(task)).map_err(host_thread_error)?
+    }
+
+    fn eval_task_here(&mut self, task: &[u8]) -> Result<TaskResult, SandboxError> {
         self.begin()?;
         let task_fn = self.rt.inner.pristine.state.task_fn;
         let r = (|| -> Result<(i32, Vec<u8>)> {
@@ -419,10 +429,18 @@ impl Sandbox {
                         output,
                     });
                 }
-                Err(SandboxError::Crashed {
-                    message: format!("{e:#}"),
-                    output,
-                })
+                // A trap's wasm backtrace (thousands of frames on a stack
+                // overflow) says nothing to the user: name the trap.
+                let message = match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(wasmtime::Trap::StackOverflow) => {
+                        "R ran out of stack: the evaluation nested too deeply \
+                         (wasm trap: call stack exhausted)"
+                            .to_string()
+                    }
+                    Some(trap) => trap.to_string(),
+                    None => format!("{e:#}"),
+                };
+                Err(SandboxError::Crashed { message, output })
             }
         }
     }
@@ -441,6 +459,10 @@ impl Sandbox {
         }
         None
     }
+}
+
+fn host_thread_error(e: std::io::Error) -> SandboxError {
+    SandboxError::Host(anyhow::Error::new(e).context("starting a thread to run the sandbox on"))
 }
 
 fn read_sums(dir: &Path) -> Result<HashMap<String, String>> {
