@@ -10,7 +10,6 @@ use hako_runtime::{Runtime, SandboxError, Stream};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -52,13 +51,10 @@ fn run_inner(args: EvalArgs) -> anyhow::Result<ExitCode> {
         }
         _ => bail!("give R code, `-f FILE` or `-`"),
     };
-    let timeout = match args.timeout {
-        Some(t) if !(t > 0.0 && t.is_finite()) => {
-            bail!("--timeout must be a positive number of seconds")
-        }
-        Some(t) => Some(Duration::from_secs_f64(t)),
-        None => None,
-    };
+    let timeout = args
+        .timeout
+        .map(|t| crate::sandbox_args::seconds(t, "--timeout"))
+        .transpose()?;
     let config = args.sandbox.config(timeout)?;
     let assets = paths::ensure_assets(&paths::assets_dir(args.sandbox.assets.as_deref()))?;
     let runtime = Runtime::new(&assets, &paths::cache_dir())?;

@@ -117,12 +117,7 @@ pub struct HostArgs {
     sandbox: SandboxArgs,
 }
 
-pub fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
-    if !(s > 0.0 && s.is_finite()) {
-        bail!("{what} must be a positive number of seconds");
-    }
-    Ok(Duration::from_secs_f64(s))
-}
+pub use crate::sandbox_args::seconds;
 
 pub fn run(args: HostArgs) -> ExitCode {
     crate::logging::init();

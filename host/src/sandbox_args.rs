@@ -25,6 +25,21 @@ pub struct SandboxArgs {
     pub assets: Option<PathBuf>,
 }
 
+/// Longest span any seconds option accepts (a year): far beyond any real
+/// timeout, and small enough that adding it to a clock or turning it into
+/// milliseconds cannot overflow.
+pub const MAX_SECONDS: f64 = 366.0 * 24.0 * 3600.0;
+
+/// The one parser of a user's seconds value (`--timeout`, `--task-timeout`,
+/// `--idle-time`, ...): positive, finite, at most [`MAX_SECONDS`]; anything
+/// else is a usage error, never a panic.
+pub fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
+    if !(s > 0.0 && s <= MAX_SECONDS) {
+        bail!("{what} must be a number of seconds greater than 0 and at most {MAX_SECONDS} (a year), not {s}");
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
 impl SandboxArgs {
     /// The sandbox these options describe, with `timeout` per evaluation;
     /// a memory cap R cannot start in, or a bad mount, is refused here.
@@ -39,5 +54,27 @@ impl SandboxArgs {
             mounts: mount::parse_all(&self.mount)?,
             ..SandboxConfig::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_refuses_what_cannot_be_a_duration() {
+        for bad in [
+            0.0,
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e19,
+            1e300,
+        ] {
+            assert!(seconds(bad, "--timeout").is_err(), "{bad}");
+        }
+        assert_eq!(seconds(1.5, "--t").unwrap(), Duration::from_millis(1500));
+        assert!(seconds(MAX_SECONDS, "--t").is_ok());
     }
 }
