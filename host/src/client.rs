@@ -92,8 +92,14 @@ async fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
         limits,
         heartbeat,
         move |m| match m {
-            Message::Result(_)
-            | Message::EverywhereAck { .. }
+            // Verified again before it reaches R: the remote host may not be
+            // honest (defense in depth, see verify.rs).
+            Message::Result(mut r) => {
+                r.outcome = crate::verify::checked(r.outcome);
+                let _ = ev_tx.send(Out::Msg(Message::Result(r)));
+                Flow::Continue
+            }
+            Message::EverywhereAck { .. }
             | Message::Info(_)
             | Message::Shutdown { .. } => {
                 let _ = ev_tx.send(Out::Msg(m));

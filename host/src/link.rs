@@ -41,6 +41,7 @@ pub fn status_of(kind: FailKind) -> u8 {
         FailKind::Crashed => lf::status::CRASHED,
         FailKind::Shutdown => lf::status::SHUTDOWN,
         FailKind::Rejected => lf::status::REJECTED,
+        FailKind::Refused => lf::status::REFUSED,
     }
 }
 
@@ -295,9 +296,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if w.write_all(&frame).await.is_err() {
             return;
         }
-        // Flush when nothing else is ready, so bursts share a write.
         drop(frame);
         drop(ticket);
+        // Flush when nothing else is ready, so bursts share a write.
         if direct.is_empty() && events.is_empty() && w.flush().await.is_err() {
             return;
         }
@@ -309,13 +310,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let _ = w.flush().await;
 }
 
-/// Accept one link connection on a loopback socket: it must open with a
 /// Link handshakes served at once; a newcomer beyond it displaces the
 /// oldest (so a local user's silent sockets cannot hold the R session out).
 const MAX_LINK_HANDSHAKES: usize = 32;
 /// How long a link connection has to present its hello.
 const LINK_HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Accept one link connection on a loopback socket: it must open with a
 /// `HELLO` carrying `token`. Handshakes are served concurrently and the
 /// first connection with the right token wins; others are told why and
 /// closed, and a silent one delays nobody.
@@ -326,10 +327,10 @@ pub async fn accept_socket(
     tokio::net::tcp::OwnedReadHalf,
     tokio::net::tcp::OwnedWriteHalf,
 )> {
-    loop {
     let token: std::sync::Arc<str> = token.into();
     let mut handshakes = tokio::task::JoinSet::new();
     let mut order: std::collections::VecDeque<tokio::task::AbortHandle> = Default::default();
+    loop {
         tokio::select! {
             r = listener.accept() => {
                 let (s, addr) = r?;
@@ -370,7 +371,6 @@ async fn link_hello(
                     Err("wrong token".to_string())
                 }
             }
-        }
             Ok(LinkIn::Hello { version, .. }) => Err(format!(
                 "link version mismatch: R speaks {version}, hako speaks {}",
                 lf::LINK_VERSION
@@ -390,6 +390,7 @@ async fn link_hello(
             )
             .await;
             None
+        }
     }
 }
 
@@ -438,8 +439,8 @@ pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> 
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&tmp)?;
         .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
     let written = f
         .write_all(text.as_bytes())
         .and_then(|()| f.sync_all())

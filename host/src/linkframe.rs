@@ -47,6 +47,8 @@ pub mod status {
     pub const CRASHED: u8 = 7;
     pub const SHUTDOWN: u8 = 8;
     pub const REJECTED: u8 = 9;
+    /// The result failed the verifier: never forwarded (message says why).
+    pub const REFUSED: u8 = 10;
 }
 
 /// Output chunk stream codes.

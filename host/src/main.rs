@@ -24,6 +24,7 @@ mod shutdown;
 mod startup;
 mod stdio;
 mod tls;
+mod verify;
 mod token;
 mod worker;
 mod ws;
@@ -44,6 +45,10 @@ struct Cli {
     /// terminal the parent runs in (the R package starts hosts and daemons so).
     #[arg(long, global = true)]
     new_session: bool,
+    /// Exit (as on SIGTERM) when process PID ends: the R package passes its
+    /// own, so that its host and daemons never outlive it.
+    #[arg(long, global = true, value_name = "PID")]
+    watch_pid: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -67,6 +72,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.new_session {
         startup::new_session();
+    }
+    if let Some(pid) = cli.watch_pid {
+        startup::watch_pid(pid);
     }
     match cli.command {
         Command::Assets(a) => assets::run(a),

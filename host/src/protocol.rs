@@ -213,6 +213,9 @@ pub enum FailKind {
     Shutdown,
     /// Not accepted (too large, duplicate id, no daemon could take it).
     Rejected,
+    /// The daemon's value failed the result verifier (`verify.rs`); its
+    /// bytes were dropped.
+    Refused,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,12 +292,12 @@ pub enum Message {
     Pong(u64),
     Shutdown { reason: String },
     Bye { reason: String },
-}
-
-impl Message {
     // A daemon began evaluating this task: from now on, losing the daemon
     // is charged to the task (retried once, then 'crashed its daemon').
     Started { id: u64 },
+}
+
+impl Message {
     pub fn kind(&self) -> Kind {
         match self {
             Message::Hello(_) => Kind::Hello,
@@ -311,10 +314,10 @@ impl Message {
             Message::Pong(_) => Kind::Pong,
             Message::Shutdown { .. } => Kind::Shutdown,
             Message::Bye { .. } => Kind::Bye,
+            Message::Started { .. } => Kind::Started,
         }
     }
 }
-            Message::Started { .. } => Kind::Started,
 
 /// Why a frame was not accepted. Every variant closes the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -478,12 +481,12 @@ pub fn decode(frame: &[u8], limits: &FrameLimits) -> Result<Message, DecodeError
         Kind::Bye => Message::Bye {
             reason: body(kind, rest)?,
         },
-    })
-}
-
         Kind::Started => Message::Started {
             id: body(kind, rest)?,
         },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,10 +568,10 @@ mod tests {
             Message::Bye {
                 reason: "idle".into(),
             },
+            Message::Started { id: 5 },
         ]
     }
 
-            Message::Started { id: 5 },
     #[test]
     fn every_kind_round_trips_and_leads_with_its_kind() {
         let limits = FrameLimits::default();
