@@ -260,3 +260,99 @@ fn a_ca_signed_host_is_verified_without_a_pin() {
     let _ = d.kill();
     let _ = d.wait();
 }
+
+/// `length(l)` with `l` a list nested `depth` deep, as a task payload
+/// (serialized on a big stack: the writer recurses).
+fn deep_list_task(depth: usize) -> Vec<u8> {
+    use crate::rser::{call, sym, task, RObj};
+    std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || {
+            let mut l = RObj::Null;
+            for i in 0..depth {
+                l = RObj::List(vec![(None, RObj::Int(vec![i as i32])), (None, l)]);
+            }
+            task(call("length", vec![sym("l")]), vec![("l", l)])
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn deep_objects_in_tasks_leave_the_host_and_its_daemons_alive() {
+    let mut host = Host::start("deep", &["--local", "2"]);
+    host.wait_connections(2);
+    // An argument nested 1e4 deep (unserialize recurses in C), then a call
+    // nested 2e5 deep deparsed: each must end as a task's error or crash
+    // value, never take the process down.
+    host.submit(1, deep_list_task(10_000), 0);
+    let r = host.result(Duration::from_secs(120));
+    assert_eq!(r.id, 1);
+    assert!(
+        [lf::status::VALUE, lf::status::ERROR, lf::status::CRASHED].contains(&r.status),
+        "{}: {}",
+        r.status,
+        r.text()
+    );
+    host.submit(
+        2,
+        code("x <- quote(1); for (i in 1:2e5) x <- call('f', x); deparse(x)"),
+        0,
+    );
+    let r = host.result(Duration::from_secs(120));
+    assert_eq!(r.id, 2);
+    assert_ne!(r.status, lf::status::VALUE, "{}", r.text());
+    // A runaway recursion's error value says what R said.
+    host.submit(3, code("f <- function(n) f(n + 1); f(1)"), 0);
+    let r = host.result(Duration::from_secs(120));
+    assert_eq!((r.id, r.status), (3, lf::status::ERROR), "{}", r.text());
+    assert!(
+        r.text().contains("C stack") || r.text().contains("nested too deeply"),
+        "{}",
+        r.text()
+    );
+    // Both daemons still answer.
+    host.submit(4, code("Sys.sleep(0.5); 4"), 0);
+    host.submit(5, code("Sys.sleep(0.5); 5"), 0);
+    let mut got = [
+        host.result(Duration::from_secs(60)),
+        host.result(Duration::from_secs(60)),
+    ]
+    .map(|r| (r.id, r.value()));
+    got.sort_by_key(|g| g.0);
+    assert_eq!(got, [(4, 4.0), (5, 5.0)]);
+    let (c, _) = host.info();
+    assert_eq!(c["connections"], 2);
+}
+
+#[test]
+fn eval_ends_deep_recursion_and_bad_timeouts_with_exit_codes_not_crashes() {
+    let run = |args: &[&str]| hako().arg("eval").args(args).output().unwrap();
+    for t in ["1e19", "1e300", "inf", "nan", "-1", "0", "1e-400"] {
+        let out = run(&["--timeout", t, "1"]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "--timeout {t}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for code in [
+        "x <- quote(1); for (i in 1:2e5) x <- call('f', x); deparse(x)",
+        "l <- NULL; for (i in 1:2e5) l <- list(i, l); unlist(l)",
+        "f <- function(n) f(n + 1); f(1)",
+    ] {
+        let out = run(&[code]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{code}: {err}");
+        assert!(
+            err.contains("stack") || err.contains("nested too deeply"),
+            "{code}: {err}"
+        );
+        assert!(
+            err.len() < 2000,
+            "{code}: a short message, not a backtrace: {err}"
+        );
+    }
+}
