@@ -360,6 +360,8 @@ decode_value <- function(status, payload) {
     "7" = mk_hako_error(raw_text(payload), "hakoCrashed"),
     "8" = mk_error_value(19L, raw_text(payload)),
     "9" = mk_hako_error(raw_text(payload), "hakoRejected"),
+    # the host's result verifier refused what the sandbox sent: never read
+    "10" = mk_hako_error(raw_text(payload), "hakoRefused"),
     mk_hako_error(sprintf("unknown result status %d: %s", status, raw_text(payload)), "hakoProtocolError")
   )
 }
