@@ -57,12 +57,15 @@ pub struct DaemonArgs {
     /// Exit when the host goes away instead of reconnecting.
     #[arg(long)]
     autoexit: bool,
-    /// Name shown in the host's info().
+    /// Name shown in the host's info() (default: an anonymous `daemon-`
+    /// and random hex; the host learns neither this machine's name nor a PID).
     #[arg(long)]
     name: Option<String>,
-    /// Largest task accepted, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 256)]
-    max_payload: u64,
+    /// Largest task or everywhere() payload accepted, in MiB (default: half
+    /// of --memory, at most 256: a payload is copied into the sandbox and
+    /// unserialized there, so a larger one could not run anyway).
+    #[arg(long, value_name = "MIB")]
+    max_payload: Option<u64>,
     /// Longest wait between reconnection attempts, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     max_backoff: f64,
@@ -100,7 +103,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let limits = FrameLimits {
         control: 64 << 10,
-        bulk: args.max_payload << 20,
+        bulk: inbound_bound(args.max_payload, args.sandbox.memory),
     };
     let sandbox_config = args.sandbox.config(task_timeout)?;
     let assets_dir = paths::assets_dir(args.sandbox.assets.as_deref());
@@ -143,6 +146,8 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             task_timeout_cap: task_timeout,
             max_tasks: args.max_tasks,
             idle_time,
+            // Each host says its own bound in its welcome.
+            max_result: None,
         },
         out,
         "daemon".into(),
@@ -150,10 +155,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let hello = HelloBody {
         role: Role::Daemon,
         token: args.token.clone(),
-        name: args
-            .name
-            .clone()
-            .unwrap_or_else(|| dial::default_name("daemon")),
+        name: args.name.clone().unwrap_or_else(anonymous_name),
         limits: DaemonLimits {
             memory_bytes: (args.sandbox.memory as u64) << 20,
             task_timeout_ms: task_timeout.map(|t| t.as_millis() as u64),
@@ -248,6 +250,23 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The bound of frames this daemon reads, in bytes: `--max-payload` MiB,
+/// by default half of `--memory` MiB and at most 256 MiB.
+fn inbound_bound(max_payload: Option<u64>, memory_mib: usize) -> u64 {
+    let mib = max_payload.unwrap_or_else(|| (memory_mib as u64 / 2).min(256));
+    mib.saturating_mul(1 << 20)
+}
+
+/// A name that tells the host nothing about this machine: `daemon-` and 32
+/// random bits, so that rows in its info() can still be told apart.
+fn anonymous_name() -> String {
+    let mut b = [0u8; 4];
+    match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b) {
+        Ok(()) => format!("daemon-{}", hex::encode(b)),
+        Err(_) => "daemon".into(),
+    }
+}
+
 /// Say bye on the current connection, if any.
 fn leave(route: &Route, reason: &str) {
     if let Ok(g) = route.lock() {
@@ -274,7 +293,7 @@ async fn session(
         "connected; host runs hako {}",
         welcome.hako_version
     );
-    let session = worker.new_session();
+    let session = worker.new_session(Some(welcome.limits.bulk));
     let (tx, rx) = mpsc::unbounded_channel();
     if let Ok(mut g) = route.lock() {
         *g = Some((session, tx));
@@ -296,7 +315,7 @@ async fn session(
     if let Ok(mut g) = route.lock() {
         *g = None;
     }
-    // Whatever runs belongs to a connection that is gone.
-    worker.interrupt_current();
+    // Whatever runs or waits belongs to a connection that is gone.
+    worker.abandon();
     end
 }

@@ -332,6 +332,8 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
             task_timeout_cap: task_timeout,
             max_tasks: None,
             idle_time: None,
+            // Results come back in-process: the same bound as over the wire.
+            max_result: Some(limits.bulk),
         };
         let assets_dir = paths::assets_dir(args.sandbox.assets.as_deref());
         let (n, h) = (args.local, handle.clone());

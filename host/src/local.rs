@@ -64,7 +64,7 @@ pub fn start(
         });
         let name = format!("local{i}");
         let worker = Worker::start(sb, config.clone(), out, name.clone())?;
-        let session = worker.new_session();
+        let session = worker.new_session(None);
         handle.send(Event::DaemonJoined {
             id,
             peer: Arc::new(LocalPeer {

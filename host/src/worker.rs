@@ -3,18 +3,24 @@
 //! `hako daemon`; only the transport in front of it differs.
 //!
 //! A sandbox is `Send` but not `Sync`, so only this thread touches it; other
-//! threads reach it through the command channel and the interrupt handle.
+//! threads reach it through a shared inbox and one interrupter thread.
+//!
+//! What a host can make a worker hold is bounded, whatever it sends: one
+//! task running and [`MAX_WAITING`] waiting (further tasks are answered at
+//! once as "daemon busy"), `everywhere()` payloads within
+//! [`everywhere_bound`], and results within the bound the host announced
+//! (a larger one is answered as "result too large"). Cancels of ids that
+//! are neither running nor waiting are ignored; no message starts a thread.
 //!
 //! `everywhere` code is kept in a list and replayed after every reset: the
 //! runtime cannot yet capture a new pristine state, so "persists into the
 //! pristine state" is emulated by re-applying it.
 
-use crate::protocol::{Everywhere, FailKind, Message, Outcome, OutputChunk, Task, TaskReport};
+use crate::protocol::{FailKind, Message, Outcome, OutputChunk, Task, TaskReport};
 use bytes::Bytes;
 use hako_runtime::{InterruptHandle, Limit, Sandbox, SandboxError, TaskOutcome};
-use std::collections::HashSet;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The caps a daemon applies to itself.
@@ -28,6 +34,9 @@ pub struct WorkerConfig {
     pub max_tasks: Option<u64>,
     /// Leave after this long without a task.
     pub idle_time: Option<Duration>,
+    /// Largest result frame, in bytes, for sessions that bring no bound of
+    /// their own (in-process daemons: the host's `--max-payload`).
+    pub max_result: Option<u64>,
 }
 
 /// Why a worker stopped.
@@ -60,45 +69,112 @@ pub enum WorkerEvent {
 /// (so the transport can drop what belongs to a connection already gone).
 pub type Outbound = Arc<dyn Fn(u64, WorkerEvent) + Send + Sync>;
 
-enum Cmd {
-    Task(u64, Task),
-    Everywhere(u64, Everywhere),
-    /// A new connection: forget the old one's `everywhere` list, reset.
-    Session(u64),
-    Stop,
+/// Tasks a worker holds besides the one it runs. An honest host sends a task
+/// only to an idle daemon, so the one that arrives while the last result's
+/// reset is under way is all it ever needs; any more are refused at once.
+pub const MAX_WAITING: usize = 1;
+
+/// Most `everywhere()` payloads a worker keeps per session: each is
+/// replayed after every reset.
+pub const MAX_EVERYWHERE: usize = 256;
+
+/// Bytes counted for each kept `everywhere()` payload beyond its length, so
+/// that empty payloads are not free.
+const EVERYWHERE_OVERHEAD: u64 = 256;
+
+/// Bytes of `everywhere()` payloads a worker keeps per session: 64 MiB, and
+/// at most a quarter of its sandbox's memory (they live outside it).
+pub fn everywhere_bound(memory_bytes: usize) -> u64 {
+    (64u64 << 20).min(memory_bytes as u64 / 4)
 }
 
-#[derive(Default)]
-struct Current {
+/// Work in arrival order, not started yet.
+enum Work {
+    Task(Task),
+    Everywhere(Bytes),
+    /// A new connection: forget the old one's `everywhere` list, reset.
+    Session(u64),
+}
+
+/// What the sandbox evaluates now.
+struct Running {
+    /// The task, or None for `everywhere()` code.
     task: Option<u64>,
-    /// Cancelled before they started.
-    cancelled: HashSet<u64>,
+    /// Asked to stop: the interrupter keeps asking the sandbox until it ends.
+    stop: bool,
+}
+
+/// Everything the transport and the two worker threads share, under one lock.
+#[derive(Default)]
+struct State {
+    /// The newest session; work of older ones is dropped.
+    session: u64,
+    /// Largest result frame this session's host accepts.
+    max_result: Option<u64>,
+    /// At most [`MAX_WAITING`] tasks, and `everywhere()` payloads within the
+    /// session's bound.
+    inbox: VecDeque<Work>,
+    running: Option<Running>,
+    /// `everywhere()` payloads of this session (kept or waiting): count and
+    /// bytes.
+    everywhere: (usize, u64),
+    /// Why this session's tasks are refused, once its `everywhere()` code
+    /// went over the bound (tasks would run without state they rely on).
+    refusing: Option<String>,
+    /// The worker is stopping (or its thread has ended).
+    stop: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Work arrived, or stop: wakes the sandbox thread.
+    work: Condvar,
+    /// A stop was asked, or the worker ends: wakes the interrupter.
+    ask: Condvar,
+}
+
+impl Shared {
+    /// The state, even if a thread panicked holding it (it stays consistent:
+    /// every change is a single assignment or push).
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub struct Worker {
-    tx: Mutex<mpsc::Sender<Cmd>>,
-    current: Arc<Mutex<Current>>,
-    interrupt: InterruptHandle,
-    session: std::sync::atomic::AtomicU64,
+    shared: Arc<Shared>,
+    out: Outbound,
+    /// Bytes of `everywhere()` payloads kept per session.
+    everywhere_bound: u64,
+    /// Result bound of sessions that do not bring their own.
+    max_result: Option<u64>,
 }
 
 impl Worker {
-    /// Run `sandbox` on a new thread.
+    /// Run `sandbox` on a new thread, with one more thread that interrupts
+    /// it when asked (never a thread per message).
     pub fn start(
         sandbox: Sandbox,
         config: WorkerConfig,
         out: Outbound,
         name: String,
     ) -> std::io::Result<Arc<Worker>> {
-        let (tx, rx) = mpsc::channel();
-        let current = Arc::new(Mutex::new(Current::default()));
-        let worker = Arc::new(Worker {
-            tx: Mutex::new(tx),
-            current: current.clone(),
-            interrupt: sandbox.interrupt_handle(),
-            session: std::sync::atomic::AtomicU64::new(0),
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            ask: Condvar::new(),
         });
+        let worker = Arc::new(Worker {
+            shared: shared.clone(),
+            out: out.clone(),
+            everywhere_bound: everywhere_bound(sandbox.config().memory_bytes),
+            max_result: config.max_result,
+        });
+        let (sh, interrupt) = (shared.clone(), sandbox.interrupt_handle());
         std::thread::Builder::new()
+            .name(format!("hako-{name}-int"))
+            .spawn(move || interrupter(&sh, &interrupt))?;
+        let started = std::thread::Builder::new()
             .name(format!("hako-{name}"))
             .stack_size(hako_runtime::SANDBOX_THREAD_STACK)
             .spawn(move || {
@@ -106,92 +182,188 @@ impl Worker {
                     sandbox,
                     config,
                     out,
-                    current,
+                    shared,
                     everywhere: Vec::new(),
                     session: 0,
                     done: 0,
                     dirty: false,
                 };
-                let exit = state.run(rx);
+                let exit = state.run();
                 tracing::debug!(%exit, "worker thread ends");
+                state.shared.lock().stop = true;
+                state.shared.ask.notify_all();
                 let session = state.session;
                 (state.out)(session, WorkerEvent::Exited(exit));
-            })?;
+            });
+        if let Err(e) = started {
+            worker.stop();
+            return Err(e);
+        }
         Ok(worker)
     }
 
-    /// Begin a new session (a new connection to a host); returns its number.
-    pub fn new_session(&self) -> u64 {
-        let s = self
-            .session
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
-            + 1;
-        self.send_cmd(Cmd::Session(s));
-        s
-    }
-
-    fn send_cmd(&self, c: Cmd) -> bool {
-        match self.tx.lock() {
-            Ok(tx) => tx.send(c).is_ok(),
-            Err(_) => false,
-        }
+    /// Begin a new session (a new connection to a host) whose host accepts
+    /// results of at most `max_result` bytes (None: the worker's own
+    /// bound); returns its number. Whatever the old one left waiting is
+    /// dropped.
+    pub fn new_session(&self, max_result: Option<u64>) -> u64 {
+        let mut s = self.shared.lock();
+        s.session += 1;
+        let session = s.session;
+        s.inbox.clear();
+        s.inbox.push_back(Work::Session(session));
+        s.max_result = max_result.or(self.max_result);
+        s.everywhere = (0, 0);
+        s.refusing = None;
+        self.shared.work.notify_one();
+        session
     }
 
     /// Handle a message from the host. Returns false for a message a daemon
     /// must not receive, or when the worker is gone.
     pub fn deliver(&self, session: u64, m: Message) -> bool {
         match m {
-            Message::Task(t) => self.send_cmd(Cmd::Task(session, t)),
-            Message::Everywhere(e) => self.send_cmd(Cmd::Everywhere(session, e)),
+            Message::Task(t) => self.task(session, t),
+            Message::Everywhere(e) => self.everywhere(session, e.payload),
             Message::Cancel { id } => {
                 self.cancel(id);
-                true
+                !self.shared.lock().stop
             }
             _ => false,
         }
     }
 
-    /// Stop task `id` if it runs, or skip it if it has not started yet.
-    pub fn cancel(&self, id: u64) {
-        let Ok(mut c) = self.current.lock() else {
-            return;
-        };
-        if c.task != Some(id) {
-            c.cancelled.insert(id);
-            return;
+    fn task(&self, session: u64, t: Task) -> bool {
+        let mut s = self.shared.lock();
+        if s.stop {
+            return false;
         }
-        drop(c);
-        // The runtime clears a pending interrupt when an evaluation begins,
-        // so a cancel landing just before that would be lost: keep asking
-        // until the task is over (the runtime traps 2 s after the first ask).
-        let current = self.current.clone();
-        let interrupt = self.interrupt.clone();
-        let _ = std::thread::Builder::new()
-            .name("hako-cancel".into())
-            .spawn(move || {
-                for _ in 0..200 {
-                    match current.lock() {
-                        Ok(c) if c.task == Some(id) => interrupt.interrupt(),
-                        _ => return,
-                    }
-                    std::thread::sleep(Duration::from_millis(25));
-                }
-            });
+        if session != s.session {
+            return true;
+        }
+        let waiting = s
+            .inbox
+            .iter()
+            .filter(|w| matches!(w, Work::Task(_)))
+            .count();
+        let refusal = match &s.refusing {
+            Some(why) => why.clone(),
+            None if waiting >= MAX_WAITING => format!(
+                "daemon busy: it runs one task and keeps at most {MAX_WAITING} waiting \
+                 (a host sends a task only to an idle daemon)"
+            ),
+            None => {
+                s.inbox.push_back(Work::Task(t));
+                self.shared.work.notify_one();
+                return true;
+            }
+        };
+        drop(s);
+        let id = t.id;
+        drop(t);
+        tracing::warn!(task = id, "refused: {refusal}");
+        (self.out)(
+            session,
+            WorkerEvent::Send(Message::Result(failed(id, FailKind::Rejected, refusal))),
+        );
+        true
     }
 
-    /// Interrupt whatever runs, whatever it is (the connection was lost).
-    pub fn interrupt_current(&self) {
-        if let Ok(c) = self.current.lock() {
-            if let Some(id) = c.task {
-                drop(c);
-                self.cancel(id);
-            }
+    fn everywhere(&self, session: u64, payload: Bytes) -> bool {
+        let mut s = self.shared.lock();
+        if s.stop {
+            return false;
+        }
+        if session != s.session || s.refusing.is_some() {
+            return true;
+        }
+        let (n, bytes) = s.everywhere;
+        let cost = payload.len() as u64 + EVERYWHERE_OVERHEAD;
+        if n >= MAX_EVERYWHERE || bytes.saturating_add(cost) > self.everywhere_bound {
+            let why = format!(
+                "this daemon keeps at most {} bytes in {MAX_EVERYWHERE} everywhere() payloads, \
+                 and the host sent more ({} bytes in {} payloads): its tasks are refused, \
+                 as they would run without that code",
+                self.everywhere_bound,
+                bytes.saturating_add(cost),
+                n + 1
+            );
+            tracing::warn!("{why}");
+            s.refusing = Some(why);
+            return true;
+        }
+        s.everywhere = (n + 1, bytes + cost);
+        s.inbox.push_back(Work::Everywhere(payload));
+        self.shared.work.notify_one();
+        true
+    }
+
+    /// Stop task `id` if it runs, or answer it as cancelled if it waits;
+    /// any other id is over (or never was) and ignored.
+    pub fn cancel(&self, id: u64) {
+        let mut s = self.shared.lock();
+        if let Some(r) = s.running.as_mut().filter(|r| r.task == Some(id)) {
+            r.stop = true;
+            self.shared.ask.notify_one();
+            return;
+        }
+        let Some(at) = s
+            .inbox
+            .iter()
+            .position(|w| matches!(w, Work::Task(t) if t.id == id))
+        else {
+            return;
+        };
+        s.inbox.remove(at);
+        let session = s.session;
+        drop(s);
+        (self.out)(
+            session,
+            WorkerEvent::Send(Message::Result(failed(
+                id,
+                FailKind::Cancelled,
+                "cancelled before it started".into(),
+            ))),
+        );
+    }
+
+    /// The connection is gone: stop whatever runs (task or `everywhere()`
+    /// code) and drop what waits.
+    pub fn abandon(&self) {
+        let mut s = self.shared.lock();
+        s.inbox.clear();
+        if let Some(r) = s.running.as_mut() {
+            r.stop = true;
+            self.shared.ask.notify_one();
         }
     }
 
     pub fn stop(&self) {
-        self.interrupt_current();
-        self.send_cmd(Cmd::Stop);
+        self.abandon();
+        self.shared.lock().stop = true;
+        self.shared.work.notify_all();
+        self.shared.ask.notify_all();
+    }
+}
+
+/// The one thread that interrupts the sandbox: while what runs is asked to
+/// stop, it keeps asking every 25 ms, because the runtime clears a pending
+/// interrupt when an evaluation begins (and traps R 2 s after the first ask
+/// if R does not yield).
+fn interrupter(shared: &Shared, interrupt: &InterruptHandle) {
+    let mut s = shared.lock();
+    loop {
+        if s.running.as_ref().is_some_and(|r| r.stop) {
+            interrupt.interrupt();
+            s = match shared.ask.wait_timeout(s, Duration::from_millis(25)) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        } else if s.stop {
+            return;
+        } else {
+            s = shared.ask.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
@@ -199,7 +371,7 @@ struct Thread {
     sandbox: Sandbox,
     config: WorkerConfig,
     out: Outbound,
-    current: Arc<Mutex<Current>>,
+    shared: Arc<Shared>,
     everywhere: Vec<Bytes>,
     session: u64,
     done: u64,
@@ -208,36 +380,64 @@ struct Thread {
 }
 
 impl Thread {
-    fn run(&mut self, rx: mpsc::Receiver<Cmd>) -> Exit {
-        let mut idle_since = Instant::now();
+    /// The next piece of work, claimed as running in the same step (so a
+    /// cancel finds a task either waiting or running), or why to end.
+    fn next(&mut self, idle_since: Instant) -> Result<Work, Exit> {
+        let mut s = self.shared.lock();
         loop {
-            let cmd = match self.config.idle_time {
+            if s.stop {
+                return Err(Exit::Stopped);
+            }
+            if let Some(w) = s.inbox.pop_front() {
+                s.running = match &w {
+                    Work::Task(t) => Some(Running {
+                        task: Some(t.id),
+                        stop: false,
+                    }),
+                    Work::Everywhere(_) => Some(Running {
+                        task: None,
+                        stop: false,
+                    }),
+                    Work::Session(_) => None,
+                };
+                return Ok(w);
+            }
+            s = match self.config.idle_time {
                 Some(idle) => {
                     let left = idle.saturating_sub(idle_since.elapsed());
-                    match rx.recv_timeout(left) {
-                        Ok(c) => c,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.send(Message::Bye {
-                                reason: "idle time reached".into(),
-                            });
-                            return Exit::Idle;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => return Exit::Stopped,
+                    if left.is_zero() {
+                        drop(s);
+                        self.send(Message::Bye {
+                            reason: "idle time reached".into(),
+                        });
+                        return Err(Exit::Idle);
+                    }
+                    match self.shared.work.wait_timeout(s, left) {
+                        Ok((g, _)) => g,
+                        Err(e) => e.into_inner().0,
                     }
                 }
-                None => match rx.recv() {
-                    Ok(c) => c,
-                    Err(_) => return Exit::Stopped,
-                },
+                None => self.shared.work.wait(s).unwrap_or_else(|e| e.into_inner()),
             };
-            match cmd {
-                Cmd::Stop => return Exit::Stopped,
-                Cmd::Session(s) => {
+        }
+    }
+
+    /// Nothing runs any more.
+    fn finished(&self) {
+        self.shared.lock().running = None;
+    }
+
+    fn run(&mut self) -> Exit {
+        let mut idle_since = Instant::now();
+        loop {
+            let work = match self.next(idle_since) {
+                Ok(w) => w,
+                Err(exit) => return exit,
+            };
+            match work {
+                Work::Session(s) => {
                     self.session = s;
                     self.everywhere.clear();
-                    if let Ok(mut c) = self.current.lock() {
-                        c.cancelled.clear();
-                    }
                     if self.dirty {
                         if let Err(e) = self.sandbox.reset() {
                             return Exit::Failed(format!("reset failed: {e:#}"));
@@ -245,21 +445,21 @@ impl Thread {
                         self.dirty = false;
                     }
                 }
-                Cmd::Everywhere(s, e) => {
-                    if s != self.session {
-                        continue;
-                    }
-                    self.apply_everywhere(&e.payload);
-                    self.everywhere.push(e.payload);
+                Work::Everywhere(payload) => {
+                    self.apply_everywhere(&payload);
+                    self.finished();
+                    self.everywhere.push(payload);
                 }
-                Cmd::Task(s, t) => {
-                    if s != self.session {
-                        continue;
-                    }
+                Work::Task(t) => {
                     let t0 = Instant::now();
                     let report = self.run_task(t);
                     let ran = t0.elapsed();
-                    self.send(Message::Result(report));
+                    let max_result = {
+                        let mut s = self.shared.lock();
+                        s.running = None;
+                        s.max_result
+                    };
+                    self.send(Message::Result(bound_result(report, max_result)));
                     self.done += 1;
                     if !self.config.keep_state {
                         let t1 = Instant::now();
@@ -267,9 +467,7 @@ impl Thread {
                             return Exit::Failed(format!("reset failed: {e:#}"));
                         }
                         self.dirty = false;
-                        for p in self.everywhere.clone() {
-                            self.apply_everywhere(&p);
-                        }
+                        self.replay_everywhere();
                         tracing::trace!(
                             ran_us = ran.as_micros() as u64,
                             reset_us = t1.elapsed().as_micros() as u64,
@@ -294,6 +492,25 @@ impl Thread {
         (self.out)(self.session, WorkerEvent::Send(m));
     }
 
+    /// Re-apply this session's `everywhere()` code after a reset; each piece
+    /// can be interrupted like a task, and a session that ended stops it.
+    fn replay_everywhere(&mut self) {
+        for p in self.everywhere.clone() {
+            {
+                let mut s = self.shared.lock();
+                if s.session != self.session || s.stop {
+                    return;
+                }
+                s.running = Some(Running {
+                    task: None,
+                    stop: false,
+                });
+            }
+            self.apply_everywhere(&p);
+            self.finished();
+        }
+    }
+
     fn apply_everywhere(&mut self, payload: &[u8]) {
         self.dirty = true;
         self.sandbox.set_timeout(self.config.task_timeout_cap);
@@ -307,24 +524,8 @@ impl Thread {
         }
     }
 
+    /// Evaluate a task already claimed as running.
     fn run_task(&mut self, t: Task) -> TaskReport {
-        {
-            let Ok(mut c) = self.current.lock() else {
-                return failed(t.id, FailKind::Crashed, "worker state poisoned".into());
-            };
-            // A daemon gets one task at a time, so cancels of other ids are
-            // for tasks already over: forget them.
-            let cancelled = c.cancelled.remove(&t.id);
-            c.cancelled.clear();
-            if cancelled {
-                return failed(
-                    t.id,
-                    FailKind::Cancelled,
-                    "cancelled before it started".into(),
-                );
-            }
-            c.task = Some(t.id);
-        }
         // From here a lost daemon is charged to the task (see dispatcher.rs).
         self.send(Message::Started { id: t.id });
         let requested = t
@@ -337,11 +538,45 @@ impl Thread {
         self.sandbox.set_timeout(timeout);
         self.dirty = true;
         let r = self.sandbox.eval_task(&t.payload);
-        if let Ok(mut c) = self.current.lock() {
-            c.task = None;
-        }
         report(t.id, r, timeout, self.sandbox.config().memory_bytes)
     }
+}
+
+/// The size of a result's frame, as `protocol::encode` would make it,
+/// without encoding it.
+fn frame_len(r: &TaskReport) -> u64 {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .serialized_size(r)
+        .map_or(u64::MAX, |n| n.saturating_add(1))
+}
+
+/// A result the host would refuse (over its bulk frame bound, or the
+/// in-process host's `--max-payload`) becomes a "result too large" error
+/// the host takes, instead of a frame that would cost the connection.
+fn bound_result(r: TaskReport, max: Option<u64>) -> TaskReport {
+    let Some(max) = max else { return r };
+    let len = frame_len(&r);
+    if len <= max {
+        return r;
+    }
+    let message = format!("result too large: {len} bytes, the host accepts at most {max}");
+    let mut small = TaskReport {
+        id: r.id,
+        outcome: Outcome::Failed {
+            kind: FailKind::Rejected,
+            message: message.clone(),
+        },
+        output: r.output,
+    };
+    if frame_len(&small) > max {
+        small = failed(
+            r.id,
+            FailKind::Rejected,
+            format!("{message} (output dropped too)"),
+        );
+    }
+    small
 }
 
 fn failed(id: u64, kind: FailKind, message: String) -> TaskReport {
@@ -423,5 +658,55 @@ fn report(
         id,
         outcome,
         output: chunks(output),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{self, Stream};
+
+    fn report(value: usize, output: usize) -> TaskReport {
+        TaskReport {
+            id: 7,
+            outcome: Outcome::Value(Bytes::from(vec![1u8; value])),
+            output: vec![OutputChunk {
+                stream: Stream::Stdout,
+                bytes: Bytes::from(vec![b'x'; output]),
+            }],
+        }
+    }
+
+    #[test]
+    fn frame_len_is_the_encoded_size() {
+        for (v, o) in [(0, 0), (10, 3), (300, 70_000), (2_000_000, 1)] {
+            let r = report(v, o);
+            let encoded = protocol::encode(&Message::Result(r.clone())).len() as u64;
+            assert_eq!(frame_len(&r), encoded);
+        }
+    }
+
+    #[test]
+    fn results_over_the_bound_become_errors_that_fit() {
+        let r = report(100, 10);
+        assert_eq!(bound_result(r.clone(), None), r);
+        assert_eq!(bound_result(r.clone(), Some(frame_len(&r))), r);
+        let big = report(5000, 100);
+        let b = bound_result(big, Some(1000));
+        assert!(frame_len(&b) <= 1000);
+        assert_eq!(b.output.len(), 1, "the output fits and is kept");
+        assert!(
+            matches!(&b.outcome, Outcome::Failed { kind: FailKind::Rejected, message }
+            if message.starts_with("result too large: ") && message.ends_with("at most 1000"))
+        );
+        let noisy = report(5000, 5000);
+        let b = bound_result(noisy, Some(1000));
+        assert!(frame_len(&b) <= 1000 && b.output.is_empty());
+    }
+
+    #[test]
+    fn everywhere_bound_is_64_mib_or_a_quarter_of_memory() {
+        assert_eq!(everywhere_bound(1024 << 20), 64 << 20);
+        assert_eq!(everywhere_bound(128 << 20), 32 << 20);
     }
 }

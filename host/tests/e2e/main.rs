@@ -22,6 +22,7 @@ mod common;
 mod caps;
 mod dispatch;
 mod failures;
+mod hostile_host;
 mod links;
 mod refusals;
 mod scale;
