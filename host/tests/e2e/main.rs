@@ -27,3 +27,4 @@ mod links;
 mod refusals;
 mod scale;
 mod startup;
+mod survival;
