@@ -24,7 +24,9 @@ local({
 # package, read-only) for the sandboxes that were given them.
 assign(".lib.loc", c("/library", .libPaths()), envir = environment(.libPaths))
 
-local({
+# The helpers live in an environment whose parent is the base namespace, not
+# the global environment, so nothing a task defines there can shadow them.
+local(envir = new.env(parent = .BaseNamespaceEnv), {
   hako <- new.env(parent = baseenv())
   msg_con <- file("/dev/hako-message", open = "w", raw = TRUE)
   warn_con <- file("/dev/hako-warning", open = "w", raw = TRUE)
@@ -144,7 +146,56 @@ local({
     out
   }
 
-  to_bytes <- function(x) serialize(x, NULL, version = 3L)
+  # The host refuses byte code (verify.rs): base R's functions are compiled,
+  # so a value that holds one (or a closure made by compiled code) is sent
+  # again without it. The test is one grepRaw() of the BCODESXP flags; a
+  # false match only costs the walk.
+  bc_flags <- as.raw(c(0L, 0L, 0L, 21L))
+  to_bytes <- function(x) {
+    b <- serialize(x, NULL, version = 3L)
+    if (length(grepRaw(bc_flags, b, fixed = TRUE))) serialize(without_bytecode(x), NULL, version = 3L) else b
+  }
+
+  # A copy of x whose closures have no byte code: lists, attributes and the
+  # environments reached (bindings replaced by their values, so forced
+  # promises made by compiled code go too) are walked once each.
+  without_bytecode <- function(x) {
+    seen <- new.env(hash = TRUE, parent = emptyenv())
+    special <- function(e) {
+      identical(e, globalenv()) || identical(e, baseenv()) || identical(e, emptyenv()) ||
+        isNamespace(e) || !is.null(attr(e, "name", exact = TRUE)) || environmentName(e) != ""
+    }
+    walk <- function(x) {
+      if (is.environment(x)) {
+        key <- format(x)
+        if (special(x) || exists(key, envir = seen, inherits = FALSE)) return(x)
+        assign(key, TRUE, envir = seen)
+        for (n in ls(x, all.names = TRUE, sorted = FALSE)) {
+          if (bindingIsActive(n, x)) next
+          v <- walk(get(n, envir = x, inherits = FALSE))
+          locked <- bindingIsLocked(n, x)
+          if (locked) unlockBinding(n, x)
+          assign(n, v, envir = x)
+          if (locked) lockBinding(n, x)
+        }
+        walk(parent.env(x))
+        return(x)
+      }
+      a <- attributes(x)
+      if (typeof(x) == "closure") {
+        if (typeof(.Internal(bodyCode(x))) == "bytecode") {
+          x <- as.function(c(formals(x), list(body(x))), envir = environment(x))
+        }
+        walk(environment(x))
+      } else if (is.list(x) || is.expression(x)) {
+        x <- unclass(x)
+        for (i in seq_along(x)) if (!is.null(x[[i]])) x[[i]] <- walk(x[[i]])
+      }
+      if (length(a)) attributes(x) <- lapply(a, walk)
+      x
+    }
+    walk(x)
+  }
 
   # A task: serialize()d list(expr, args), or the R package's form
   # list(packages = , task = serialize(list(expr, args, globals, seed))),
@@ -261,6 +312,16 @@ local({
       bad_task(paste("hako: the task failed:", conditionMessage(cond)))
     )
   }
+
+  # Every base function the helpers name is bound here as the value it has
+  # now: a task that rebinds one in base (or globally) cannot change what
+  # the runner calls around its code.
+  here <- environment()
+  fns <- Filter(is.function, c(mget(ls(here, all.names = TRUE), envir = here), as.list(hako, all.names = TRUE)))
+  used <- unique(unlist(lapply(fns, function(f) all.names(body(f)))))
+  used <- setdiff(intersect(used, ls(.BaseNamespaceEnv, all.names = TRUE)), ls(here, all.names = TRUE))
+  for (n in used) assign(n, get(n, envir = .BaseNamespaceEnv), envir = here)
+  lockEnvironment(here, bindings = TRUE)
 
   hako
 })
