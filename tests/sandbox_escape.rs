@@ -178,3 +178,48 @@ cat(a, b, c, d, r("/data/evil_abs"), r("/data/evil_rel"), r("/data/good_rel"), s
     );
     assert!(std::fs::symlink_metadata(t.path().join("data/evil_rel")).is_err());
 }
+
+#[test]
+fn only_permission_bits_reach_host_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = host_tree();
+    let mut sb = sandbox_with(mount(&t, true));
+    holds(
+        &mut sb,
+        r##"writeLines("#!/bin/sh", "/data/s1"); writeLines("x", "/data/s2")
+dir.create("/data/gdir", mode = "2777")
+a <- Sys.chmod("/data/s1", "4755", use_umask = FALSE)
+b <- Sys.chmod("/data/s2", "6777", use_umask = FALSE)
+c <- Sys.chmod("/data/gdir", "2775", use_umask = FALSE)
+d <- Sys.chmod("/data/sub", "1777", use_umask = FALSE)
+cat(a, b, c, d, sep = ",")"##,
+        "TRUE,TRUE,TRUE,TRUE",
+    );
+    let mode = |p: &str| {
+        std::fs::metadata(t.path().join("data").join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("s1"), 0o755);
+    assert_eq!(mode("s2"), 0o777);
+    assert_eq!(mode("gdir"), 0o775);
+    assert_eq!(mode("sub"), 0o777);
+}
+
+#[test]
+fn readlink_shows_only_targets_inside_the_mount() {
+    let t = host_tree();
+    symlink("sub/../hello.txt", t.path().join("data/inner")).unwrap();
+    for writable in [false, true] {
+        let mut sb = sandbox_with(mount(&t, writable));
+        holds(
+            &mut sb,
+            r#"cat(Sys.readlink(c("/data/rel_link", "/data/sub/chain", "/data/abs_link", "/data/ok_link", "/data/inner", "/data/hello.txt")), sep = ",")"#,
+            // sub/chain's target names a link inside the mount: shown
+            // (following it is refused, see mount_escapes_are_refused).
+            ",../rel_link,,hello.txt,sub/../hello.txt,",
+        );
+    }
+}
