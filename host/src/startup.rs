@@ -66,3 +66,45 @@ pub fn new_session() {
         libc::setsid();
     }
 }
+
+/// Ends this process as SIGTERM does once process `pid` is gone (checked
+/// twice a second), so that a host or daemon never outlives the R session
+/// that started it, even when another of that session's children still
+/// holds the session's end of the link (the link's closing is then never
+/// seen). A zombie counts as gone.
+pub fn watch_pid(pid: u32) {
+    let spawned = std::thread::Builder::new()
+        .name("watch-pid".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            if !alive(pid) {
+                // SAFETY: sending a signal to ourselves has no preconditions.
+                unsafe {
+                    libc::kill(libc::getpid(), libc::SIGTERM);
+                }
+                return;
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("hako: cannot watch process {pid}: {e}");
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie (a process of another
+/// user counts as alive).
+fn alive(pid: u32) -> bool {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(p, 0) } != 0 {
+        return std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+    }
+    #[cfg(target_os = "linux")]
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) {
+            return rest.trim_start().chars().next() != Some('Z');
+        }
+    }
+    true
+}

@@ -50,9 +50,11 @@ parse_kv <- function(lines) {
 # system2(wait = FALSE) gives no pid, so a shell starts it and echoes $!.
 # `--new-session` puts it in a session of its own: the terminal's signals
 # (Ctrl-C in this session) do not reach it. It closes every descriptor it
-# inherits above stderr at start-up, so it holds no socket of this session.
+# inherits above stderr at start-up, so it holds no socket of this session;
+# and with `--watch-pid` it exits when this session's process is gone, even
+# if another child of this session still holds the link.
 spawn <- function(cmd, args, log) {
-  args <- c(args, "--new-session")
+  args <- c(args, "--new-session", "--watch-pid", Sys.getpid())
   line <- paste(c(shQuote(cmd), vapply(args, shQuote, "")), collapse = " ")
   sh <- sprintf("%s </dev/null >>%s 2>&1 & echo $!", line, shQuote(log))
   out <- suppressWarnings(system2("/bin/sh", c("-c", shQuote(sh)), stdout = TRUE, stderr = FALSE))

@@ -71,3 +71,34 @@ fn hako_closes_inherited_descriptors_and_leaves_the_terminal_session() {
     );
     assert!(own_session, "hako --new-session did not start a session");
 }
+
+#[test]
+fn hako_exits_when_the_watched_process_ends() {
+    let mut parent = Command::new("sleep").arg("60").spawn().unwrap();
+    let mut host = Command::new(env!("CARGO_BIN_EXE_hako"))
+        .args(["host", "--local", "0", "--listen", "127.0.0.1:0"])
+        .args(["--watch-pid", &parent.id().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        host.try_wait().unwrap().is_none(),
+        "hako exited while the watched process lived"
+    );
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut status = None;
+    while status.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        status = host.try_wait().unwrap();
+    }
+    if status.is_none() {
+        let _ = host.kill();
+        let _ = host.wait();
+    }
+    assert!(status.is_some(), "hako outlived the process it watched");
+}

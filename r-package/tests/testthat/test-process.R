@@ -115,3 +115,14 @@ test_that("an R session that exits without daemons(0) leaves no host or daemon b
   expect_length(s$hako, 2L)
   expect_equal(wait_gone(c(s$r, s$hako)), integer())
 })
+
+test_that("a killed R session takes its host along even when another child holds its link", {
+  skip_without_setsid()
+  # a process the user started from R inherits R's descriptors, the link
+  # socket among them: the host never sees the link close
+  s <- orphan_session(c("system('sleep 60 &')", "Sys.sleep(300)"))
+  on.exit(for (pid in c(s$r, s$hako)) tools::pskill(pid, tools::SIGKILL), add = TRUE)
+  expect_true(all(vapply(s$hako, proc_alive, NA)))
+  tools::pskill(s$r, tools::SIGKILL)
+  expect_equal(wait_gone(s$hako), integer())
+})
