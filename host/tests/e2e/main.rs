@@ -25,6 +25,7 @@ mod failures;
 mod hostile_host;
 mod links;
 mod refusals;
+mod results;
 mod scale;
 mod startup;
 mod survival;
