@@ -3,7 +3,10 @@
 //! then runs tasks one at a time in its sandbox, pristine per task unless
 //! `--keep-state`. The volunteer's caps (`--memory`, `--task-timeout`,
 //! `--max-tasks`, `--idle-time`, `--wall-time`) are applied here, where the
-//! host cannot raise them.
+//! host cannot raise them. Nor can the host make it grow outside `--memory`
+//! or spawn threads: the frames it reads, the tasks and `everywhere()` code
+//! it holds and the results it sends are bounded (see `worker.rs` and
+//! PROTOCOL.md), and it tells the host no more than `--name` says.
 //!
 //! Exit status: 0 when done (host shut down with `--autoexit`, a cap
 //! reached, a signal), 1 when the host refused or is not trusted or could

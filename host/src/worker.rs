@@ -298,14 +298,14 @@ impl Worker {
         true
     }
 
-    /// Stop task `id` if it runs, or answer it as cancelled if it waits;
-    /// any other id is over (or never was) and ignored.
+    /// Stop task `id` if it runs, and answer it as cancelled if it waits
+    /// (a host that reused an id gets both); any other id is over, or never
+    /// was, and is ignored.
     pub fn cancel(&self, id: u64) {
         let mut s = self.shared.lock();
         if let Some(r) = s.running.as_mut().filter(|r| r.task == Some(id)) {
             r.stop = true;
             self.shared.ask.notify_one();
-            return;
         }
         let Some(at) = s
             .inbox

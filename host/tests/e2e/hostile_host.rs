@@ -362,6 +362,7 @@ fn a_cancel_flood_spawns_no_threads() {
             }
         }
     });
+    eprintln!("threads: {before} before the flood, at most {most} during it");
     let r = result.expect("the cancelled task's result");
     assert_eq!(r.id, 1);
     assert_eq!(failed(&r).0, FailKind::Cancelled, "{r:?}");
@@ -394,6 +395,7 @@ fn tasks_beyond_one_waiting_are_refused_at_once() {
     refused.sort();
     assert_eq!(refused, vec![3, 4, 5, 6, 7]);
     let grown = h.rss_mib().saturating_sub(before);
+    eprintln!("RSS {before} MiB, grown by {grown} MiB with tasks refused");
     assert!(
         grown < 160,
         "6 x 48 MiB tasks behind a running one grew the daemon by {grown} MiB"
@@ -446,6 +448,7 @@ fn everywhere_payloads_kept_are_bounded() {
     }));
     h.sync();
     let grown = h.rss_mib().saturating_sub(before);
+    eprintln!("RSS {before} MiB, grown by {grown} MiB with everywhere() refused");
     h.send(Message::Cancel { id: 1 });
     let (r, _) = h.result(Duration::from_secs(30));
     assert_eq!((r.id, failed(&r).0), (1, FailKind::Cancelled));
@@ -590,4 +593,34 @@ fn an_endless_timeout_does_not_break_the_daemon() {
     let (r, _) = h.result(Duration::from_secs(60));
     assert!(matches!(r.outcome, Outcome::Value(_)), "{r:?}");
     h.still_answers(2);
+}
+
+#[test]
+fn a_reused_id_and_everywhere_while_busy_are_each_answered_once() {
+    let mut h = FakeHost::new();
+    h.start_daemon("reused-id", &[]);
+    h.accept(256 << 20);
+    h.send(task(1, code(LONG)));
+    h.started(1);
+    // The same id again (it waits), and everywhere() code while busy.
+    h.send(task(1, code(LONG)));
+    h.send(Message::Everywhere(Everywhere {
+        id: 9,
+        payload: code("assign('z', 41, globalenv())").into(),
+    }));
+    // One cancel stops the running one and answers the waiting one.
+    h.send(Message::Cancel { id: 1 });
+    for _ in 0..2 {
+        let (r, _) = h.result(Duration::from_secs(30));
+        assert_eq!((r.id, failed(&r).0), (1, FailKind::Cancelled), "{r:?}");
+    }
+    h.send(task(2, code("z + 1")));
+    let (r, _) = h.result(Duration::from_secs(60));
+    match r.outcome {
+        Outcome::Value(v) => {
+            let v = crate::rser::unserialize(&v).expect("a value");
+            assert_eq!(v.as_f64(), Some(42.0));
+        }
+        other => panic!("z + 1 gave {other:?}"),
+    }
 }
