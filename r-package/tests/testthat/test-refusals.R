@@ -16,6 +16,29 @@ test_that("a result over max_payload is a 'result too large' error value, and th
   expect_equal(hako(1 + 1)[], 2)
 })
 
+test_that("a result the host refuses as unsafe is a 'result refused' error value; nothing of it runs here", {
+  on.exit(reset_all())
+  daemons(1)
+  marker <- tempfile()
+  v <- hako({
+    e <- new.env()
+    delayedAssign("x", file.create(m), assign.env = e)
+    e
+  }, m = marker)[]
+  expect_true(is_hako_error(v))
+  expect_true("hakoRefused" %in% v$condition.class)
+  expect_match(v$message, "^result refused: ")
+  expect_output(print(v), "result refused")
+  expect_false(file.exists(marker))
+  f <- hako({ e <- new.env(); makeActiveBinding("y", function() 1, e); list(e) })[]
+  expect_match(f$message, "^result refused: ")
+  fn <- function(i) if (i == 2) { e <- new.env(); delayedAssign("z", 1, assign.env = e); e } else i
+  environment(fn) <- globalenv()
+  err <- tryCatch(hako_map(1:2, fn)[.stop], error = conditionMessage)
+  expect_match(err, "element 2 failed: result refused")
+  expect_equal(hako(1 + 1)[], 2)
+})
+
 test_that("an everywhere() past the host's bound is an R error with the host's reason", {
   on.exit(reset_all())
   daemons(1, max_everywhere = 1)
@@ -35,5 +58,9 @@ test_that("a refused result is a FutureError naming the host's reason", {
   err <- tryCatch(future::value(f), error = identity)
   expect_s3_class(err, "FutureError")
   expect_match(conditionMessage(err), "result too large")
+  g <- future::future({ e <- new.env(); delayedAssign("x", 1, assign.env = e); e })
+  err <- tryCatch(future::value(g), error = identity)
+  expect_s3_class(err, "FutureError")
+  expect_match(conditionMessage(err), "result refused")
   expect_equal(future::value(future::future(1 + 1)), 2)
 })
