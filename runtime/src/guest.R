@@ -157,8 +157,9 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
   }
 
   # A copy of x whose closures have no byte code: lists, attributes and the
-  # environments reached (bindings replaced by their values, so forced
-  # promises made by compiled code go too) are walked once each.
+  # unlocked environments reached (bindings replaced by their values, so
+  # forced promises made by compiled code go too) are walked once each.
+  # What cannot be rewritten is left, and the host refuses it.
   without_bytecode <- function(x) {
     seen <- new.env(hash = TRUE, parent = emptyenv())
     special <- function(e) {
@@ -168,15 +169,12 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
     walk <- function(x) {
       if (is.environment(x)) {
         key <- format(x)
-        if (special(x) || exists(key, envir = seen, inherits = FALSE)) return(x)
+        # locked ones (namespaces, the runner's own) are left as they are
+        if (special(x) || environmentIsLocked(x) || exists(key, envir = seen, inherits = FALSE)) return(x)
         assign(key, TRUE, envir = seen)
         for (n in ls(x, all.names = TRUE, sorted = FALSE)) {
-          if (bindingIsActive(n, x)) next
-          v <- walk(get(n, envir = x, inherits = FALSE))
-          locked <- bindingIsLocked(n, x)
-          if (locked) unlockBinding(n, x)
-          assign(n, v, envir = x)
-          if (locked) lockBinding(n, x)
+          if (bindingIsActive(n, x) || bindingIsLocked(n, x)) next
+          tryCatch(assign(n, walk(get(n, envir = x, inherits = FALSE)), envir = x), error = function(e) NULL)
         }
         walk(parent.env(x))
         return(x)
