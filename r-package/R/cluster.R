@@ -73,6 +73,13 @@ sendData.hako_node <- function(node, data) {
 
 node_message <- function(x) {
   v <- x$value
+  # parallel shows a failed node's try-error text in its own error message:
+  # its terminal controls are rendered visibly first
+  if (inherits(v, "try-error") && is.character(v)) {
+    a <- attributes(v)
+    v <- safe_text(as.vector(unclass(v)))
+    attributes(v) <- a
+  }
   list(type = "VALUE", value = v, success = !inherits(v, "try-error") && !is_error_value(v),
        time = Sys.time() - x$started, tag = x$tag)
 }

@@ -88,3 +88,12 @@ test_that("a future's relayed stdout and conditions carry no terminal controls",
   expect_match(err, "^[[31mboom", fixed = TRUE)
   no_controls(c(out, msgs, warns, err))
 })
+
+test_that("a failed cluster node's error, as parallel shows it, carries no terminal controls", {
+  cl <- make_cluster(1)
+  on.exit(parallel::stopCluster(cl))
+  err <- tryCatch(parallel::clusterCall(cl, function(m) stop(m), paste0(ESC, "]0;pwned\007")),
+                  error = conditionMessage)
+  expect_match(err, "^[]0;pwned^G", fixed = TRUE)
+  no_controls(err)
+})
