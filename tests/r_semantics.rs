@@ -203,3 +203,66 @@ cat(ok)"#,
     );
     assert_eq!(out, "TRUE TRUE TRUE TRUE TRUE TRUE");
 }
+
+/// `serialize(<make>)` evaluated by R in a sandbox, read back by the host.
+fn r_bytes(make: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sb = hako_tests::sandbox_with(hako_runtime::SandboxConfig {
+        mounts: vec![hako_runtime::MountSpec {
+            host_dir: dir.path().to_path_buf(),
+            guest_path: "/out".into(),
+            writable: true,
+        }],
+        ..hako_runtime::SandboxConfig::default()
+    });
+    eval_ok(
+        &mut sb,
+        &format!("writeBin(serialize({make}, NULL), '/out/bytes')"),
+    );
+    std::fs::read(dir.path().join("bytes")).unwrap()
+}
+
+fn task_value(sb: &mut hako_runtime::Sandbox, task: &[u8]) -> Vec<u8> {
+    match sb.eval_task(task).unwrap().outcome {
+        hako_runtime::TaskOutcome::Value(v) => v,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_sandbox_and_unseeded_task_draws_its_own_random_numbers() {
+    let draw = "cat(runif(2))";
+    let a = eval_ok(&mut sandbox(), draw);
+    let b = eval_ok(&mut sandbox(), draw);
+    assert_ne!(a, b, "two fresh sandboxes drew the same numbers");
+    let mut sb = sandbox();
+    let c = eval_ok(&mut sb, draw);
+    sb.reset().unwrap();
+    assert_ne!(
+        c,
+        eval_ok(&mut sb, draw),
+        "a reset sandbox repeated its draw"
+    );
+    // State the session made itself stays: set.seed() then draws reproduce.
+    eval_ok(&mut sb, "set.seed(7)");
+    let d = eval_ok(&mut sb, draw);
+    eval_ok(&mut sb, "set.seed(7)");
+    assert_eq!(d, eval_ok(&mut sb, draw));
+
+    // Tasks: without a seed each draws anew; with the R package's seed
+    // (L'Ecuyer-CMRG .Random.seed in payload$seed) they reproduce.
+    let unseeded = r_bytes("list(quote(runif(2)), list())");
+    let seeded = r_bytes(
+        "local({ RNGkind(\"L'Ecuyer-CMRG\"); set.seed(11); list(quote(runif(2)), list(), seed = .Random.seed) })",
+    );
+    let mut sb = sandbox();
+    let t1 = task_value(&mut sb, &unseeded);
+    sb.reset().unwrap();
+    let t2 = task_value(&mut sb, &unseeded);
+    assert_ne!(t1, t2, "two unseeded tasks drew the same numbers");
+    let s1 = task_value(&mut sb, &seeded);
+    sb.reset().unwrap();
+    let s2 = task_value(&mut sandbox(), &seeded);
+    assert_eq!(s1, s2, "a seeded task did not reproduce");
+    assert_eq!(s1, task_value(&mut sb, &seeded));
+}

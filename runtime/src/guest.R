@@ -18,6 +18,9 @@ local({
   invisible(sample(10))
   invisible(serialize(fit, NULL))
 })
+# The pristine image keeps no RNG state: every sandbox seeds from the host's
+# entropy when it starts (seed_from() below), not from a shared seed.
+if (exists(".Random.seed", envir = globalenv(), inherits = FALSE)) rm(".Random.seed", envir = globalenv())
 
 # /library comes first in the library path even though it does not exist at
 # boot: R-only packages from the host are mounted there (one directory per
@@ -104,8 +107,18 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
     )
   }
 
+  # `seed`: 4 random bytes from the host. A session without RNG state (a
+  # fresh or reset sandbox) is seeded from them, so no two sandboxes share
+  # a stream; state the session already has (set.seed(), keep_state) stays.
+  seed_from <- function(seed) {
+    if (is.raw(seed) && !exists(".Random.seed", envir = globalenv(), inherits = FALSE)) {
+      set.seed(readBin(seed, "integer", size = 4L))
+    }
+  }
+
   # Status of hako$eval_text: 0 success, 1 R error, 2 interrupted.
-  hako$eval_text <- function(code) {
+  hako$eval_text <- function(code, seed = NULL) {
+    seed_from(seed)
     exprs <- tryCatch(parse(text = code, keep.source = FALSE), error = function(e) e)
     if (inherits(exprs, "error")) {
       cat("Error: ", conditionMessage(exprs), "\n", sep = "", file = stderr())
@@ -219,7 +232,8 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
     hako$interrupted <- TRUE
     invokeRestart("abort")
   }
-  hako$task <- function(bytes) {
+  hako$task <- function(bytes, seed = NULL) {
+    seed_from(seed)
     withCallingHandlers(run_task(bytes),
       message = to_message, warning = to_warning,
       error = on_error, interrupt = on_interrupt

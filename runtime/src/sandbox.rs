@@ -258,11 +258,13 @@ impl Sandbox {
             let s = &mut self.store;
             let arg = self.api.string(s, code)?;
             self.api.protect(s, arg)?;
-            let call = self.api.lang2(s, eval_fn, arg)?;
+            let seed = self.api.raw_vector(s, &host_seed()?)?;
+            self.api.protect(s, seed)?;
+            let call = self.api.lang3(s, eval_fn, arg, seed)?;
             self.api.protect(s, call)?;
             let genv = self.api.global_env(s)?;
             let v = self.api.try_eval(s, call, genv)?;
-            self.api.unprotect(s, 2)?;
+            self.api.unprotect(s, 3)?;
             Ok(match v {
                 Some(v) => self.api.as_integer(s, v)?,
                 // R unwound to the top level: an interrupt nobody caught, or
@@ -295,7 +297,9 @@ impl Sandbox {
             let s = &mut self.store;
             let arg = self.api.raw_vector(s, task)?;
             self.api.protect(s, arg)?;
-            let call = self.api.lang2(s, task_fn, arg)?;
+            let seed = self.api.raw_vector(s, &host_seed()?)?;
+            self.api.protect(s, seed)?;
+            let call = self.api.lang3(s, task_fn, arg, seed)?;
             self.api.protect(s, call)?;
             let genv = self.api.global_env(s)?;
             let mut v = self.api.try_eval(s, call, genv)?;
@@ -318,7 +322,7 @@ impl Sandbox {
                 None if s.data().stop_reason.is_some() => (2, Vec::new()),
                 None => bail!("the task wrapper failed"),
             };
-            self.api.unprotect(s, 2)?;
+            self.api.unprotect(s, 3)?;
             Ok(out)
         })();
         let (status, bytes) = match r {
@@ -459,6 +463,13 @@ impl Sandbox {
         }
         None
     }
+}
+
+/// Seed material for a sandbox without RNG state, from the host's CSPRNG.
+fn host_seed() -> Result<[u8; 4]> {
+    let mut b = [0u8; 4];
+    crate::vfs::fill_random(&mut b).map_err(|e| format_err!("no host randomness: {e:?}"))?;
+    Ok(b)
 }
 
 fn host_thread_error(e: std::io::Error) -> SandboxError {
