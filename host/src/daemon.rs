@@ -72,6 +72,10 @@ pub struct DaemonArgs {
     /// Longest wait between reconnection attempts, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     max_backoff: f64,
+    /// Seconds a host has, once connected, to complete TLS, the upgrade and
+    /// its welcome before the daemon gives up on that attempt.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, hide = true)]
+    handshake_timeout: f64,
     // This machine's sandbox: the volunteer's caps and mounts.
     #[command(flatten)]
     sandbox: SandboxArgs,
@@ -100,6 +104,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let idle_time = opt_secs(args.idle_time, "--idle-time")?;
     let wall_time = opt_secs(args.wall_time, "--wall-time")?;
     let max_backoff = seconds(args.max_backoff, "--max-backoff")?;
+    let handshake_timeout = seconds(args.handshake_timeout, "--handshake-timeout")?;
     if args.max_tasks == Some(0) {
         anyhow::bail!("--max-tasks must be at least 1");
     }
@@ -183,7 +188,8 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let mut backoff = Duration::from_millis(250);
     loop {
         let attempt = async {
-            match dial::dial(&target, &trust, limits, hello.clone()).await {
+            match dial::dial_within(&target, &trust, limits, hello.clone(), handshake_timeout).await
+            {
                 Err(e) => Err(e),
                 Ok((conn, welcome)) => Ok(session(conn, welcome, &worker, &route, limits).await),
             }

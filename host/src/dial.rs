@@ -76,11 +76,27 @@ impl std::fmt::Display for DialError {
     }
 }
 
+/// How long a host gets, once the TCP connection is up, to complete TLS,
+/// the upgrade and its welcome: a host that accepts and stays silent cannot
+/// hold a daemon or client for ever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub async fn dial(
     target: &Target,
     trust: &Trust,
     limits: FrameLimits,
     hello: HelloBody,
+) -> Result<(Conn, Welcome), DialError> {
+    dial_within(target, trust, limits, hello, HANDSHAKE_TIMEOUT).await
+}
+
+/// [`dial`], with the host given `handshake` to welcome us once connected.
+pub async fn dial_within(
+    target: &Target,
+    trust: &Trust,
+    limits: FrameLimits,
+    hello: HelloBody,
+    handshake: Duration,
 ) -> Result<(Conn, Welcome), DialError> {
     let unreachable = |e: String| DialError::Unreachable(e);
     let (config, seen) =
@@ -93,6 +109,25 @@ pub async fn dial(
     .map_err(|_| unreachable("connect timed out".into()))?
     .map_err(|e| unreachable(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
+    tokio::time::timeout(
+        handshake,
+        handshake_on(tcp, target, config, seen, trust, limits, hello),
+    )
+    .await
+    .map_err(|_| unreachable(format!("no welcome within {handshake:?} of connecting")))?
+}
+
+/// TLS, the upgrade, hello and welcome on a connected socket.
+async fn handshake_on(
+    tcp: TcpStream,
+    target: &Target,
+    config: Arc<rustls::ClientConfig>,
+    seen: Arc<tls::Seen>,
+    trust: &Trust,
+    limits: FrameLimits,
+    hello: HelloBody,
+) -> Result<(Conn, Welcome), DialError> {
+    let unreachable = |e: String| DialError::Unreachable(e);
     let name = ServerName::try_from(target.host.clone())
         .map_err(|e| DialError::Untrusted(format!("{}: {e}", target.host)))?;
     let tls = match TlsConnector::from(Arc::clone(&config))
@@ -134,10 +169,7 @@ pub async fn dial(
     )
     .await
     .map_err(unreachable)?;
-    let reply = tokio::time::timeout(Duration::from_secs(30), ws::recv(&mut conn, &limits))
-        .await
-        .map_err(|_| unreachable("no welcome in time".into()))?;
-    match reply {
+    match ws::recv(&mut conn, &limits).await {
         Ok(Message::Welcome(w)) => Ok((conn, w)),
         Ok(Message::Refused { reason }) => Err(DialError::Refused(reason)),
         Ok(other) => Err(unreachable(format!(

@@ -624,3 +624,20 @@ fn a_reused_id_and_everywhere_while_busy_are_each_answered_once() {
         other => panic!("z + 1 gave {other:?}"),
     }
 }
+
+#[test]
+fn a_host_that_never_completes_the_handshake_does_not_hold_the_daemon() {
+    let mut h = FakeHost::new();
+    h.start_daemon("silent-host", &["--handshake-timeout", "1"]);
+    // Take the connection and say nothing: no TLS, no welcome.
+    let silent = h.rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(300), h.listener.accept())
+            .await
+            .expect("the daemon connects")
+            .expect("accept")
+    });
+    // The daemon gives up on it and dials again.
+    h.accept(256 << 20);
+    drop(silent);
+    h.still_answers(1);
+}
