@@ -1030,15 +1030,59 @@ mod tests {
                 id: daemon,
                 msg: Message::Result(TaskReport {
                     id: tid,
-                    outcome: Outcome::Value(Bytes::from(v.to_string())),
+                    outcome: value(v),
                     output: vec![],
                 }),
             });
         }
     }
 
+    /// A real R value (the host verifies what daemons send): the string `v`.
     fn value(v: &str) -> Outcome {
-        Outcome::Value(Bytes::from(v.to_string()))
+        let s = crate::rser::RObj::Str(vec![v.into()]);
+        Outcome::Value(Bytes::from(crate::rser::serialize(&s)))
+    }
+
+    #[test]
+    fn a_value_that_fails_the_verifier_is_refused_not_forwarded() {
+        let mut w = World::new(1);
+        let c = w.client(100);
+        let a = w.daemon(1, info(None, None));
+        w.submit(100, 9, None);
+        assert_eq!(a.tasks(), vec![1]);
+        w.started(1, 1);
+        // a top-level promise (CVE-2024-27322's shape)
+        let mut promise = crate::rser::serialize(&crate::rser::RObj::Null);
+        promise.truncate(promise.len() - 4);
+        promise.extend_from_slice(&[0, 0, 4, 5, 0, 0, 0, 253, 0, 0, 0, 252, 0, 0, 0, 254]);
+        w.ev(Event::FromDaemon {
+            id: 1,
+            msg: Message::Result(TaskReport {
+                id: 1,
+                outcome: Outcome::Error(Bytes::from(promise)),
+                output: vec![],
+            }),
+        });
+        match &c.results()[..] {
+            [(
+                9,
+                Outcome::Failed {
+                    kind: FailKind::Refused,
+                    message,
+                },
+            )] => {
+                assert!(
+                    message.starts_with("result refused: a promise"),
+                    "{message}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // the daemon is idle again and serves the next task
+        w.submit(100, 10, None);
+        assert_eq!(a.tasks(), vec![2]);
+        w.report(1, 2, "ok");
+        assert_eq!(c.results(), vec![(10, value("ok"))]);
     }
 
     #[test]

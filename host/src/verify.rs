@@ -972,7 +972,15 @@ impl<'a> Verifier<'a> {
                         sum.ints = c.ints;
                         sum.str_na = c.str_na;
                         sum.factor = c.factor;
-                        self.plain_int_vector(2)?;
+                        // (sortedness, no-NA): claims R trusts for fast paths
+                        let off = self.plain_int_vector(2)?;
+                        let srt = self.input.int_at(off, 0);
+                        let no_na = self.input.int_at(off, 1);
+                        if !matches!(srt, NA_INTEGER | -2..=2) || !(0..=1).contains(&no_na) {
+                            return Err(Refusal::Altrep(
+                                "a wrapper's metadata is out of range".into(),
+                            ));
+                        }
                     }
                     _ => {}
                 }

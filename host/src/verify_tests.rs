@@ -156,7 +156,7 @@ fn verify_fuzz_never_panics() {
 
 fn header() -> Vec<u8> {
     let mut b = b"X\n".to_vec();
-    for v in [3, 0x040202, 0x030500, 5] {
+    for v in [3i32, 0x040202, 0x030500, 5] {
         b.extend_from_slice(&v.to_be_bytes());
     }
     b.extend_from_slice(b"UTF-8");
@@ -738,6 +738,15 @@ fn verify_refuses_foreign_or_malformed_altrep() {
         .ty(INTSXP)
         .ints(&[1]);
     verify(&wrap(w)).unwrap();
+    // metadata claiming a sortedness R does not define
+    let w = B::new()
+        .altrep("wrap_integer", "base", INTSXP)
+        .ty(LISTSXP)
+        .ty(INTSXP)
+        .ints(&[1])
+        .ty(INTSXP)
+        .ints(&[7, 0]);
+    assert!(matches!(refused(w.nil().done()), Refusal::Altrep(_)));
     // class and type disagree
     let b = B::new()
         .altrep("compact_intseq", "base", STRSXP)
