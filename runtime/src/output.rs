@@ -21,6 +21,15 @@ pub struct Chunk {
     pub bytes: Vec<u8>,
 }
 
+/// Bytes of the cap each chunk costs besides its bytes. A chunk takes about
+/// 100 bytes of host memory however short it is (its header, its slot in the
+/// list, the allocation behind its bytes), so output alternating 1-byte
+/// writes between streams would cost ~100x the cap if only bytes counted.
+/// Counting chunks against `cap / CHUNK_COST` keeps the whole log within
+/// about 2.5x the cap, while a cap's worth of output in a few chunks still
+/// fits exactly.
+pub const CHUNK_COST: usize = 64;
+
 /// The output log of one evaluation.
 #[derive(Debug)]
 pub struct Output {
@@ -54,14 +63,25 @@ impl Output {
         if take == 0 {
             return;
         }
-        self.total += take;
+        let max_chunks = self.max_chunks();
+        let n = self.chunks.len();
         match self.chunks.last_mut() {
             Some(last) if last.stream == stream => last.bytes.extend_from_slice(&data[..take]),
+            _ if n >= max_chunks => {
+                self.exceeded = true;
+                return;
+            }
             _ => self.chunks.push(Chunk {
                 stream,
                 bytes: data[..take].to_vec(),
             }),
         }
+        self.total += take;
+    }
+
+    /// How many chunks the cap pays for (at least a few, for tiny caps).
+    fn max_chunks(&self) -> usize {
+        (self.cap / CHUNK_COST).max(16)
     }
 
     /// True once output was dropped because the cap was reached.
@@ -101,5 +121,22 @@ mod tests {
         assert_eq!(c[0].bytes, b"abcdef");
         assert_eq!(c[1].bytes, b"ghij");
         assert!(!o.exceeded());
+    }
+
+    #[test]
+    fn alternating_tiny_writes_are_bounded_by_chunks() {
+        let cap = 64 << 10;
+        let mut o = Output::new(cap);
+        for _ in 0..cap {
+            o.write(Stream::Stdout, b"a");
+            o.write(Stream::Stderr, b"b");
+        }
+        assert!(o.exceeded());
+        let c = o.take();
+        assert_eq!(c.len(), cap / CHUNK_COST);
+        // A cap's worth in one stream still fits entirely.
+        o.write(Stream::Stdout, &vec![b'x'; cap]);
+        assert!(!o.exceeded());
+        assert_eq!(o.take()[0].bytes.len(), cap);
     }
 }
