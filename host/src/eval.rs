@@ -7,7 +7,7 @@ use crate::sandbox_args::SandboxArgs;
 use anyhow::{bail, Context};
 use clap::Args;
 use hako_runtime::{Runtime, SandboxError, Stream};
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -82,12 +82,13 @@ fn run_inner(args: EvalArgs) -> anyhow::Result<ExitCode> {
     };
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
+    let (out_tty, err_tty) = (out.is_terminal(), err.is_terminal());
     for chunk in output {
         let _ = match chunk.stream {
-            Stream::Stdout => out.write_all(&chunk.bytes),
+            Stream::Stdout => out.write_all(&terminal::shown(&chunk.bytes, out_tty)),
             _ => {
                 let _ = out.flush();
-                err.write_all(&chunk.bytes)
+                err.write_all(&terminal::shown(&chunk.bytes, err_tty))
             }
         };
     }
@@ -96,4 +97,75 @@ fn run_inner(args: EvalArgs) -> anyhow::Result<ExitCode> {
         let _ = writeln!(err, "hako: {note}");
     }
     Ok(ExitCode::from(status))
+}
+
+/// What the sandbox printed, made safe for a terminal.
+///
+/// A task's output could retitle the window, clear the screen, move the
+/// cursor over earlier lines or write the clipboard (OSC 52) through escape
+/// sequences. On a terminal every control character except newline and tab
+/// (and carriage return right before a newline) is shown visibly instead:
+/// C0 controls and DEL in caret notation (`^[`, `^?`), C1 controls as
+/// `<U+009B>`, bytes that are not UTF-8 as `\xNN`. Not on a terminal, the
+/// bytes pass unchanged, so pipes and files get exactly what R wrote.
+mod terminal {
+    use std::borrow::Cow;
+
+    pub fn shown(bytes: &[u8], tty: bool) -> Cow<'_, [u8]> {
+        if !tty || !bytes.iter().any(|&b| needs_escape_byte(b)) {
+            return Cow::Borrowed(bytes);
+        }
+        let mut out = Vec::with_capacity(bytes.len() + 16);
+        for chunk in bytes.utf8_chunks() {
+            let valid = chunk.valid();
+            let mut chars = valid.char_indices().peekable();
+            while let Some((_, c)) = chars.next() {
+                match c {
+                    '\n' | '\t' => out.push(c as u8),
+                    '\r' if chars.peek().is_some_and(|(_, n)| *n == '\n') => out.push(b'\r'),
+                    '\0'..='\x1f' => out.extend_from_slice(&[b'^', c as u8 + 0x40]),
+                    '\x7f' => out.extend_from_slice(b"^?"),
+                    '\u{80}'..='\u{9f}' => {
+                        out.extend_from_slice(format!("<U+{:04X}>", c as u32).as_bytes())
+                    }
+                    _ => {
+                        let mut buf = [0u8; 4];
+                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    }
+                }
+            }
+            for b in chunk.invalid() {
+                out.extend_from_slice(format!("\\x{b:02X}").as_bytes());
+            }
+        }
+        Cow::Owned(out)
+    }
+
+    /// Whether a byte may start something to escape (C0, DEL, or any
+    /// non-ASCII byte, which may be a C1 control or not UTF-8).
+    fn needs_escape_byte(b: u8) -> bool {
+        (b < 0x20 && b != b'\n' && b != b'\t') || b >= 0x7f
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::shown;
+
+        #[test]
+        fn controls_are_visible_on_a_terminal_and_untouched_elsewhere() {
+            let evil =
+                "title\x1b]0;pwned\x07 clear\x1b[2J clip\x1b]52;c;ZXZpbA==\x07 \u{9b}31m\r\n";
+            let shown_tty = shown(evil.as_bytes(), true);
+            assert_eq!(
+                String::from_utf8(shown_tty.into_owned()).unwrap(),
+                "title^[]0;pwned^G clear^[[2J clip^[]52;c;ZXZpbA==^G <U+009B>31m\r\n"
+            );
+            assert_eq!(&*shown(evil.as_bytes(), false), evil.as_bytes());
+            // Ordinary text, UTF-8 and tabs pass as they are.
+            let fine = "a\tb \u{e9}t\u{e9} \u{1F600}\n";
+            assert_eq!(&*shown(fine.as_bytes(), true), fine.as_bytes());
+            // A lone carriage return, DEL, and bytes that are not UTF-8.
+            assert_eq!(&*shown(b"a\rb\x7f\xff\x9b", true), b"a^Mb^?\\xFF\\x9B");
+        }
+    }
 }

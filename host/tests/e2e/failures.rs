@@ -355,4 +355,71 @@ fn eval_ends_deep_recursion_and_bad_timeouts_with_exit_codes_not_crashes() {
             "{code}: a short message, not a backtrace: {err}"
         );
     }
+    eval_output_bookkeeping_is_bounded();
+    eval_neutralises_terminal_controls_on_a_tty();
+}
+
+/// Exit code and peak RSS (KiB) of `hako eval ARGS`, from wait4 on it.
+fn eval_peak_rss(args: &[&str]) -> (i32, i64) {
+    let child = hako()
+        .arg("eval")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: waits for our own child and fills a rusage we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    assert_eq!(r, child.id() as i32);
+    (libc::WEXITSTATUS(status), ru.ru_maxrss)
+}
+
+/// Alternating 1-byte stdout/stderr writes cost a chunk each: under a 1 MiB
+/// --max-output they end as an output limit, the host's memory within a few
+/// caps of a run that prints nothing (before, ~100 bytes per byte written).
+fn eval_output_bookkeeping_is_bounded() {
+    let (code, base) = eval_peak_rss(&[
+        "--max-output",
+        "1",
+        "for (i in 1:3e4) { invisible('a'); invisible('b') }",
+    ]);
+    assert_eq!(code, 0);
+    let (code, flood) = eval_peak_rss(&[
+        "--max-output",
+        "1",
+        "for (i in 1:1e6) { cat('a'); cat('b', file = stderr()) }",
+    ]);
+    assert_eq!(code, 3, "an output limit");
+    println!("peak RSS: quiet {base} KiB, flood {flood} KiB");
+    // 4 caps, plus slack for R's own heap.
+    assert!(
+        flood < base + 4 * 1024 + 12 * 1024,
+        "quiet {base} KiB, flood {flood} KiB"
+    );
+}
+
+/// On a terminal, escape sequences from R are shown, not obeyed; through a
+/// pipe they pass unchanged.
+fn eval_neutralises_terminal_controls_on_a_tty() {
+    let r = r#"cat("]0;pwned[2J]52;c;ZXZpbA== ok
+")"#;
+    let piped = hako().args(["eval", r]).output().unwrap();
+    assert_eq!(
+        piped.stdout,
+        b"\x1b]0;pwned\x07\x1b[2J\x1b]52;c;ZXZpbA==\x07 ok\n"
+    );
+    let cmd = format!("'{}' eval '{}'", env!("CARGO_BIN_EXE_hako"), r);
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script(1) from util-linux");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    assert!(!tty.stdout.contains(&0x1b), "{shown:?}");
+    assert!(
+        shown.contains("^[]0;pwned^G^[[2J^[]52;c;ZXZpbA==^G ok"),
+        "{shown:?}"
+    );
 }
