@@ -103,7 +103,7 @@ fn alive(pid: u32) -> bool {
     #[cfg(target_os = "linux")]
     if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) {
-            return rest.trim_start().chars().next() != Some('Z');
+            return !rest.trim_start().starts_with('Z');
         }
     }
     true
