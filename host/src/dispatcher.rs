@@ -65,18 +65,25 @@ impl ClientTx {
 
 impl Peer for ClientTx {
     fn send(&self, m: Message) -> bool {
-        let out = match &m {
-            Message::Result(r) => {
-                let bytes = match &r.outcome {
-                    Outcome::Value(b) | Outcome::Error(b) => b.len(),
-                    Outcome::Failed { message, .. } => message.len(),
-                } + r.output.iter().map(|c| c.bytes.len()).sum::<usize>();
-                let ticket = self.unread.ticket(bytes as u64);
-                Out::Counted(m, ticket)
-            }
-            _ => Out::Msg(m),
-        };
-        self.tx.send(out).is_ok()
+        // What the message costs the host while queued (a small overhead
+        // counts too, so that even refusals cannot pile up unnoticed).
+        let bytes = 64
+            + match &m {
+                Message::Result(r) => {
+                    (match &r.outcome {
+                        Outcome::Value(b) | Outcome::Error(b) => b.len(),
+                        Outcome::Failed { message, .. } => message.len(),
+                    }) + r.output.iter().map(|c| c.bytes.len() + 32).sum::<usize>()
+                }
+                Message::Info(i) => i
+                    .daemons
+                    .iter()
+                    .map(|d| 256 + d.name.len() + d.address.len() + d.version.len())
+                    .sum(),
+                _ => 0,
+            };
+        let ticket = self.unread.ticket(bytes as u64);
+        self.tx.send(Out::Counted(m, ticket)).is_ok()
     }
     fn close(&self, reason: &str) {
         Peer::close(&self.tx, reason);
@@ -347,6 +354,18 @@ impl Dispatcher {
         let Some(client) = self.clients.get(&cid) else {
             return;
         };
+        // Refusals are answers too: a client that keeps sending while reading
+        // nothing is let go rather than given ever more of them.
+        if client.peer.unread() > self.opts.max_unread.saturating_mul(2) {
+            let reason = format!(
+                "the client does not read its results ({} MiB unread)",
+                client.peer.unread() >> 20
+            );
+            tracing::warn!(client = cid, %reason, "closing client");
+            client.peer.close(&reason);
+            self.left(cid, &reason);
+            return;
+        }
         match msg {
             Message::Task(t) => {
                 let reject = if self.shutdown.is_some() {
@@ -1262,6 +1281,15 @@ mod tests {
         c.unread.store(0, Ordering::Relaxed);
         w.submit(100, 3, None);
         assert_eq!(a.tasks(), vec![2]);
+        // Far past the bound, more messages end the connection instead.
+        c.unread
+            .store(2 * w.d.opts.max_unread + 1, Ordering::Relaxed);
+        w.ev(Event::FromClient {
+            id: 100,
+            msg: Message::Status,
+        });
+        assert!(c.closed.lock().unwrap().is_some());
+        assert!(c.take().is_empty());
     }
 
     #[test]

@@ -418,3 +418,95 @@ fn a_planted_link_file_symlink_is_never_followed() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn peer_given_timeouts_of_2_pow_64_are_clamped() {
+    use crate::dial;
+    use crate::protocol::{
+        Capabilities, DaemonLimits, FrameLimits, HelloBody, Message, Outcome, Role, Task,
+        TaskReport, MAX_TIMEOUT_MS,
+    };
+    use crate::tls::{self, Trust};
+    use crate::ws;
+    let mut host = Host::start("timeout-clamp", &["--listen", "127.0.0.1:0"]);
+    let target = dial::parse_url(&host.get("url")).unwrap();
+    let trust = Trust::Pinned(tls::parse_fingerprint(&host.get("fingerprint")).unwrap());
+    let hello = |role, token: String, task_timeout_ms| HelloBody {
+        role,
+        token,
+        name: "fake".into(),
+        limits: DaemonLimits {
+            memory_bytes: 1 << 30,
+            task_timeout_ms,
+            ..Default::default()
+        },
+        caps: Capabilities::default(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (token, client_token) = (host.get("token"), host.get("client_token"));
+    let got = rt.block_on(async {
+        let limits = FrameLimits::default();
+        let (mut daemon, _) = dial::dial(
+            &target,
+            &trust,
+            limits,
+            hello(Role::Daemon, token, Some(u64::MAX)),
+        )
+        .await
+        .unwrap();
+        let (mut client, _) = dial::dial(
+            &target,
+            &trust,
+            limits,
+            hello(Role::Client, client_token, None),
+        )
+        .await
+        .unwrap();
+        ws::send(
+            &mut client,
+            &Message::Task(Task {
+                id: 9,
+                payload: code("1").into(),
+                timeout_ms: Some(u64::MAX),
+            }),
+        )
+        .await
+        .unwrap();
+        let task = loop {
+            match ws::recv(&mut daemon, &limits).await.unwrap() {
+                Message::Task(t) => break t,
+                _ => continue,
+            }
+        };
+        ws::send(&mut daemon, &Message::Started { id: task.id })
+            .await
+            .unwrap();
+        ws::send(
+            &mut daemon,
+            &Message::Result(TaskReport {
+                id: task.id,
+                outcome: Outcome::Failed {
+                    kind: crate::protocol::FailKind::Timeout,
+                    message: "fake".into(),
+                },
+                output: vec![],
+            }),
+        )
+        .await
+        .unwrap();
+        let result = loop {
+            match ws::recv(&mut client, &limits).await.unwrap() {
+                Message::Result(r) => break r,
+                _ => continue,
+            }
+        };
+        (task.timeout_ms, result.id)
+    });
+    assert_eq!(got, (Some(MAX_TIMEOUT_MS), 9));
+    // The host lives on.
+    let (c, _) = host.info();
+    assert_eq!(c["completed"], 1);
+}
