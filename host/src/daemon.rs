@@ -105,6 +105,9 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let wall_time = opt_secs(args.wall_time, "--wall-time")?;
     let max_backoff = seconds(args.max_backoff, "--max-backoff")?;
     let handshake_timeout = seconds(args.handshake_timeout, "--handshake-timeout")?;
+    if args.max_payload == Some(0) {
+        anyhow::bail!("--max-payload must be at least 1 MiB");
+    }
     if args.max_tasks == Some(0) {
         anyhow::bail!("--max-tasks must be at least 1");
     }

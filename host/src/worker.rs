@@ -76,7 +76,7 @@ pub const MAX_WAITING: usize = 1;
 
 /// Most `everywhere()` payloads a worker keeps per session: each is
 /// replayed after every reset.
-pub const MAX_EVERYWHERE: usize = 256;
+pub const MAX_EVERYWHERE: usize = 1024;
 
 /// Bytes counted for each kept `everywhere()` payload beyond its length, so
 /// that empty payloads are not free.

@@ -641,3 +641,22 @@ fn a_host_that_never_completes_the_handshake_does_not_hold_the_daemon() {
     drop(silent);
     h.still_answers(1);
 }
+
+#[test]
+fn everywhere_payloads_kept_are_bounded_in_number_too() {
+    let mut h = FakeHost::new();
+    h.start_daemon("everywhere-count", &[]);
+    h.accept(256 << 20);
+    // Empty-ish payloads, one more than a daemon keeps.
+    h.send_all((0..1025).map(|i| {
+        Message::Everywhere(Everywhere {
+            id: i,
+            payload: code("NULL").into(),
+        })
+    }));
+    h.send(task(1, code("1 + 1")));
+    let (r, _) = h.result(Duration::from_secs(300));
+    let (kind, message) = failed(&r);
+    assert_eq!(kind, FailKind::Rejected, "{message}");
+    assert!(message.contains("1025 payloads"), "{message}");
+}
