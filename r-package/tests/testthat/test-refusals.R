@@ -64,3 +64,26 @@ test_that("a refused result is a FutureError naming the host's reason", {
   expect_match(conditionMessage(err), "result refused")
   expect_equal(future::value(future::future(1 + 1)), 2)
 })
+
+test_that("a task whose daemons die under it twice is a 'crashed its daemon' error value", {
+  on.exit(reset_all())
+  daemons(url = host_url(host = "127.0.0.1"))
+  pids <- launch_local(2)
+  names(pids) <- c("local-1", "local-2")
+  on.exit(for (pid in pids) tools::pskill(pid, tools::SIGKILL), add = TRUE)
+  busy <- function() { t <- status()$table; t$name[!is.na(t$busy_ms)] }
+  for (i in 1:400) if (isTRUE(info()[["connections"]] == 2L)) break else Sys.sleep(0.05)
+  x <- hako(Sys.sleep(120))
+  for (round in 1:2) {
+    b <- character()
+    for (i in 1:1200) { b <- busy(); if (length(b)) break; Sys.sleep(0.05) }
+    expect_length(b, 1L)
+    tools::pskill(pids[[b]], tools::SIGKILL)
+    for (i in 1:1200) if (!b %in% status()$table$name) break else Sys.sleep(0.05)
+  }
+  v <- x[]
+  expect_true(is_hako_error(v))
+  expect_true("hakoCrashed" %in% v$condition.class)
+  expect_match(v$message, "crashed its daemon")
+  expect_output(print(v), "crashed its daemon")
+})
