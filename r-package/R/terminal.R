@@ -11,14 +11,15 @@ CONTROL_RE <- "[\\x01-\\x08\\x0b-\\x1f\\x7f]|\\xc2[\\x80-\\x9f]"
 #'
 #' What the package shows from a task (relayed output, messages, warnings,
 #' error messages) passes through here: ESC becomes `^[`, other C0 controls
-#' `^A`..`^_` (carriage return `^M`, backspace `^H`), DEL `^?` and C1
-#' controls `<U+009B>`; tab and newline stay.
+#' `^A`..`^_` (carriage return `^M` unless it ends a line, backspace `^H`),
+#' DEL `^?`, C1 controls `<U+009B>` and bytes that are not UTF-8 `<9b>`;
+#' tab and newline stay.
 #' @param x A character vector.
 #' @return `x` with its control characters rendered visibly.
 #' @noRd
 safe_text <- function(x) {
   if (!is.character(x) || !length(x)) return(x)
-  hit <- which(grepl(CONTROL_RE, x, perl = TRUE, useBytes = TRUE))
+  hit <- which(grepl(CONTROL_RE, x, perl = TRUE, useBytes = TRUE) | !validUTF8(x))
   for (i in hit) x[[i]] <- safe_string(x[[i]])
   x
 }
@@ -28,10 +29,23 @@ safe_text <- function(x) {
 # occurs inside a multibyte character).
 safe_string <- function(s) {
   if (is.na(s)) return(s)
+  # R reads latin1 as CP1252, which has no C1 controls
+  if (Encoding(s) == "latin1") s <- enc2utf8(s)
+  if (!validUTF8(s)) {
+    # bytes that are not UTF-8 (a lone 0x9B is CSI to some terminals): <9b>
+    Encoding(s) <- "unknown"
+    s <- iconv(s, "UTF-8", "UTF-8", sub = "byte")
+    Encoding(s) <- "UTF-8"
+  }
   enc <- Encoding(s)
   for (k in C0_CODES) {
     ch <- rawToChar(as.raw(k))
     if (!grepl(ch, s, fixed = TRUE, useBytes = TRUE)) next
+    if (k == 13L) {
+      # a carriage return ending a line (CRLF) moves nothing: kept
+      s <- gsub("\r(?!\n)", "^M", s, perl = TRUE, useBytes = TRUE)
+      next
+    }
     to <- if (k == 127L) "^?" else paste0("^", rawToChar(as.raw(k + 64L)))
     s <- gsub(ch, to, s, fixed = TRUE, useBytes = TRUE)
   }

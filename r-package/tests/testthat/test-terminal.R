@@ -17,10 +17,15 @@ test_that("safe_text() renders C0, DEL and C1 controls visibly and keeps text, t
   csi <- enc2utf8("\u00e9\u009b31m")
   expect_identical(st(csi), enc2utf8("\u00e9<U+009B>31m"))
   expect_identical(st(c(NA, "ok")), c(NA, "ok"))
-  # invalid UTF-8 does not stop it
-  bad <- rawToChar(as.raw(c(0xff, 0x1b, 0x41)))
+  # a line ending in CRLF keeps it
+  expect_identical(st("a\r\nb\rc"), "a\r\nb^Mc")
+  # bytes that are not UTF-8 (a lone 0x9B is CSI to some terminals)
+  bad <- rawToChar(as.raw(c(0xff, 0x1b, 0x41, 0x9b, 0x32, 0x4a)))
   Encoding(bad) <- "UTF-8"
-  expect_identical(charToRaw(st(bad)), as.raw(c(0xff, 0x5e, 0x5b, 0x41)))
+  expect_identical(st(bad), "<ff>^[A<9b>2J")
+  lat <- rawToChar(as.raw(c(0x63, 0x61, 0x66, 0xe9, 0x1b)))
+  Encoding(lat) <- "latin1"
+  expect_identical(st(lat), enc2utf8("caf\u00e9^["))
 })
 
 test_that("relayed output, messages, warnings and error values carry no terminal controls", {
