@@ -88,8 +88,22 @@ HakoFuture <- function(expr = NULL, envir = parent.frame(), substitute = TRUE, g
 
 # Evaluated in the sandbox: the future's expression with its output and
 # conditions captured, returned as a list that result() makes a FutureResult.
+# The calls captured with an error name functions instead of holding them:
+# a call made from a function object (the runner's handlers, do.call())
+# carries that closure, byte code included, which the host refuses to
+# return (see PROTOCOL.md, the safe subset).
 FUTURE_TASK <- quote({
   .hako_started <- Sys.time()
+  .hako_nofun <- function(x, depth = 0L) {
+    if (is.function(x)) return(as.name("<function>"))
+    if (!is.call(x) || depth > 50L) return(x)
+    l <- as.list(x)
+    for (i in seq_along(l)) {
+      if (is.function(l[[i]])) l[i] <- list(as.name("<function>"))
+      else if (is.call(l[[i]])) l[i] <- list(.hako_nofun(l[[i]], depth + 1L))
+    }
+    as.call(l)
+  }
   .hako_rng0 <- globalenv()$.Random.seed
   .hako_con <- NULL
   if (!is.na(.hako_fstdout)) {
@@ -102,9 +116,11 @@ FUTURE_TASK <- quote({
       withVisible(eval(.hako_fx, new.env(parent = globalenv()))),
       condition = function(c) {
         if (inherits(c, "error")) {
-          .hako_conds[[length(.hako_conds) + 1L]] <<- list(condition = c, calls = sys.calls(), signaled = 0L)
+          if (is.call(c$call)) c$call <- .hako_nofun(c$call)
+          .hako_conds[[length(.hako_conds) + 1L]] <<- list(condition = c, calls = lapply(sys.calls(), .hako_nofun), signaled = 0L)
         } else if (length(.hako_fcc) && inherits(c, .hako_fcc)) {
           if (identical(c$call, quote(eval(.hako_fx, new.env(parent = globalenv()))))) c$call <- NULL
+          if (is.call(c$call)) c$call <- .hako_nofun(c$call)
           .hako_conds[[length(.hako_conds) + 1L]] <<- list(condition = c, signaled = 0L)
           if (inherits(c, "message")) invokeRestart("muffleMessage")
           if (inherits(c, "warning")) invokeRestart("muffleWarning")
