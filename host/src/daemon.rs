@@ -190,6 +190,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
 
     let mut backoff = Duration::from_millis(250);
     loop {
+        let dialled = Instant::now();
         let attempt = async {
             match dial::dial_within(&target, &trust, limits, hello.clone(), handshake_timeout).await
             {
@@ -249,7 +250,11 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
                     tracing::info!("host connection ended ({end}); exiting (--autoexit)");
                     return Ok(ExitCode::SUCCESS);
                 }
-                backoff = Duration::from_millis(250);
+                // Only a connection that lasted starts the backoff afresh: a
+                // host that drops each one at once cannot make us spin.
+                if dialled.elapsed() >= STABLE {
+                    backoff = Duration::from_millis(250);
+                }
                 tracing::warn!("host connection ended ({end}); reconnecting in {backoff:.1?}");
             }
         }
@@ -261,6 +266,10 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         backoff = (backoff * 2).min(max_backoff);
     }
 }
+
+/// A connection that lasted this long was a real session: the next
+/// reconnection starts from the shortest backoff again.
+const STABLE: Duration = Duration::from_secs(10);
 
 /// The bound of frames this daemon reads, in bytes: `--max-payload` MiB,
 /// by default half of `--memory` MiB and at most 256 MiB.

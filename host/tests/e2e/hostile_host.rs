@@ -660,3 +660,20 @@ fn everywhere_payloads_kept_are_bounded_in_number_too() {
     assert_eq!(kind, FailKind::Rejected, "{message}");
     assert!(message.contains("1025 payloads"), "{message}");
 }
+
+#[test]
+fn a_host_that_drops_every_connection_at_once_gets_a_growing_backoff() {
+    let mut h = FakeHost::new();
+    h.start_daemon("hang-ups", &["--max-backoff", "2"]);
+    for _ in 0..4 {
+        h.accept(256 << 20);
+        h.hang_up();
+    }
+    h.accept(256 << 20);
+    h.still_answers(1);
+    let log = h.daemon_log();
+    assert!(
+        log.contains("reconnecting in 2.0s"),
+        "the backoff did not grow:\n{log}"
+    );
+}
