@@ -12,7 +12,19 @@ use std::time::Instant;
 
 const COMPUTE_R: &str = include_str!("compute.R");
 
+/// Sandboxes run on a thread with the stack wasm needs, as daemon workers
+/// do: on the main thread every evaluation would hop to a fresh thread and
+/// the timings would include that.
 fn main() {
+    std::thread::Builder::new()
+        .stack_size(hako_runtime::SANDBOX_THREAD_STACK)
+        .spawn(bench)
+        .expect("spawning the benchmark thread")
+        .join()
+        .unwrap();
+}
+
+fn bench() {
     let args: Vec<String> = std::env::args().collect();
     let cold = args.iter().any(|a| a == "--cold");
     let rounds: usize = std::env::var("HAKO_BENCH_ROUNDS")

@@ -360,6 +360,7 @@ fn eval_ends_deep_recursion_and_bad_timeouts_with_exit_codes_not_crashes() {
 }
 
 /// Exit code and peak RSS (KiB) of `hako eval ARGS`, from wait4 on it.
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its rusage
 fn eval_peak_rss(args: &[&str]) -> (i32, i64) {
     let child = hako()
         .arg("eval")
