@@ -198,9 +198,11 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
           x <- as.function(c(formals(x), list(body(x))), envir = environment(x))
         }
         walk(environment(x))
-      } else if (is.list(x) || is.expression(x)) {
-        x <- unclass(x)
-        for (i in seq_along(x)) if (!is.null(x[[i]])) x[[i]] <- walk(x[[i]])
+      } else if (is.list(x) || is.expression(x) || is.call(x)) {
+        # calls too: a condition's call can hold a function itself
+        # (do.call()); symbols, the empty argument among them, are left
+        if (!is.call(x)) x <- unclass(x)
+        for (i in seq_along(x)) if (!is.symbol(x[[i]]) && !is.null(x[[i]])) x[[i]] <- walk(x[[i]])
       }
       if (length(a)) attributes(x) <- lapply(a, walk)
       x
@@ -325,14 +327,25 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
     )
   }
 
-  # Every base function the helpers name is bound here as the value it has
-  # now: a task that rebinds one in base (or globally) cannot change what
-  # the runner calls around its code.
+  # The base functions the helpers name are bound here as the values they
+  # have now, so a task that rebinds one in base cannot change what the
+  # runner calls around its code: every primitive, and the closures used
+  # after user code as copies without byte code (this environment travels
+  # with the handlers in a condition's calls, and the host refuses byte code).
   here <- environment()
   fns <- Filter(is.function, c(mget(ls(here, all.names = TRUE), envir = here), as.list(hako, all.names = TRUE)))
   used <- unique(unlist(lapply(fns, function(f) all.names(body(f)))))
   used <- setdiff(intersect(used, ls(.BaseNamespaceEnv, all.names = TRUE)), ls(here, all.names = TRUE))
-  for (n in used) assign(n, get(n, envir = .BaseNamespaceEnv), envir = here)
+  for (n in used) {
+    f <- get(n, envir = .BaseNamespaceEnv)
+    if (is.primitive(f)) assign(n, f, envir = here)
+  }
+  for (n in c("serialize", "grepRaw", "identical", "paste", "paste0", "conditionMessage", "conditionCall",
+              "deparse", "vapply", "lapply", "sys.calls", "invokeRestart", "simpleError", "isTRUE")) {
+    f <- get(n, envir = .BaseNamespaceEnv)
+    assign(n, as.function(c(formals(f), list(body(f))), envir = .BaseNamespaceEnv), envir = here)
+  }
+  rm(f, n, fns, used)
   lockEnvironment(here, bindings = TRUE)
 
   hako

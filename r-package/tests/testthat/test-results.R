@@ -40,6 +40,12 @@ test_that("fitted models, data frames, S4 objects, closures and formulas round-t
   expect_false(is_hako_error(fs))
   expect_equal(fs$sd(c(1, 3)), sd(c(1, 3)))
   expect_equal(fs$fam$linkinv(0), 0.5)
+  # an error whose call holds a compiled function (do.call): its error
+  # value, not a refusal
+  ev <- hako(do.call(eval, list(quote(stop("bad")))))[]
+  expect_true(is_hako_error(ev))
+  expect_false("hakoRefused" %in% ev$condition.class)
+  expect_match(ev$message, "bad")
 })
 
 test_that("an environment holding a promise or an active binding is refused, its code never runs here", {
