@@ -14,7 +14,7 @@ use crate::ws::{self, Budget, Budgeted, End, Flow};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_rustls::TlsAcceptor;
@@ -26,6 +26,9 @@ const MAX_HANDSHAKES: usize = 256;
 /// Most connections mid-handshake from one source (an IPv4 address or an
 /// IPv6 /64).
 const MAX_HANDSHAKES_PER_SOURCE: usize = 16;
+/// A source's connection past its share is displaced only once it has had
+/// this long to finish its handshake.
+const GRACE: Duration = Duration::from_secs(1);
 /// Bytes an unauthenticated peer may send beyond a control frame (TLS
 /// handshake, HTTP upgrade request).
 const PREAUTH_SLACK: u64 = 32 << 10;
@@ -229,10 +232,12 @@ fn source(ip: IpAddr) -> IpAddr {
 
 /// Connections mid-handshake, oldest first per source. A newcomer is always
 /// let in: when its source already holds its share, that source's oldest
-/// half-open connection is dropped; when every slot is taken, the oldest of
-/// the most represented source is. So a flood of silent sockets only ever
-/// displaces itself, and an honest peer's handshake (milliseconds) completes
-/// while an attacker's sockets wait for the handshake deadline.
+/// half-open connection is dropped if it has had [`GRACE`] to finish; when
+/// every slot is taken, the oldest of the most represented source is. So a
+/// flood of silent sockets only ever displaces itself, an honest peer's
+/// handshake (milliseconds) completes while an attacker's sockets wait for
+/// the handshake deadline, and a burst of honest daemons from one machine
+/// is not cut short by its own share.
 pub struct Admission {
     inner: Mutex<Pending>,
     max: usize,
@@ -241,7 +246,7 @@ pub struct Admission {
 
 #[derive(Default)]
 struct Pending {
-    by_source: HashMap<IpAddr, VecDeque<(u64, Arc<Notify>)>>,
+    by_source: HashMap<IpAddr, VecDeque<(u64, Instant, Arc<Notify>)>>,
     total: usize,
     next: u64,
 }
@@ -249,7 +254,7 @@ struct Pending {
 impl Pending {
     fn evict_oldest(&mut self, src: IpAddr) {
         if let Some(q) = self.by_source.get_mut(&src) {
-            if let Some((_, n)) = q.pop_front() {
+            if let Some((_, _, n)) = q.pop_front() {
                 n.notify_one();
                 self.total -= 1;
             }
@@ -280,12 +285,24 @@ impl Admission {
 
     /// Admit a connection from `ip`, displacing an older one if needed.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Slot {
+        self.admit_at(ip, Instant::now())
+    }
+
+    fn admit_at(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Slot {
         let src = source(ip);
         let evicted = Arc::new(Notify::new());
         let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if p.by_source.get(&src).map_or(0, VecDeque::len) >= self.per_source {
+        let overdue = |q: &VecDeque<(u64, Instant, Arc<Notify>)>| {
+            q.front()
+                .is_some_and(|(_, at, _)| now.saturating_duration_since(*at) >= GRACE)
+        };
+        if p.by_source
+            .get(&src)
+            .is_some_and(|q| q.len() >= self.per_source && overdue(q))
+        {
             p.evict_oldest(src);
-        } else if p.total >= self.max {
+        }
+        if p.total >= self.max {
             let most = p
                 .by_source
                 .iter()
@@ -301,7 +318,7 @@ impl Admission {
         p.by_source
             .entry(src)
             .or_default()
-            .push_back((id, evicted.clone()));
+            .push_back((id, now, evicted.clone()));
         Slot {
             admission: self.clone(),
             src,
@@ -326,7 +343,7 @@ impl Drop for Slot {
             .unwrap_or_else(|e| e.into_inner());
         let p = &mut *guard;
         if let Some(q) = p.by_source.get_mut(&self.src) {
-            if let Some(i) = q.iter().position(|(id, _)| *id == self.id) {
+            if let Some(i) = q.iter().position(|(id, _, _)| *id == self.id) {
                 q.remove(i);
                 p.total -= 1;
             }
@@ -345,10 +362,24 @@ mod tests {
     fn a_flooding_source_displaces_only_itself() {
         let a = Admission::new(8, 3);
         let bad: IpAddr = "10.0.0.1".parse().unwrap();
-        let held: Vec<Slot> = (0..10).map(|_| a.admit(bad)).collect();
-        assert_eq!(a.pending(), 3, "a source holds at most its share");
-        let good = a.admit("10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        let mut held: Vec<Slot> = (0..3).map(|_| a.admit_at(bad, t0)).collect();
+        // A burst within the grace is let in beyond the share...
+        held.push(a.admit_at(bad, t0));
         assert_eq!(a.pending(), 4);
+        // ...but once they had their time, each newcomer displaces the oldest.
+        let later = t0 + GRACE;
+        held.extend((0..6).map(|_| a.admit_at(bad, later)));
+        {
+            let q = &a.inner.lock().unwrap().by_source[&bad];
+            assert_eq!(q.len(), 6, "the four overdue ones gave way");
+            assert!(q.iter().all(|(_, at, _)| *at == later));
+        }
+        // Past the global bound, the most represented source gives way.
+        held.extend((0..2).map(|_| a.admit_at(bad, later)));
+        assert_eq!(a.pending(), 8);
+        let good = a.admit_at("10.0.0.2".parse().unwrap(), later);
+        assert_eq!(a.pending(), 8);
         drop(held);
         assert_eq!(a.pending(), 1);
         drop(good);
