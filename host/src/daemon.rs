@@ -237,7 +237,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             }
             Err(DialError::Unreachable(e)) => {
                 if args.autoexit {
-                    eprintln!("hako: cannot reach {}: {e}", target.url);
+                    eprintln!("hako: cannot reach {}: {}", target.url, dial::printable(&e));
                     return Ok(ExitCode::FAILURE);
                 }
                 tracing::warn!(
@@ -329,7 +329,9 @@ async fn session(
                 Flow::Stop("the worker is gone".into())
             }
         }
-        Message::Shutdown { reason } => Flow::Stop(format!("host shut down: {reason}")),
+        Message::Shutdown { reason } => {
+            Flow::Stop(format!("host shut down: {}", dial::printable(&reason)))
+        }
         other => Flow::Violation(format!("a host may not send {:?} now", other.kind())),
     })
     .await;

@@ -69,9 +69,10 @@ pub enum DialError {
 impl std::fmt::Display for DialError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DialError::Unreachable(e) => write!(f, "cannot reach the host: {e}"),
-            DialError::Untrusted(e) => write!(f, "the host is not trusted: {e}"),
-            DialError::Refused(e) => write!(f, "the host refused: {e}"),
+            // What the host sent (a close reason, a refusal) may be in it.
+            DialError::Unreachable(e) => write!(f, "cannot reach the host: {}", printable(e)),
+            DialError::Untrusted(e) => write!(f, "the host is not trusted: {}", printable(e)),
+            DialError::Refused(e) => write!(f, "the host refused: {}", printable(e)),
         }
     }
 }
@@ -170,14 +171,32 @@ async fn handshake_on(
     .await
     .map_err(unreachable)?;
     match ws::recv(&mut conn, &limits).await {
-        Ok(Message::Welcome(w)) => Ok((conn, w)),
-        Ok(Message::Refused { reason }) => Err(DialError::Refused(reason)),
+        Ok(Message::Welcome(mut w)) => {
+            w.hako_version = printable(&w.hako_version);
+            Ok((conn, w))
+        }
+        Ok(Message::Refused { reason }) => Err(DialError::Refused(printable(&reason))),
         Ok(other) => Err(unreachable(format!(
             "expected a welcome, got {:?}",
             other.kind()
         ))),
         Err(e) => Err(unreachable(e.to_string())),
     }
+}
+
+/// Text a host chose, made safe to show on a terminal: control characters
+/// (escape sequences that retitle, clear or write the clipboard) are shown
+/// escaped, and the length is bounded.
+pub fn printable(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars().take(500) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `hostname` for names shown in the host's `info()`.
@@ -207,5 +226,13 @@ mod tests {
         assert!(parse_url("ws://h:1").is_err());
         assert!(parse_url("wss://h").is_err());
         assert!(parse_url("wss://:1").is_err());
+    }
+
+    #[test]
+    fn printable_escapes_controls() {
+        let p = printable("a\x1b]0;t\x07\u{9b}b\nc");
+        assert!(!p.chars().any(char::is_control), "{p:?}");
+        assert!(p.starts_with('a') && p.ends_with('c'));
+        assert_eq!(printable(&"x".repeat(1000)).len(), 500);
     }
 }

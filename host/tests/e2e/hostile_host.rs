@@ -677,3 +677,60 @@ fn a_host_that_drops_every_connection_at_once_gets_a_growing_backoff() {
         "the backoff did not grow:\n{log}"
     );
 }
+
+/// Terminal control sequences a host might put in what the daemon shows.
+const NASTY: &str = "\x1b]0;owned\x07\x1b[2J\x1b]52;c;cGF5bG9hZA==\x07\u{9b}31m";
+
+#[test]
+fn what_a_host_says_reaches_the_volunteers_terminal_neutralised() {
+    let mut h = FakeHost::new();
+    h.start_daemon("terminal", &[]);
+    // A welcome whose version, and a shutdown whose reason, carry control
+    // sequences.
+    let acceptor = h.acceptor.clone();
+    let conn = h.rt.block_on(async {
+        let (tcp, _) = h.listener.accept().await.expect("accept");
+        let tls = acceptor.accept(tcp).await.expect("TLS");
+        let mut ws = tokio_tungstenite::accept_async(tls).await.expect("upgrade");
+        let _ = ws::recv(&mut ws, &wide()).await;
+        let welcome = Message::Welcome(Welcome {
+            id: 1,
+            hako_version: NASTY.into(),
+            limits: FrameLimits::default(),
+            heartbeat_ms: 15_000,
+        });
+        ws::send(&mut ws, &welcome).await.expect("welcome");
+        ws
+    });
+    h.conn = Some(conn);
+    h.send(Message::Shutdown {
+        reason: NASTY.into(),
+    });
+    // Then refuse it outright.
+    let refused = h.rt.block_on(async {
+        let (tcp, _) = h.listener.accept().await.expect("accept");
+        let tls = acceptor.accept(tcp).await.expect("TLS");
+        let mut ws = tokio_tungstenite::accept_async(tls).await.expect("upgrade");
+        let _ = ws::recv(&mut ws, &wide()).await;
+        let refused = Message::Refused {
+            reason: NASTY.into(),
+        };
+        ws::send(&mut ws, &refused).await.expect("refused");
+        ws
+    });
+    let status = wait_exit(
+        h.daemon.as_mut().expect("a daemon"),
+        Duration::from_secs(30),
+    );
+    drop(refused);
+    assert_eq!(status.code(), Some(1));
+    let log = h.daemon_log();
+    assert!(
+        log.contains("owned"),
+        "the daemon shows what the host said:\n{log}"
+    );
+    assert!(
+        !log.contains('\x1b') && !log.contains('\x07') && !log.contains('\u{9b}'),
+        "control characters from the host reached the terminal:\n{log:?}"
+    );
+}
