@@ -4,8 +4,6 @@
 //! `--new-session` it must leave the session of the terminal, whose Ctrl-C
 //! would otherwise stop it.
 
-use std::os::unix::io::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,6 +20,8 @@ fn stat_field(pid: u32, n: usize) -> Option<i64> {
 #[test]
 #[cfg(target_os = "linux")]
 fn hako_closes_inherited_descriptors_and_leaves_the_terminal_session() {
+    use std::os::unix::io::AsRawFd;
+    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let file = std::fs::File::create(dir.path().join("held")).unwrap();
     let fd = file.as_raw_fd();
