@@ -261,7 +261,49 @@ fn a_client_that_does_not_read_gets_refusals_and_the_memory_back() {
         .stderr(log)
         .spawn()
         .unwrap();
-    // 1 MiB results, submitted one by one and not read.
+    // 1 MiB results, submitted one by one, each after the previous one is
+    // done (asked over a second, remote client connection), and not read.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let limits = crate::protocol::FrameLimits::default();
+    let mut watcher = rt.block_on(async {
+        let target = crate::dial::parse_url(&kv["url"]).unwrap();
+        let trust =
+            crate::tls::Trust::Pinned(crate::tls::parse_fingerprint(&kv["fingerprint"]).unwrap());
+        let hello = crate::protocol::HelloBody {
+            role: crate::protocol::Role::Client,
+            token: kv["client_token"].clone(),
+            name: "watcher".into(),
+            limits: Default::default(),
+            caps: Default::default(),
+        };
+        crate::dial::dial(&target, &trust, limits, hello)
+            .await
+            .unwrap()
+            .0
+    });
+    let mut idle = || {
+        rt.block_on(async {
+            for _ in 0..1200 {
+                crate::ws::send(&mut watcher, &crate::protocol::Message::Status)
+                    .await
+                    .unwrap();
+                let i = loop {
+                    match crate::ws::recv(&mut watcher, &limits).await.unwrap() {
+                        crate::protocol::Message::Info(i) => break i,
+                        _ => continue,
+                    }
+                };
+                if i.awaiting == 0 && i.executing == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the host did not get through its tasks");
+        })
+    };
     let n = 60u32;
     for id in 1..=n {
         s.write_all(&lf::encode_in(&LinkIn::Task {
@@ -270,7 +312,7 @@ fn a_client_that_does_not_read_gets_refusals_and_the_memory_back() {
             payload: Bytes::from(code("as.raw(seq_len(2^20) %% 256)")),
         }))
         .unwrap();
-        std::thread::sleep(Duration::from_millis(150));
+        idle();
     }
     let peak_unread = rss_kib(child.id(), "VmRSS:");
     // Now read everything.
@@ -294,6 +336,7 @@ fn a_client_that_does_not_read_gets_refusals_and_the_memory_back() {
             }
         }
     }
+    eprintln!("{values} values, {refused} refused");
     assert!(values >= 8, "{values} values, {refused} refused");
     assert!(refused > 0, "{values} values, {refused} refused");
     // Bounded while unread (8 MiB of results plus what the host needs
