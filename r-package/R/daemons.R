@@ -23,8 +23,11 @@
 #'   [host_url()]) to listen for remote daemons; or, with `token`, the URL of
 #'   a remote host to join as a client.
 #' @param ... Further `hako host` options as `name = value` (underscores
-#'   become dashes), e.g. `retries = 1`, `shutdown_grace = 1`; `TRUE` for a
-#'   flag.
+#'   become dashes), e.g. `retries = 1`, `shutdown_grace = 1`,
+#'   `max_everywhere = 64` (MiB of everywhere() code kept), `max_unread = 256`
+#'   (MiB of results held unread before new tasks are refused); `TRUE` for a
+#'   flag. A refusal resolves the task to a 'hakoError' with the host's
+#'   reason (class "hakoRejected" in `$condition.class`).
 #' @param token,fingerprint To join a remote host: its client token and its
 #'   certificate fingerprint (`SHA256:...`), as printed by that host.
 #' @param seed `NULL` or an integer: the seed of the L'Ecuyer-CMRG streams,
