@@ -38,7 +38,9 @@ for (n in names(vals)) {
 "#;
 
 fn r_fixtures() -> Vec<(String, Vec<u8>)> {
-    let dir = std::env::temp_dir().join(format!("hako-verify-{}", std::process::id()));
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("hako-verify-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("gen.R");
     std::fs::write(&script, ALLOWED_R).unwrap();
@@ -125,7 +127,11 @@ fn verify_fuzz_never_panics() {
                     0 => {
                         for _ in 0..1 + rnd() % 4 {
                             let i = (rnd() % m.len() as u64) as usize;
-                            m[i] ^= 1 << (rnd() % 8);
+                            if rnd() % 2 == 0 {
+                                m[i] ^= 1 << (rnd() % 8)
+                            } else {
+                                m[i] = [0x00, 0xff, 0x7f, 0x80, 0x01, 0x02][(rnd() % 6) as usize]
+                            }
                         }
                     }
                     1 => {
@@ -755,4 +761,64 @@ fn verify_refuses_foreign_or_malformed_altrep() {
         .nil()
         .done();
     assert!(matches!(refused(b), Refusal::Altrep(_)));
+}
+
+/// Admitted mutants are fed to native R: it reads them (and prints them)
+/// without crashing, in a subprocess per batch.
+#[test]
+fn verify_admitted_mutants_do_not_crash_native_r() {
+    let fx: Vec<_> = r_fixtures()
+        .into_iter()
+        .filter(|(n, b)| !n.starts_with("glm") && !n.starts_with("globalfun") && b.len() > 40)
+        .collect();
+    let dir = std::env::temp_dir().join(format!("hako-verify-mutants-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut n = 0;
+    let mut tries = 0;
+    while n < 500 && tries < 400_000 {
+        tries += 1;
+        let (_, a) = &fx[(rnd() % fx.len() as u64) as usize];
+        let mut m = a.clone();
+        for _ in 0..1 + rnd() % 3 {
+            let i = 14 + (rnd() % (m.len() as u64 - 14)) as usize;
+            if rnd() % 2 == 0 {
+                m[i] ^= 1 << (rnd() % 8)
+            } else {
+                m[i] = [0x00, 0xff, 0x7f, 0x80, 0x01, 0x02][(rnd() % 6) as usize]
+            }
+        }
+        if &m != a && verify(&m).is_ok() {
+            std::fs::write(dir.join(format!("m{n:04}")), &m).unwrap();
+            n += 1;
+        }
+    }
+    assert!(n >= 100, "only {n} admitted mutants");
+    let script = r#"
+for (f in sort(list.files(commandArgs(TRUE)[1], pattern = "^m", full.names = TRUE))) {
+  cat(basename(f), "\n", file = stderr())
+  x <- tryCatch(unserialize(readBin(f, "raw", 1e7)), error = function(e) NULL)
+  invisible(tryCatch(capture.output(print(x), str(x)), error = function(e) NULL, warning = function(w) NULL))
+}
+cat("survived")
+"#;
+    let out = Command::new("Rscript")
+        .args(["-e", script])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last: Vec<&str> = err.lines().rev().take(3).collect();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "survived",
+        "R died after {last:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
