@@ -27,6 +27,13 @@ mk_hako_error <- function(msg, cls = character()) {
 #' 'errorValue' integer code: 5 (timed out), 19 (connection reset: the daemon
 #' was lost and retries were spent, or the host went away) or 20 (cancelled
 #' by [stop_hako()], then also a 'hakoInterrupt').
+#' What the host or the sandbox refuses is a 'hakoError' with the reason as
+#' `$message` and its kind first in `$condition.class`: "hakoRefused" (the
+#' result is outside the safe subset: "result refused: ..."), "hakoRejected"
+#' ("result too large", "too many unread results"), "hakoCrashed" ("the
+#' task crashed its daemon"), "hakoMemoryLimit", "hakoOutputLimit". Printed
+#' messages show a task's terminal control characters visibly (`^[`); `$`
+#' returns them as sent.
 #'
 #' @param x An object.
 #' @return `TRUE` or `FALSE`.
