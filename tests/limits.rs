@@ -1,6 +1,6 @@
 //! Limits stop an evaluation with a typed error; the next evaluation works.
 
-use hako_runtime::{Limit, SandboxConfig, SandboxError, Stream, TaskOutcome, TaskResult};
+use hako_runtime::{Limit, SandboxConfig, SandboxError, Stream, TaskOutcome};
 use hako_tests::{eval_limit, eval_ok, sandbox_with, text};
 use std::time::{Duration, Instant};
 
@@ -224,24 +224,22 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 fn deep_task_arguments_and_runaway_recursion_in_tasks() {
     let mut sb = sandbox_with(SandboxConfig::default());
     // Lists nested deep as an argument: unserialize() recurses in C without
-    // checking R's stack. 2000 levels fit; 1e4 overflow R's C stack (a
-    // trap, or R's error), 2e5 wasmtime's stack allowance: each ends as an
-    // error or a typed failure and the sandbox goes on.
-    let r = sb.eval_task(&rser::length_of_deep_list(2_000)).unwrap();
-    assert!(
-        matches!(r.outcome, TaskOutcome::Value(_)),
-        "{:?}",
-        r.outcome
-    );
-    for depth in [10_000, 200_000] {
-        match sb.eval_task(&rser::length_of_deep_list(depth)) {
-            Err(SandboxError::Crashed { message, .. }) => println!("{depth}: {message}"),
-            Ok(TaskResult {
-                outcome: TaskOutcome::Error(e),
-                ..
-            }) => println!("{depth}: {}", String::from_utf8_lossy(&e)),
-            other => panic!("{depth}: {other:?}"),
+    // R's stack check. 1e4 levels fit (R runs on a shadow stack as large as
+    // the native allowance); 2e5 exhaust wasmtime's native allowance: a
+    // typed failure, and the sandbox goes on.
+    for depth in [2_000, 10_000] {
+        let r = sb.eval_task(&rser::length_of_deep_list(depth)).unwrap();
+        assert!(
+            matches!(r.outcome, TaskOutcome::Value(_)),
+            "{depth}: {:?}",
+            r.outcome
+        );
+    }
+    match sb.eval_task(&rser::length_of_deep_list(200_000)) {
+        Err(SandboxError::Crashed { message, .. }) => {
+            assert!(message.contains("ran out of stack"), "{message}")
         }
+        other => panic!("{other:?}"),
     }
     let small = sb.eval_task(&rser::length_of_deep_list(3)).unwrap();
     assert!(
@@ -256,6 +254,20 @@ fn deep_task_arguments_and_runaway_recursion_in_tasks() {
     };
     assert!(
         contains(e, "nested too deeply") || contains(e, "C stack"),
+        "{}",
+        String::from_utf8_lossy(e)
+    );
+    assert!(!contains(e, "abort"), "{}", String::from_utf8_lossy(e));
+    // Out of R's C stack in method dispatch: R's message again.
+    let rec = rser::code(
+        "{ p <- function(n) print(structure(list(n), class = 'zz')); print.zz <- function(x, ...) p(x[[1]] + 1); p(1) }",
+    );
+    let r = sb.eval_task(&rec).unwrap();
+    let TaskOutcome::Error(e) = &r.outcome else {
+        panic!("{:?}", r.outcome)
+    };
+    assert!(
+        contains(e, "C stack") || contains(e, "nested too deeply"),
         "{}",
         String::from_utf8_lossy(e)
     );

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use wasmtime::error::{bail, Context, Result};
 
 /// Bumped whenever what boot does changes, so old snapshots are not reused.
-pub const BOOT_VERSION: u32 = 3;
+pub const BOOT_VERSION: u32 = 5;
 
 #[derive(Clone, Serialize, Deserialize)]
 pub struct PristineState {

@@ -634,9 +634,10 @@ fn boot(loader: &Arc<Loader>, image: &Arc<RoImage>, dir: &Path) -> Result<Pristi
             memory.write(&mut store, p as usize + a.len(), &[0])?;
             memory.write(&mut store, argv as usize + 4 * i, &p.to_le_bytes())?;
         }
+        let stack_top = move_shadow_stack(&mut store, inst)?;
         inst.get_typed_func::<(i32, u32), i32>(&mut store, "Rf_initialize_R")?
             .call(&mut store, (BOOT_ARGS.len() as i32, argv))?;
-        set_c_stack(&mut store, inst)?;
+        set_c_stack(&mut store, inst, stack_top)?;
         inst.get_typed_func::<(), ()>(&mut store, "setup_Rmainloop")?
             .call(&mut store, ())?;
         store.data_mut().r_interrupts_pending = Some(api.interrupts_pending);
@@ -695,9 +696,45 @@ fn boot(loader: &Arc<Loader>, image: &Arc<RoImage>, dir: &Path) -> Result<Pristi
     Pristine::save(dir, &bytes, state)
 }
 
-/// Give R's C-stack check the real bounds of the shadow stack, so deep
-/// recursion is an R error instead of silent memory corruption.
-fn set_c_stack(store: &mut Store<Host>, inst: wasmtime::Instance) -> Result<()> {
+/// Shadow stack (C's stack in linear memory) R runs on.
+///
+/// R.wasm links a 1 MiB shadow stack with R's static data right below it.
+/// C code that recurses without R's stack check (unserialize, deparse of
+/// deeply nested objects) would run off its end and silently overwrite that
+/// data. On a stack as large as wasmtime's native allowance, the native
+/// stack runs out first: a clean trap.
+pub const SHADOW_STACK: u32 = crate::engine::MAX_WASM_STACK as u32;
+
+/// R's C-stack limit (checked in eval, serialize, ...): half the shadow
+/// stack, so R-level recursion ends as R's error ("evaluation nested too
+/// deeply", "C stack usage ... too close to the limit") well before the
+/// native allowance traps (measured: method-dispatch recursion reaches the
+/// limit at ~4 MB of shadow stack with native stack to spare), while
+/// objects nested 1e4 deep still serialize as in native R.
+const R_C_STACK_LIMIT: u32 = SHADOW_STACK / 2;
+
+/// Point `__stack_pointer` at a fresh [`SHADOW_STACK`] region from R's heap
+/// (at boot, with no C frames live); returns its top.
+fn move_shadow_stack(store: &mut Store<Host>, inst: wasmtime::Instance) -> Result<u32> {
+    let malloc = inst.get_typed_func::<u32, u32>(&mut *store, "malloc")?;
+    let region = malloc.call(&mut *store, SHADOW_STACK)?;
+    if region == 0 {
+        bail!("no memory for R's stack");
+    }
+    let top = (region + SHADOW_STACK) & !15;
+    let sp = store
+        .data()
+        .linking
+        .stack_pointer
+        .context("no stack pointer")?;
+    sp.set(&mut *store, Val::I32(top as i32))?;
+    Ok(top)
+}
+
+/// Give R's C-stack check the stack it runs on (from `top`, down
+/// [`R_C_STACK_LIMIT`]), so deep R recursion is an R error instead of
+/// running off the stack.
+fn set_c_stack(store: &mut Store<Host>, inst: wasmtime::Instance, top: u32) -> Result<()> {
     let base = inst
         .get_typed_func::<(), u32>(&mut *store, "emscripten_stack_get_base")?
         .call(&mut *store, ())?;
@@ -713,11 +750,11 @@ fn set_c_stack(store: &mut Store<Host>, inst: wasmtime::Instance) -> Result<()> 
             .i32()
             .context("global type")? as u32 as usize)
     };
-    let limit = base.saturating_sub(end).saturating_sub(64 << 10);
+    let limit = R_C_STACK_LIMIT.max(base.saturating_sub(end).saturating_sub(64 << 10));
     let start_addr = addr(store, "R_CStackStart")?;
     let limit_addr = addr(store, "R_CStackLimit")?;
     let dir_addr = addr(store, "R_CStackDir")?;
-    memory.write(&mut *store, start_addr, &base.to_le_bytes())?;
+    memory.write(&mut *store, start_addr, &top.to_le_bytes())?;
     memory.write(&mut *store, limit_addr, &limit.to_le_bytes())?;
     memory.write(&mut *store, dir_addr, &1i32.to_le_bytes())?;
     Ok(())
