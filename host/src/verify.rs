@@ -608,7 +608,10 @@ enum Role {
     /// A list read as the value of `dimnames`.
     Dimnames,
     Sym,
+    /// A closure's environment.
     Env,
+    /// An environment's enclosure.
+    Enclos,
     /// The attributes announced by an item's flags: a tagged pairlist.
     Attrs,
     /// An environment's or ALTREP object's attributes: NULL or a tagged pairlist.
@@ -671,6 +674,8 @@ enum Frame {
     },
     Env {
         step: u8,
+        /// Its index in the reference table.
+        id: usize,
     },
     Hashtab {
         n: u64,
@@ -686,7 +691,12 @@ enum Frame {
 #[derive(Clone, Copy)]
 enum Ref {
     Sym((usize, usize)),
-    Env,
+    /// `enclosed`: its enclosure has been read. An enclosure may only be an
+    /// environment whose own enclosure is read, so no chain of enclosures
+    /// loops (R's variable lookup would never end).
+    Env {
+        enclosed: bool,
+    },
 }
 
 struct Verifier<'a> {
@@ -819,11 +829,16 @@ impl<'a> Verifier<'a> {
                 tag,
                 name,
             } => self.step_cell(*chain, *ty, step, *attr, *tag, name, child),
-            Frame::Env { step } => {
+            Frame::Env { step, id } => {
                 *step += 1;
                 match *step {
-                    1 => Ok(Next::Child(Role::Env)),
-                    2 => Ok(Next::Child(Role::Frame)),
+                    1 => Ok(Next::Child(Role::Enclos)),
+                    2 => {
+                        if let Some(Ref::Env { enclosed }) = self.refs.get_mut(*id) {
+                            *enclosed = true;
+                        }
+                        Ok(Next::Child(Role::Frame))
+                    }
                     3 => Ok(Next::Child(Role::Hashtab)),
                     4 => {
                         self.accs.push(Vec::new());
@@ -1056,14 +1071,25 @@ impl<'a> Verifier<'a> {
                             name: n,
                             ..Sum::of(Kind::Sym)
                         })),
-                        Ref::Env => {
+                        Ref::Env { .. } => {
                             Err(Refusal::Malformed("a tag is an environment, not a symbol"))
                         }
                     },
                     _ => Err(Refusal::Malformed("a tag is not a symbol")),
                 }
             }
-            Role::Env => {
+            Role::Env | Role::Enclos => {
+                if role == Role::Enclos && f.ty == REFSXP {
+                    return match self.reference(f)? {
+                        Ref::Env { enclosed: true } => Ok(Some(Sum::of(Kind::Env))),
+                        Ref::Env { enclosed: false } => Err(Refusal::Malformed(
+                            "an environment encloses itself (R would look up names in it for ever)",
+                        )),
+                        Ref::Sym(_) => Err(Refusal::Malformed(
+                            "an environment's place holds something else",
+                        )),
+                    };
+                }
                 return match f.ty {
                     ENVSXP | GLOBALENV_SXP | EMPTYENV_SXP | BASEENV_SXP | BASENAMESPACE_SXP
                     | NAMESPACESXP | PACKAGESXP | REFSXP => {
@@ -1080,7 +1106,7 @@ impl<'a> Verifier<'a> {
                     _ => Err(Refusal::Malformed(
                         "a closure's or environment's enclosure is not an environment",
                     )),
-                }
+                };
             }
             Role::Attrs | Role::AttrsOrNil => {
                 if f.ty == NILVALUE_SXP && role == Role::AttrsOrNil {
@@ -1233,7 +1259,7 @@ impl<'a> Verifier<'a> {
         if !NAMESPACES.iter().any(|ns| ns.as_bytes() == bare) {
             return Err(Refusal::Namespace(shown(name)));
         }
-        self.refs.push(Ref::Env);
+        self.refs.push(Ref::Env { enclosed: true });
         Ok(())
     }
 
@@ -1252,7 +1278,7 @@ impl<'a> Verifier<'a> {
                 SYMSXP => self.symbol()?.name,
                 REFSXP => match self.reference(f)? {
                     Ref::Sym(n) => n,
-                    Ref::Env => return Err(malformed()),
+                    Ref::Env { .. } => return Err(malformed()),
                 },
                 _ => return Err(malformed()),
             };
@@ -1331,7 +1357,7 @@ impl<'a> Verifier<'a> {
                     name: n,
                     ..Sum::of(Kind::Sym)
                 }),
-                Ref::Env => leaf(Sum::of(Kind::Env)),
+                Ref::Env { .. } => leaf(Sum::of(Kind::Env)),
             },
             NAMESPACESXP | PACKAGESXP => {
                 self.namespace(f.ty)?;
@@ -1340,8 +1366,11 @@ impl<'a> Verifier<'a> {
             ENVSXP => {
                 self.input.int()?; // locked
                                    // R adds the environment to the reference table before its contents
-                self.refs.push(Ref::Env);
-                self.push(Frame::Env { step: 0 })
+                self.refs.push(Ref::Env { enclosed: false });
+                self.push(Frame::Env {
+                    step: 0,
+                    id: self.refs.len() - 1,
+                })
             }
             SYMSXP => self.symbol().map(Some),
             LISTSXP | LANGSXP | CLOSXP => {

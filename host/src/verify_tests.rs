@@ -822,3 +822,32 @@ cat("survived")
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn verify_refuses_enclosure_cycles() {
+    let refer = |b: B, i: i32| b.int((i << 8) | REFSXP as i32);
+    // an environment enclosed by itself
+    let b = refer(B::new().ty(ENVSXP).int(0), 1)
+        .nil()
+        .nil()
+        .nil()
+        .done();
+    assert!(matches!(refused(b), Refusal::Malformed(m) if m.contains("encloses itself")));
+    // A enclosed by B, B enclosed by A
+    let b = refer(B::new().ty(ENVSXP).int(0).ty(ENVSXP).int(0), 1)
+        .nil()
+        .nil()
+        .nil()
+        .nil()
+        .nil()
+        .nil()
+        .done();
+    assert!(matches!(refused(b), Refusal::Malformed(m) if m.contains("encloses itself")));
+    // a child enclosed by its parent, bound in the parent; a closure of the
+    // parent in its own frame: both ordinary
+    let b = B::new().env().attr("child").ty(ENVSXP).int(0);
+    let b = refer(b, 1).nil().nil().nil();
+    let b = b.attr("f").flags(CLOSXP, 0, false, true);
+    let b = refer(b, 1).nil().nil().nil().env_end().done();
+    verify(&b).unwrap();
+}
