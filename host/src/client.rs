@@ -99,9 +99,7 @@ async fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
                 let _ = ev_tx.send(Out::Msg(Message::Result(r)));
                 Flow::Continue
             }
-            Message::EverywhereAck { .. }
-            | Message::Info(_)
-            | Message::Shutdown { .. } => {
+            Message::EverywhereAck { .. } | Message::Info(_) | Message::Shutdown { .. } => {
                 let _ = ev_tx.send(Out::Msg(m));
                 Flow::Continue
             }

@@ -24,8 +24,8 @@ mod shutdown;
 mod startup;
 mod stdio;
 mod tls;
-mod verify;
 mod token;
+mod verify;
 mod worker;
 mod ws;
 
