@@ -178,6 +178,7 @@ impl Worker {
             .name(format!("hako-{name}"))
             .stack_size(hako_runtime::SANDBOX_THREAD_STACK)
             .spawn(move || {
+                let _ended = Ended(shared.clone());
                 let mut state = Thread {
                     sandbox,
                     config,
@@ -190,8 +191,7 @@ impl Worker {
                 };
                 let exit = state.run();
                 tracing::debug!(%exit, "worker thread ends");
-                state.shared.lock().stop = true;
-                state.shared.ask.notify_all();
+                drop(_ended);
                 let session = state.session;
                 (state.out)(session, WorkerEvent::Exited(exit));
             });
@@ -344,6 +344,19 @@ impl Worker {
         self.shared.lock().stop = true;
         self.shared.work.notify_all();
         self.shared.ask.notify_all();
+    }
+}
+
+/// Marks the worker stopped when its sandbox thread ends, even by a panic:
+/// the transport then learns that the worker is gone instead of queueing
+/// work no one will answer, and the interrupter ends.
+struct Ended(Arc<Shared>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.lock().stop = true;
+        self.0.work.notify_all();
+        self.0.ask.notify_all();
     }
 }
 
