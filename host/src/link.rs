@@ -333,7 +333,15 @@ pub async fn accept_socket(
     loop {
         tokio::select! {
             r = listener.accept() => {
-                let (s, addr) = r?;
+                let (s, addr) = match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // Out of descriptors, a connection aborted: not fatal.
+                        tracing::warn!("client link: accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 let _ = s.set_nodelay(true);
                 order.retain(|h| !h.is_finished());
                 if order.len() >= MAX_LINK_HANDSHAKES {
