@@ -226,3 +226,129 @@ fn lying_results_are_refused_and_never_reach_the_client() {
         assert_eq!(r.value(), i as f64 + 1.0);
     }
 }
+
+/// `hako client` checks results again before they reach R: a fake host
+/// (real TLS, real protocol) answers the bridged task with a promise.
+#[test]
+fn the_client_bridge_refuses_what_a_lying_host_sends() {
+    use crate::common::{hako, log_file};
+    use crate::linkframe::{LinkIn, LinkOut};
+    use crate::protocol::Welcome;
+    use crate::tls::Identity;
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let id = Identity::self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(id.server_config().unwrap());
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (log, _) = log_file("results-bridge");
+    let mut client = hako()
+        .args(["client", &format!("wss://127.0.0.1:{port}")])
+        .args(["--token", "lying-host-client-token-0123456789"])
+        .args(["--fingerprint", &id.fingerprint])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let limits = FrameLimits {
+        control: 1 << 20,
+        bulk: 64 << 20,
+    };
+    let mut ws = rt.block_on(async {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async_with_config(tls, Some(ws::ws_config(&limits)))
+            .await
+            .unwrap();
+        assert!(matches!(
+            ws::recv(&mut ws, &limits).await,
+            Ok(Message::Hello(_))
+        ));
+        let welcome = Message::Welcome(Welcome {
+            id: 1,
+            hako_version: "liar".into(),
+            limits: limits.clone(),
+            heartbeat_ms: 15_000,
+        });
+        ws::send(&mut ws, &welcome).await.unwrap();
+        ws
+    });
+    let mut w = client.stdin.take().unwrap();
+    let mut r = client.stdout.take().unwrap();
+    let mut read_out = move || {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).unwrap();
+        let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+        r.read_exact(&mut buf).unwrap();
+        lf::parse_out(buf[0], &buf[1..]).unwrap()
+    };
+    assert!(matches!(read_out(), LinkOut::Ready(_)));
+    let promise = B::new()
+        .flags(5, 0, false, true)
+        .ty(253)
+        .ty(252)
+        .ty(254)
+        .ty(254)
+        .0;
+    let honest = crate::rser::serialize(&crate::rser::RObj::Real(vec![2.0]));
+    for (id, bytes) in [(1u32, promise), (2, honest)] {
+        w.write_all(&lf::encode_in(&LinkIn::Task {
+            id,
+            timeout_ms: 0,
+            payload: code("1 + 1").into(),
+        }))
+        .unwrap();
+        w.flush().unwrap();
+        rt.block_on(async {
+            let tid = loop {
+                match ws::recv(&mut ws, &limits).await.unwrap() {
+                    Message::Task(t) => break t.id,
+                    Message::Ping(n) => ws::send(&mut ws, &Message::Pong(n)).await.unwrap(),
+                    _ => {}
+                }
+            };
+            let report = TaskReport {
+                id: tid,
+                outcome: Outcome::Value(bytes.into()),
+                output: vec![],
+            };
+            ws::send(&mut ws, &Message::Result(report)).await.unwrap();
+        });
+        match read_out() {
+            LinkOut::Result {
+                id: 1,
+                status,
+                payload,
+                ..
+            } => {
+                assert_eq!(status, lf::status::REFUSED);
+                let text = String::from_utf8_lossy(&payload);
+                assert!(text.starts_with("result refused: a promise"), "{text}");
+            }
+            LinkOut::Result {
+                id: 2,
+                status,
+                payload,
+                ..
+            } => {
+                assert_eq!(status, lf::status::VALUE);
+                assert_eq!(
+                    crate::rser::unserialize(&payload).unwrap().as_f64(),
+                    Some(2.0)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(w);
+    let _ = client.kill();
+    let _ = client.wait();
+}
