@@ -235,6 +235,9 @@ fn every_sandbox_and_unseeded_task_draws_its_own_random_numbers() {
     let a = eval_ok(&mut sandbox(), draw);
     let b = eval_ok(&mut sandbox(), draw);
     assert_ne!(a, b, "two fresh sandboxes drew the same numbers");
+    // tempfile() names too (they matter in mounts sandboxes share).
+    let name = "cat(basename(tempfile()))";
+    assert_ne!(eval_ok(&mut sandbox(), name), eval_ok(&mut sandbox(), name));
     let mut sb = sandbox();
     let c = eval_ok(&mut sb, draw);
     sb.reset().unwrap();

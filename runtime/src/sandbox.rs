@@ -406,6 +406,18 @@ impl Sandbox {
         h.stop_requested_at = None;
         self.interrupt.take();
         self.store.set_epoch_deadline(1);
+        // C's rand() makes R's tempfile() names, and its state is in the
+        // pristine image: seeded per evaluation, sandboxes sharing an rw
+        // mount do not all try the same names. (tempdir() is made at boot
+        // and the same everywhere; each sandbox's /tmp is private.)
+        let main = self
+            .store
+            .data()
+            .linking
+            .main()
+            .context("no main instance")?;
+        let srand = main.get_typed_func::<u32, ()>(&mut self.store, "srand")?;
+        srand.call(&mut self.store, u32::from_le_bytes(host_seed()?))?;
         Ok(())
     }
 
