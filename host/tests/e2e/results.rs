@@ -275,7 +275,7 @@ fn the_client_bridge_refuses_what_a_lying_host_sends() {
         let welcome = Message::Welcome(Welcome {
             id: 1,
             hako_version: "liar".into(),
-            limits: limits.clone(),
+            limits,
             heartbeat_ms: 15_000,
         });
         ws::send(&mut ws, &welcome).await.unwrap();
