@@ -166,15 +166,19 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
   bc_flags <- as.raw(c(0L, 0L, 0L, 21L))
   to_bytes <- function(x) {
     b <- serialize(x, NULL, version = 3L)
-    if (length(grepRaw(bc_flags, b, fixed = TRUE))) serialize(without_bytecode(x), NULL, version = 3L) else b
+    if (!length(grepRaw(bc_flags, b, fixed = TRUE))) return(b)
+    y <- without_bytecode(x)
+    # nothing rewritten: the match was data (an integer 21), not byte code
+    if (y$changed) serialize(y$value, NULL, version = 3L) else b
   }
 
-  # A copy of x whose closures have no byte code: lists, attributes and the
+  # list(value, changed): a copy of x whose closures have no byte code: lists, attributes and the
   # unlocked environments reached (bindings replaced by their values, so
   # forced promises made by compiled code go too) are walked once each.
   # What cannot be rewritten is left, and the host refuses it.
   without_bytecode <- function(x) {
     seen <- new.env(hash = TRUE, parent = emptyenv())
+    changed <- FALSE
     special <- function(e) {
       identical(e, globalenv()) || identical(e, baseenv()) || identical(e, emptyenv()) ||
         isNamespace(e) || !is.null(attr(e, "name", exact = TRUE)) || environmentName(e) != ""
@@ -188,6 +192,7 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
         for (n in ls(x, all.names = TRUE, sorted = FALSE)) {
           if (bindingIsActive(n, x) || bindingIsLocked(n, x)) next
           tryCatch(assign(n, walk(get(n, envir = x, inherits = FALSE)), envir = x), error = function(e) NULL)
+          changed <<- TRUE
         }
         walk(parent.env(x))
         return(x)
@@ -196,6 +201,7 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
       if (typeof(x) == "closure") {
         if (typeof(.Internal(bodyCode(x))) == "bytecode") {
           x <- as.function(c(formals(x), list(body(x))), envir = environment(x))
+          changed <<- TRUE
         }
         walk(environment(x))
       } else if (is.list(x) || is.expression(x) || is.call(x)) {
@@ -207,7 +213,8 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
       if (length(a)) attributes(x) <- lapply(a, walk)
       x
     }
-    walk(x)
+    value <- walk(x)
+    list(value = value, changed = changed)
   }
 
   # A task: serialize()d list(expr, args), or the R package's form
