@@ -40,7 +40,7 @@ pub const NAMESPACES: &[&str] = &[
 /// Longest primitive name admitted (R's longest is 20 bytes).
 const MAX_PRIM_NAME: usize = 64;
 
-/// Base R's primitives (R 4.2), the only names a SPECIALSXP/BUILTINSXP may
+/// Base R's primitives (R 4.2 and 4.6), the only names a SPECIALSXP/BUILTINSXP may
 /// carry: R resolves the name in its internal function table, which also
 /// holds `.Internal`s that must not become callable objects.
 const PRIMITIVES: &[&str] = &[
@@ -243,13 +243,14 @@ const PRIMITIVES: &[&str] = &[
     "UseMethod",
     "while",
     "xtfrm",
-    // later R versions
+    // R 4.6 (the sandbox's R, checked with `hako eval`)
+    "crossprod",
     "declare",
     "Exec",
     "Tailcall",
-    "...",
+    "tcrossprod",
+    "unCfillPOSIXlt",
     "log",
-    "forceAndCall",
 ];
 
 /// Why a result was refused; `Display` is the reason a user reads after

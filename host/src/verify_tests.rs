@@ -851,3 +851,12 @@ fn verify_refuses_enclosure_cycles() {
     let b = refer(b, 1).nil().nil().nil().env_end().done();
     verify(&b).unwrap();
 }
+
+#[test]
+fn verify_admits_primitives_of_r_4_6() {
+    for name in ["crossprod", "Tailcall", "sum", "if"] {
+        let mut b = B::new().ty(BUILTINSXP).int(name.len() as i32).0;
+        b.extend_from_slice(name.as_bytes());
+        verify(&b).unwrap();
+    }
+}
