@@ -432,7 +432,9 @@ impl Dispatcher {
             Message::Everywhere(e) => {
                 let size = e.payload.len() as u64;
                 let kept = self.everywhere_bytes;
-                if kept.saturating_add(size) > self.opts.max_everywhere {
+                // Daemons keep at most this many too, whatever their size.
+                let full = self.everywhere.len() >= crate::worker::MAX_EVERYWHERE;
+                if full || kept.saturating_add(size) > self.opts.max_everywhere {
                     // Answered like a refused task with the same id, which the
                     // link shows the R session as a 'rejected' status.
                     client.peer.send(Message::Result(TaskReport {
@@ -440,8 +442,9 @@ impl Dispatcher {
                         outcome: Outcome::Failed {
                             kind: FailKind::Rejected,
                             message: format!(
-                                "everywhere() refused: the host keeps at most {} MiB of everywhere() code ({} MiB kept, this one is {} KiB)",
+                                "everywhere() refused: the host keeps at most {} MiB of everywhere() code in {} calls ({} MiB kept, this one is {} KiB)",
                                 self.opts.max_everywhere >> 20,
+                                crate::worker::MAX_EVERYWHERE,
                                 kept >> 20,
                                 size >> 10
                             ),
@@ -1318,6 +1321,17 @@ mod tests {
         assert_eq!(got[2], Message::EverywhereAck { id: 3, daemons: 0 });
         let d = w.daemon(1, info(None, None));
         assert_eq!(d.take().len(), 2, "only the kept ones reach a new daemon");
+        // Empty ones are bounded in number.
+        w.d.opts.max_everywhere = u64::MAX;
+        for id in 0..crate::worker::MAX_EVERYWHERE as u64 {
+            send(&mut w, 100 + id, 0);
+        }
+        let refused = c
+            .take()
+            .iter()
+            .filter(|m| matches!(m, Message::Result(_)))
+            .count();
+        assert_eq!(refused, 2);
     }
 
     #[test]
