@@ -35,7 +35,7 @@ pub const MAX_SECONDS: f64 = 366.0 * 24.0 * 3600.0;
 /// else is a usage error, never a panic.
 pub fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
     if !(s > 0.0 && s <= MAX_SECONDS) {
-        bail!("{what} must be a number of seconds greater than 0 and at most {MAX_SECONDS} (a year), not {s}");
+        bail!("{what} must be a number of seconds greater than 0 and at most {MAX_SECONDS} (a year), not {s:?}");
     }
     Ok(Duration::from_secs_f64(s))
 }

@@ -332,6 +332,34 @@ fn eval_ends_deep_recursion_and_bad_timeouts_with_exit_codes_not_crashes() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // The daemon's and host's seconds options share the parser.
+    for opt in [
+        "--task-timeout",
+        "--idle-time",
+        "--wall-time",
+        "--max-backoff",
+    ] {
+        let out = hako()
+            .args(["daemon", "--token", "x", opt, "1e300", "wss://127.0.0.1:9"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{opt}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = hako()
+        .args(["host", "--local", "1", "--task-timeout", "1e19"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for code in [
         "x <- quote(1); for (i in 1:2e5) x <- call('f', x); deparse(x)",
         "l <- NULL; for (i in 1:2e5) l <- list(i, l); unlist(l)",
