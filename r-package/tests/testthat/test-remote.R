@@ -14,6 +14,8 @@ test_that("host_url(), launch_remote() and launch_local() with a listening host"
   expect_match(cmd[[1]], "--memory")
   pids <- launch_local(2, .compute = "r")
   expect_length(pids, 2)
+  # both daemons must have joined before the map, or it may finish on one
+  for (i in 1:200) if (isTRUE(info(.compute = "r")[["connections"]] == 2L)) break else Sys.sleep(0.05)
   expect_equal(hako_map(1:10, function(i) i * 2, .compute = "r")[.flat], seq(2, 20, 2))
   expect_equal(info(.compute = "r")[["connections"]], 2L)
   expect_match(status(.compute = "r")$daemons, "^wss://")
