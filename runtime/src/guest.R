@@ -159,24 +159,28 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
     out
   }
 
-  # The host refuses byte code (verify.rs): base R's functions are compiled,
-  # so a value that holds one (or a closure made by compiled code) is sent
-  # again without it. The test is one grepRaw() of the BCODESXP flags; a
-  # false match only costs the walk.
+  # The host refuses byte code and unforced promises (verify.rs): base R's
+  # functions are compiled, and a closure made by a function factory holds
+  # the factory's arguments as promises until they are used, so a value that
+  # holds either is sent again without them (promises forced here, in the
+  # sandbox). The test is a grepRaw() of the BCODESXP flags and of an
+  # unforced promise's; a false match only costs the walk.
   bc_flags <- as.raw(c(0L, 0L, 0L, 21L))
+  promise_flags <- as.raw(c(0L, 0L, 4L, 5L))
   to_bytes <- function(x) {
     b <- serialize(x, NULL, version = 3L)
-    if (!length(grepRaw(bc_flags, b, fixed = TRUE))) return(b)
-    y <- without_bytecode(x)
+    if (!length(grepRaw(bc_flags, b, fixed = TRUE)) && !length(grepRaw(promise_flags, b, fixed = TRUE))) return(b)
+    y <- sendable(x)
     # nothing rewritten: the match was data (an integer 21), not byte code
     if (y$changed) serialize(y$value, NULL, version = 3L) else b
   }
 
-  # list(value, changed): a copy of x whose closures have no byte code: lists, attributes and the
+  # list(value, changed): a copy of x whose closures have no byte code (and
+  # whose environments hold no unforced promise): lists, attributes and the
   # unlocked environments reached (bindings replaced by their values, so
   # forced promises made by compiled code go too) are walked once each.
   # What cannot be rewritten is left, and the host refuses it.
-  without_bytecode <- function(x) {
+  sendable <- function(x) {
     seen <- new.env(hash = TRUE, parent = emptyenv())
     changed <- FALSE
     special <- function(e) {

@@ -33,6 +33,13 @@ test_that("fitted models, data frames, S4 objects, closures and formulas round-t
     make(10)
   })[]
   expect_equal(clo(1), 11)
+  # a factory's argument not used yet is a promise: forced in the sandbox
+  lazy <- hako({
+    make <- function(n) function(x) x + n
+    make(5 * 2)
+  })[]
+  expect_false(is_hako_error(lazy))
+  expect_equal(lazy(1), 11)
   fo <- hako(y ~ x + log(z))[]
   expect_s3_class(fo, "formula")
   # base R's compiled functions: sent without byte code, still callable
@@ -52,9 +59,11 @@ test_that("an environment holding a promise or an active binding is refused, its
   on.exit(reset_all())
   daemons(1)
   marker <- tempfile()
+  # (locked, so the runner cannot force it in the sandbox first)
   v <- hako({
     e <- new.env()
     delayedAssign("x", writeLines("ran", m), assign.env = e)
+    lockBinding("x", e)
     e
   }, m = marker)[]
   expect_true(is_hako_error(v))
