@@ -569,10 +569,13 @@ impl Dispatcher {
             Message::Bye { reason } => {
                 tracing::info!(daemon = did, %reason, "daemon leaving");
                 d.leaving = true;
-                // A voluntary leave is not the task's fault: no attempt counted.
+                // A voluntary leave is not the task's fault: not charged, but
+                // counted like a blip, so daemons that take a task and say bye
+                // again and again cannot keep it from resolving.
                 if let Some(b) = d.busy.take() {
                     if b.abandoned.is_none() {
-                        self.requeue_front(b.task);
+                        let (name, why) = (d.info.name.clone(), format!("it left: {reason}"));
+                        self.lost_task(b.task, false, &name, &why);
                     }
                 }
             }
@@ -1429,7 +1432,8 @@ mod tests {
         assert!(a.tasks().is_empty(), "max_tasks reached");
         let b = w.daemon(2, info(None, None));
         assert_eq!(b.tasks(), vec![2]);
-        // Bye while running: re-queued without counting an attempt.
+        // Bye while running (even after Started): re-queued, not charged.
+        w.started(2, 2);
         w.ev(Event::FromDaemon {
             id: 2,
             msg: Message::Bye {
