@@ -477,10 +477,13 @@ impl Sandbox {
     }
 }
 
-/// Seed material for a sandbox without RNG state, from the host's CSPRNG.
+/// Seed material for a sandbox without RNG state, from the host's CSPRNG:
+/// a non-negative little-endian i32, since R reads 0x80000000 as NA and
+/// `set.seed(NA)` is an error.
 fn host_seed() -> Result<[u8; 4]> {
     let mut b = [0u8; 4];
     crate::vfs::fill_random(&mut b).map_err(|e| format_err!("no host randomness: {e:?}"))?;
+    b[3] &= 0x7f;
     Ok(b)
 }
 
@@ -782,5 +785,13 @@ mod tests {
         send::<super::Sandbox>();
         shared::<super::Runtime>();
         shared::<super::InterruptHandle>();
+    }
+
+    /// R reads the seed as an integer: never NA (i32::MIN) or negative.
+    #[test]
+    fn host_seeds_are_valid_r_integers() {
+        for _ in 0..1000 {
+            assert!(i32::from_le_bytes(super::host_seed().unwrap()) >= 0);
+        }
     }
 }
