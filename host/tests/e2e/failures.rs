@@ -318,6 +318,16 @@ fn deep_objects_in_tasks_leave_the_host_and_its_daemons_alive() {
     assert_eq!(got, [(4, 4.0), (5, 5.0)]);
     let (c, _) = host.info();
     assert_eq!(c["connections"], 2);
+    // Unseeded tasks draw their own numbers: of four, at least two ran on
+    // one daemon, and all differ.
+    let mut draws = Vec::new();
+    for id in 10..14 {
+        host.submit(id, code("runif(1)"), 0);
+        draws.push(host.result(Duration::from_secs(60)).value());
+    }
+    draws.sort_by(f64::total_cmp);
+    draws.dedup();
+    assert_eq!(draws.len(), 4, "{draws:?}");
 }
 
 #[test]
