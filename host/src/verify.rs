@@ -538,6 +538,8 @@ struct Sum {
     name: (usize, usize),
     /// VECSXP read as `dimnames`: index into `Verifier::dimnames`.
     dn: usize,
+    /// REALSXP read as data: where its doubles are.
+    reals: Option<usize>,
 }
 
 impl Sum {
@@ -550,6 +552,7 @@ impl Sum {
             factor: false,
             name: (0, 0),
             dn: usize::MAX,
+            reals: None,
         }
     }
     fn vector(ty: u8, len: u64) -> Sum {
@@ -1438,6 +1441,9 @@ impl<'a> Verifier<'a> {
                 if f.ty == INTSXP {
                     s.ints = Ints::Data(r.start);
                 }
+                if f.ty == REALSXP {
+                    s.reals = Some(r.start);
+                }
                 self.with_attrs(f, s)
             }
             STRSXP => {
@@ -1617,6 +1623,28 @@ impl<'a> Verifier<'a> {
         if let Some(s) = get(Tsp) {
             if s.kind != Kind::Vector(REALSXP) || s.len != 3 {
                 return bad(Tsp, "is not a double vector of length 3");
+            }
+            // R's own check when it sets tsp: c(start, end, frequency) with
+            // (end - start) * frequency + 1 rows
+            if let (Some(off), true) = (s.reals, is_vec) {
+                let (start, end, freq) = (
+                    self.input.real_at(off, 0),
+                    self.input.real_at(off, 1),
+                    self.input.real_at(off, 2),
+                );
+                let rows = match dim {
+                    Some(d) => self.int_value(d.ints, 0) as f64,
+                    None => owner.len as f64,
+                };
+                let fits = freq > 0.0
+                    && start.is_finite()
+                    && end.is_finite()
+                    && freq.is_finite()
+                    && rows > 0.0
+                    && (end - start - (rows - 1.0) / freq).abs() <= 1e-5;
+                if !fits {
+                    return bad(Tsp, "does not fit the series' length");
+                }
             }
         }
         Ok(())

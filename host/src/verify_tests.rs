@@ -25,7 +25,8 @@ vals <- list(
   lm = lm(mpg ~ wt, data = mtcars), glm = glm(am ~ wt, data = mtcars, family = binomial),
   s4 = new("Pt", x = 1, y = 2), closure = f(1), counter = make_counter(), formula = y ~ x + log(z),
   call = quote(x[, 1]), alist = alist(a = , b = 1), env = e, hashless = local({ a <- 1; environment() }),
-  ts = ts(1:10, start = 2000), prim = sum, special = `if`, expr = expression(a + 1, b),
+  ts = ts(1:10, start = 2000), mts = ts(matrix(1:24, 12), frequency = 12, start = c(2000, 3)),
+  qts = ts(rnorm(7), frequency = 4, start = c(1990, 2)), prim = sum, special = `if`, expr = expression(a + 1, b),
   ns = environment(lm), baseenv = baseenv(), globalfun = asNamespace("stats")$sd,
   table = table(c("a", "b", "a")), pkgenv = as.environment("package:stats"),
   empty = list(), nlist = setNames(list(), character()), factor0 = factor(character())
@@ -485,6 +486,12 @@ fn verify_refuses_lying_attributes() {
         v().attr("tsp").ty(REALSXP).reals(&[1.0]).nil().done(),
         "tsp",
     );
+    let tsp = |t: &[f64]| v().attr("tsp").ty(REALSXP).reals(t).nil().done();
+    attr_refused(tsp(&[1.0, 9.0, 1.0]), "tsp");
+    attr_refused(tsp(&[1.0, 4.0, 0.0]), "tsp");
+    attr_refused(tsp(&[f64::NAN, 4.0, 1.0]), "tsp");
+    verify(&tsp(&[1.0, 4.0, 1.0])).unwrap();
+    verify(&tsp(&[2000.0, 2000.75, 4.0])).unwrap();
     attr_refused(
         v().attr("row.names").ty(REALSXP).reals(&[1.0]).nil().done(),
         "row.names",
