@@ -629,9 +629,16 @@ impl Dispatcher {
         let Some(t) = self.tasks.get_mut(&tid) else {
             return;
         };
-        let outcome = if started {
-            t.crashed.push(daemon.to_string());
-            if t.crashed.len() as u64 <= u64::from(self.opts.retries) && self.shutdown.is_none() {
+        // Both come from the peer: they reach the user's R session.
+        let (daemon, reason) = (printable(daemon), printable(reason));
+        let outcome = if self.shutdown.is_some() {
+            Some((
+                FailKind::ConnectionReset,
+                format!("connection reset: daemon {daemon} was lost ({reason}) while the host shut down"),
+            ))
+        } else if started {
+            t.crashed.push(daemon);
+            if t.crashed.len() as u64 <= u64::from(self.opts.retries) {
                 None
             } else {
                 Some((
@@ -644,7 +651,7 @@ impl Dispatcher {
             }
         } else {
             t.blips += 1;
-            if t.blips <= MAX_BLIPS && self.shutdown.is_none() {
+            if t.blips <= MAX_BLIPS {
                 None
             } else {
                 Some((
@@ -893,6 +900,15 @@ impl Dispatcher {
             daemons,
         }
     }
+}
+
+/// Text from a peer, safe to show: control characters (terminal escapes)
+/// replaced, at most 200 characters.
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(200)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Start the dispatcher task. The returned future resolves when a shutdown
@@ -1174,6 +1190,27 @@ mod tests {
                     message,
                 },
             )] => assert!(message.contains("crashed its daemon"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn peer_text_in_a_crash_message_is_printable() {
+        let mut w = World::new(0);
+        let c = w.client(100);
+        let mut i = info(None, None);
+        i.name = "evil\x1b]52;c;aGk=\x07".into();
+        let _a = w.daemon(1, i);
+        w.submit(100, 1, None);
+        w.started(1, 1);
+        w.ev(Event::Left {
+            id: 1,
+            reason: "closed by peer \x1b[2J".into(),
+        });
+        match &c.results()[..] {
+            [(1, Outcome::Failed { message, .. })] => {
+                assert!(!message.chars().any(char::is_control), "{message:?}")
+            }
             other => panic!("{other:?}"),
         }
     }
