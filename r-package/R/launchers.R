@@ -1,0 +1,50 @@
+#' Launch daemons for a listening host
+#'
+#' `launch_local()` starts `n` `hako daemon` processes on this machine that
+#' dial the host of a compute profile set with `daemons(url = ...)`.
+#' `launch_remote()` returns the commands to run on other machines.
+#'
+#' @param n Number of daemons.
+#' @param ... Volunteer caps as `hako daemon` options `name = value`
+#'   (underscores become dashes), e.g. `memory = 512`, `task_timeout = 60`,
+#'   `max_tasks = 100`, `idle_time = 300`, `keep_state = TRUE`.
+#' @param .compute Compute profile (`NULL`: default).
+#' @return `launch_local()`: invisibly, the process ids of the daemons.
+#'   `launch_remote()`: a character vector of `n` shell commands.
+#' @examples
+#' \dontrun{
+#' daemons(url = host_url(host = "127.0.0.1"))
+#' launch_local(2)
+#' launch_remote(1)
+#' daemons(0)
+#' }
+#' @export
+launch_local <- function(n = 1L, ..., .compute = NULL) {
+  p <- get_profile(.compute)
+  r <- p$ready
+  if (is.null(r[["token"]]) || is.null(r[["url"]])) {
+    stop("hako: this compute profile's host does not listen for daemons: set it with daemons(url = host_url())", call. = FALSE)
+  }
+  args <- c("daemon", r[["url"]], "--fingerprint", r[["fingerprint"]], "--autoexit", cli_options(list(...)))
+  old <- Sys.getenv("HAKO_TOKEN", unset = NA)
+  Sys.setenv(HAKO_TOKEN = r[["token"]])
+  on.exit(if (is.na(old)) Sys.unsetenv("HAKO_TOKEN") else Sys.setenv(HAKO_TOKEN = old))
+  bin <- hako_binary()
+  pids <- vapply(seq_len(n), function(i) {
+    spawn(bin, c(args, "--name", sprintf("local-%d", length(p$launched) + i)), file.path(p$dir, sprintf("daemon-%d.log", length(p$launched) + i)))
+  }, 0L)
+  p$launched <- c(p$launched, pids)
+  invisible(pids)
+}
+
+#' @rdname launch_local
+#' @export
+launch_remote <- function(n = 1L, ..., .compute = NULL) {
+  p <- get_profile(.compute)
+  cmd <- p$ready[["daemon_command"]]
+  if (is.null(cmd)) stop("hako: this compute profile's host does not listen for daemons: set it with daemons(url = host_url())", call. = FALSE)
+  extra <- cli_options(list(...))
+  if (length(extra)) cmd <- paste(cmd, paste(vapply(extra, shQuote, ""), collapse = " "))
+  rep(cmd, n)
+}
+
