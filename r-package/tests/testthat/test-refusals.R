@@ -23,6 +23,8 @@ test_that("a result the host refuses as unsafe is a 'result refused' error value
   v <- hako({
     e <- new.env()
     delayedAssign("x", file.create(m), assign.env = e)
+    # the sandbox forces promises before sending, but not a locked binding's
+    lockBinding("x", e)
     e
   }, m = marker)[]
   expect_true(is_hako_error(v))
@@ -32,7 +34,7 @@ test_that("a result the host refuses as unsafe is a 'result refused' error value
   expect_false(file.exists(marker))
   f <- hako({ e <- new.env(); makeActiveBinding("y", function() 1, e); list(e) })[]
   expect_match(f$message, "^result refused: ")
-  fn <- function(i) if (i == 2) { e <- new.env(); delayedAssign("z", 1, assign.env = e); e } else i
+  fn <- function(i) if (i == 2) { e <- new.env(); delayedAssign("z", 1, assign.env = e); lockBinding("z", e); e } else i
   environment(fn) <- globalenv()
   err <- tryCatch(hako_map(1:2, fn)[.stop], error = conditionMessage)
   expect_match(err, "element 2 failed: result refused")
@@ -58,7 +60,7 @@ test_that("a refused result is a FutureError naming the host's reason", {
   err <- tryCatch(future::value(f), error = identity)
   expect_s3_class(err, "FutureError")
   expect_match(conditionMessage(err), "result too large")
-  g <- future::future({ e <- new.env(); delayedAssign("x", 1, assign.env = e); e })
+  g <- future::future({ e <- new.env(); delayedAssign("x", 1, assign.env = e); lockBinding("x", e); e })
   err <- tryCatch(future::value(g), error = identity)
   expect_s3_class(err, "FutureError")
   expect_match(conditionMessage(err), "result refused")
