@@ -91,7 +91,13 @@ pub fn info_text(i: &InfoReport) -> String {
     s.push('\n');
     s.push_str("id\tname\taddress\ttasks_done\tbusy_ms\tconnected_ms\tmemory_mb\ttask_timeout_ms\tmax_tasks\tkeep_state\tversion\n");
     for d in &i.daemons {
-        let clean = |t: &str| t.replace(['\t', '\n'], " ");
+        // Names and versions come from daemons: no tabs or newlines (the
+        // table's syntax), no terminal escapes.
+        let clean = |t: &str| -> String {
+            t.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect()
+        };
         let _ = writeln!(
             s,
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
@@ -457,4 +463,26 @@ pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> 
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::DaemonRow;
+
+    #[test]
+    fn info_shows_daemon_text_without_control_characters() {
+        let i = InfoReport {
+            daemons: vec![DaemonRow {
+                name: "a\tb\nc\x1b]0;pwned\x07".into(),
+                version: "1\x1b[2J".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let t = info_text(&i);
+        let row = t.lines().last().unwrap();
+        assert!(!row.contains(['\x1b', '\x07']), "{row:?}");
+        assert_eq!(row.split('\t').count(), 11, "{row:?}");
+    }
 }
