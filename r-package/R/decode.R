@@ -1,22 +1,35 @@
 # What a RESULT's status and payload become in this session.
 
-decode_value <- function(status, payload) {
-  switch(as.character(status),
-    "0" = ,
-    "1" = tryCatch(unserialize(payload), error = function(e) {
-      mk_hako_error(paste("the result could not be unserialized in this session:", conditionMessage(e)), "hakoUnserializeError")
-    }),
-    "2" = mk_error_value(5L, raw_text(payload)),
-    "3" = mk_interrupt(raw_text(payload)),
-    "4" = mk_error_value(19L, raw_text(payload)),
-    "5" = mk_hako_error(raw_text(payload), "hakoMemoryLimit"),
-    "6" = mk_hako_error(raw_text(payload), "hakoOutputLimit"),
-    "7" = mk_hako_error(raw_text(payload), "hakoCrashed"),
-    "8" = mk_error_value(19L, raw_text(payload)),
-    "9" = mk_hako_error(raw_text(payload), "hakoRejected"),
-    # the host's result verifier refused what the sandbox sent: never read
-    "10" = mk_hako_error(raw_text(payload), "hakoRefused"),
-    mk_hako_error(sprintf("unknown result status %d: %s", status, raw_text(payload)), "hakoProtocolError")
-  )
-}
+# The RESULT statuses, named once (host/PROTOCOL.md's RESULT table is the
+# reference; the host names the same codes in Rust). A status with neither
+# an errorValue nor a class carries a serialized value (or hakoError); one
+# with an errorValue becomes that integer code; the others a 'hakoError' of
+# that class. Cancelled is errorValue 20 and also a 'hakoInterrupt'.
+RESULT_STATUS <- data.frame(
+  code = 0:10,
+  name = c("value", "error", "timeout", "cancelled", "connection reset", "memory", "output",
+           "crashed", "shutdown", "rejected", "refused"),
+  error_value = c(NA, NA, 5L, 20L, 19L, NA, NA, NA, 19L, NA, NA),
+  class = c(NA, NA, NA, "hakoInterrupt", NA, "hakoMemoryLimit", "hakoOutputLimit", "hakoCrashed", NA,
+            # refused: the host's result verifier refused what the sandbox sent, never read
+            "hakoRejected", "hakoRefused"),
+  stringsAsFactors = FALSE
+)
 
+decode_value <- function(status, payload) {
+  row <- match(status, RESULT_STATUS$code)
+  if (is.na(row)) {
+    return(mk_hako_error(sprintf("unknown result status %d: %s", status, raw_text(payload)), "hakoProtocolError"))
+  }
+  ev <- RESULT_STATUS$error_value[[row]]
+  cls <- RESULT_STATUS$class[[row]]
+  if (is.na(ev) && is.na(cls)) {
+    return(tryCatch(unserialize(payload), error = function(e) {
+      mk_hako_error(paste("the result could not be unserialized in this session:", conditionMessage(e)), "hakoUnserializeError")
+    }))
+  }
+  msg <- raw_text(payload)
+  if (identical(cls, "hakoInterrupt")) return(mk_interrupt(msg))
+  if (!is.na(ev)) return(mk_error_value(ev, msg))
+  mk_hako_error(msg, cls)
+}
