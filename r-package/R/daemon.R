@@ -34,8 +34,6 @@ daemon <- function(url, token, fingerprint = NULL, memory = NULL, task_timeout =
   args <- c("daemon", url, cli_options(opts))
   if (length(mount)) args <- c(args, mount_args(mount))
   if (length(packages)) args <- c(args, package_mounts(packages))
-  old <- Sys.getenv("HAKO_TOKEN", unset = NA)
-  Sys.setenv(HAKO_TOKEN = token)
-  on.exit(if (is.na(old)) Sys.unsetenv("HAKO_TOKEN") else Sys.setenv(HAKO_TOKEN = old))
-  invisible(system2(hako_binary(), args, stdout = log, stderr = log))
+  bin <- hako_binary()
+  invisible(with_envvars(list(HAKO_TOKEN = token), system2(bin, args, stdout = log, stderr = log)))
 }

@@ -26,13 +26,10 @@ launch_local <- function(n = 1L, ..., .compute = NULL) {
     stop("hako: this compute profile's host does not listen for daemons: set it with daemons(url = host_url())", call. = FALSE)
   }
   args <- c("daemon", r[["url"]], "--fingerprint", r[["fingerprint"]], "--autoexit", cli_options(list(...)))
-  old <- Sys.getenv("HAKO_TOKEN", unset = NA)
-  Sys.setenv(HAKO_TOKEN = r[["token"]])
-  on.exit(if (is.na(old)) Sys.unsetenv("HAKO_TOKEN") else Sys.setenv(HAKO_TOKEN = old))
   bin <- hako_binary()
-  pids <- vapply(seq_len(n), function(i) {
+  pids <- with_envvars(list(HAKO_TOKEN = r[["token"]]), vapply(seq_len(n), function(i) {
     spawn(bin, c(args, "--name", sprintf("local-%d", length(p$launched) + i)), file.path(p$dir, sprintf("daemon-%d.log", length(p$launched) + i)))
-  }, 0L)
+  }, 0L))
   p$launched <- c(p$launched, pids)
   invisible(pids)
 }

@@ -11,12 +11,7 @@ link_open <- function(name, args, env = character()) {
   link_file <- file.path(dir, "link")
   log <- file.path(dir, "host.log")
   args <- c(args, "--link", "127.0.0.1:0", "--link-file", link_file)
-  old <- Sys.getenv(names(env), unset = NA, names = TRUE)
-  if (length(env)) {
-    do.call(Sys.setenv, as.list(env))
-    on.exit(for (k in names(old)) if (is.na(old[[k]])) Sys.unsetenv(k) else do.call(Sys.setenv, stats::setNames(list(old[[k]]), k)), add = TRUE)
-  }
-  pid <- spawn(bin, args, log)
+  pid <- with_envvars(env, spawn(bin, args, log))
   deadline <- Sys.time() + getOption("hako.start_timeout", 120)
   while (!file.exists(link_file)) {
     if (!pid_alive(pid) || Sys.time() > deadline) {

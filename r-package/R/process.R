@@ -28,3 +28,21 @@ log_tail <- function(log, n = 15L) {
   safe_text(paste(utils::tail(l, n), collapse = "\n"))
 }
 
+# Evaluates `code` with the environment variables `env` (a named list or
+# character vector) set, so that a child started in it inherits them, and
+# restores each one afterwards (unset again if it was unset). Tokens reach
+# children this way, never on a command line that `ps` shows.
+with_envvars <- function(env, code) {
+  if (length(env)) {
+    old <- Sys.getenv(names(env), unset = NA, names = TRUE)
+    on.exit(restore_envvars(old), add = TRUE)
+    do.call(Sys.setenv, as.list(env))
+  }
+  code
+}
+
+restore_envvars <- function(old) {
+  for (k in names(old)) {
+    if (is.na(old[[k]])) Sys.unsetenv(k) else do.call(Sys.setenv, stats::setNames(list(old[[k]]), k))
+  }
+}
