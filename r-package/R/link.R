@@ -23,12 +23,31 @@ link_open <- function(name, args, env = character()) {
   ready <- parse_kv(readLines(link_file, warn = FALSE))
   addr <- strsplit(ready[["link"]], ":", fixed = TRUE)[[1L]]
   con <- socketConnection(addr[[1L]], as.integer(addr[[2L]]), open = "a+b", blocking = FALSE, timeout = 60)
-  p <- new.env(parent = emptyenv())
-  p$name <- name
-  p$con <- con
+  p <- new_link(name, con)
   p$pid <- pid
   p$dir <- dir
   p$log <- log
+  send_frame(p, T_HELLO, c(charToRaw("HAKO"), u32(LINK_VERSION), charToRaw(ready[["link_token"]])))
+  while (is.null(p$ready)) {
+    poll(p, 1)
+    if (!p$alive || Sys.time() > deadline) {
+      link_close(p)
+      stop(sprintf("hako: no READY from `hako %s`: %s\n%s", args[[1L]],
+                   paste(p$notices, collapse = "; "), log_tail(log)), call. = FALSE)
+    }
+  }
+  p$max_payload <- as.numeric(p$ready[["max_payload"]])
+  p
+}
+
+# A link's state (the compute profile's environment) over connection `con`:
+# the read buffer, the tasks and map batches waiting for results, the
+# acknowledgements and notices received. Any binary connection will do, so
+# the framing can be tested over a rawConnection().
+new_link <- function(name, con) {
+  p <- new.env(parent = emptyenv())
+  p$name <- name
+  p$con <- con
   p$alive <- TRUE
   p$buf <- raw()
   p$pos <- 1L
@@ -43,16 +62,6 @@ link_open <- function(name, args, env = character()) {
   p$notices <- character()
   p$output <- TRUE
   p$launched <- integer()
-  send_frame(p, T_HELLO, c(charToRaw("HAKO"), u32(LINK_VERSION), charToRaw(ready[["link_token"]])))
-  while (is.null(p$ready)) {
-    poll(p, 1)
-    if (!p$alive || Sys.time() > deadline) {
-      link_close(p)
-      stop(sprintf("hako: no READY from `hako %s`: %s\n%s", args[[1L]],
-                   paste(p$notices, collapse = "; "), log_tail(log)), call. = FALSE)
-    }
-  }
-  p$max_payload <- as.numeric(p$ready[["max_payload"]])
   p
 }
 
