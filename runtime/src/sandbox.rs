@@ -5,7 +5,7 @@ use crate::abi;
 use crate::dylink::{self, Linking, LoadFlags, Loader};
 use crate::engine::HakoEngine;
 use crate::host::Host;
-use crate::limits::{Interrupt, Limit, MemoryLimiter};
+use crate::limits::{Interrupt, Limit, MemoryLimiter, Stop};
 use crate::memory::{self, MemCtl};
 use crate::output::{Chunk, Output};
 use crate::pristine::{Pristine, PristineState, BOOT_VERSION};
@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasmtime::error::{bail, format_err, Context, Result};
 use wasmtime::{AsContextMut, Linker, Store, UpdateDeadline, Val};
 
@@ -25,8 +25,6 @@ pub const HOME: &str = "/home/web_user";
 
 /// Epoch tick: how often the backstop looks at a running evaluation.
 const TICK: Duration = Duration::from_millis(10);
-/// How long R gets to honour an interrupt before the backstop traps.
-pub(crate) const GRACE: Duration = Duration::from_secs(2);
 
 /// The guest's whole environment. Nothing of the host's environment is passed.
 const GUEST_ENV: &[&str] = &[
@@ -269,7 +267,7 @@ impl Sandbox {
                 Some(v) => self.api.as_integer(s, v)?,
                 // R unwound to the top level: an interrupt nobody caught, or
                 // an error outside the helpers' handlers.
-                None if s.data().stop_reason.is_some() => 2,
+                None if s.data().stop.reason.is_some() => 2,
                 None => 1,
             })
         })();
@@ -303,7 +301,7 @@ impl Sandbox {
             self.api.protect(s, call)?;
             let genv = self.api.global_env(s)?;
             let mut v = self.api.try_eval(s, call, genv)?;
-            if v.is_none() && s.data().stop_reason.is_none() {
+            if v.is_none() && s.data().stop.reason.is_none() {
                 // The task aborted on an error nobody caught: the guest
                 // recorded it; ask for its value.
                 let state = &self.rt.inner.pristine.state;
@@ -319,7 +317,7 @@ impl Sandbox {
                     let raw = self.api.vector_elt(s, list, 1)?;
                     (status, self.api.raw_bytes(s, raw)?)
                 }
-                None if s.data().stop_reason.is_some() => (2, Vec::new()),
+                None if s.data().stop.reason.is_some() => (2, Vec::new()),
                 None => bail!("the task wrapper failed"),
             };
             self.api.unprotect(s, 3)?;
@@ -400,11 +398,8 @@ impl Sandbox {
         h.output.set_cap(self.config.output_bytes);
         h.limiter.hit = false;
         h.limiter.max_bytes = self.config.memory_bytes;
-        h.stop_reason = None;
         h.exit_code = None;
-        h.deadline = timeout.map(|t| Instant::now() + t);
-        h.stop_requested_at = None;
-        self.interrupt.take();
+        h.stop.begin(timeout);
         self.store.set_epoch_deadline(1);
         // C's rand() makes R's tempfile() names, and its state is in the
         // pristine image: seeded per evaluation, sandboxes sharing an rw
@@ -430,7 +425,7 @@ impl Sandbox {
                 let _ = self.store.take_pending_exception();
                 let output = self.store.data_mut().output.take();
                 let h = self.store.data();
-                if let Some(limit) = h.stop_reason {
+                if let Some(limit) = h.stop.reason {
                     return Err(SandboxError::Limit { limit, output });
                 }
                 if let Some(GuestTrap::Exit(code)) = e.downcast_ref::<GuestTrap>() {
@@ -468,7 +463,7 @@ impl Sandbox {
             return Some(Limit::Output);
         }
         if status == 2 {
-            return Some(h.stop_reason.unwrap_or(Limit::Interrupted));
+            return Some(h.stop.reason.unwrap_or(Limit::Interrupted));
         }
         if status == 1 && h.limiter.hit {
             return Some(Limit::Memory);
@@ -536,34 +531,15 @@ fn new_store(
             max_bytes: memory_bytes,
             hit: false,
         },
-        interrupt,
-        deadline: None,
-        r_interrupts_pending: None,
-        stop_reason: None,
-        stop_requested_at: None,
+        stop: Stop::new(interrupt),
         exit_code: None,
     };
     let mut store = Store::new(rt_loader.engine.engine(), host);
     store.limiter(|h| &mut h.limiter);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
-        let h = ctx.data_mut();
-        let now = Instant::now();
-        let want_stop = h.stop_reason.is_some()
-            || h.interrupt.is_requested()
-            || h.deadline.is_some_and(|d| now >= d);
-        if want_stop {
-            let since = *h.stop_requested_at.get_or_insert(now);
-            if now.duration_since(since) >= GRACE {
-                if h.stop_reason.is_none() {
-                    h.stop_reason = Some(if h.interrupt.is_requested() {
-                        Limit::Interrupted
-                    } else {
-                        Limit::Time
-                    });
-                }
-                return Err(wasmtime::Trap::Interrupt.into());
-            }
+        if ctx.data_mut().stop.backstop() {
+            return Err(wasmtime::Trap::Interrupt.into());
         }
         Ok(UpdateDeadline::Continue(1))
     });
@@ -611,7 +587,7 @@ fn instantiate(
     store.data_mut().limiter.max_bytes = config.memory_bytes;
     let main = store.data().linking.main().context("no main instance")?;
     let api = RApi::bind(&mut store, main)?;
-    store.data_mut().r_interrupts_pending = Some(api.interrupts_pending);
+    store.data_mut().stop.r_interrupts_pending = Some(api.interrupts_pending);
     Ok((store, api, mem))
 }
 
@@ -655,7 +631,7 @@ fn boot(loader: &Arc<Loader>, image: &Arc<RoImage>, dir: &Path) -> Result<Pristi
         set_c_stack(&mut store, inst, stack_top)?;
         inst.get_typed_func::<(), ()>(&mut store, "setup_Rmainloop")?
             .call(&mut store, ())?;
-        store.data_mut().r_interrupts_pending = Some(api.interrupts_pending);
+        store.data_mut().stop.r_interrupts_pending = Some(api.interrupts_pending);
         // The guest helpers: eval(str2expression(code), globalenv()).
         let code = api.string(&mut store, include_str!("guest.R"))?;
         api.protect(&mut store, code)?;

@@ -7,16 +7,14 @@
 //! alignment and overlap; anything it does not handle (bad arguments, which
 //! the reference BLAS reports through `xerbla`, unaligned or aliased
 //! operands, degenerate sizes) goes to the wasm `dgemm_` unchanged. It works
-//! in column blocks and checks the hard deadline between them, so a huge
-//! product cannot outlive the backstop.
+//! in column blocks and asks the stop context's backstop between them, so a
+//! huge product cannot outlive it.
 
 use super::mem;
 use crate::host::Host;
-use crate::limits::Limit;
-use std::time::Instant;
 use wasmtime::{Caller, Extern, Linker, Result, Val};
 
-/// Work per block between deadline checks, in floating-point operations.
+/// Work per block between backstop checks, in floating-point operations.
 const BLOCK_FLOPS: usize = 64 << 20;
 
 pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
@@ -162,7 +160,7 @@ impl Gemm {
                 );
             }
             j += nb;
-            if j < self.n && past_hard_deadline(c.data_mut()) {
+            if j < self.n && c.data_mut().stop.backstop() {
                 return Err(wasmtime::Trap::Interrupt.into());
             }
         }
@@ -190,30 +188,6 @@ fn extent(
 
 fn overlaps(x: &std::ops::Range<usize>, y: &std::ops::Range<usize>) -> bool {
     x.start < y.end && y.start < x.end
-}
-
-/// The backstop's rule (see `sandbox.rs`): a stop was wanted and R has had
-/// its grace period.
-fn past_hard_deadline(h: &mut Host) -> bool {
-    let now = Instant::now();
-    let want = h.stop_reason.is_some()
-        || h.interrupt.is_requested()
-        || h.deadline.is_some_and(|d| now >= d);
-    if !want {
-        return false;
-    }
-    let since = *h.stop_requested_at.get_or_insert(now);
-    if now.duration_since(since) >= crate::sandbox::GRACE {
-        if h.stop_reason.is_none() {
-            h.stop_reason = Some(if h.interrupt.is_requested() {
-                Limit::Interrupted
-            } else {
-                Limit::Time
-            });
-        }
-        return true;
-    }
-    false
 }
 
 /// Hand the call to the wasm BLAS (libRblas) as it is.

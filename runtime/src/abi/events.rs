@@ -8,8 +8,6 @@
 
 use super::mem;
 use crate::host::Host;
-use crate::limits::Limit;
-use std::time::Instant;
 use wasmtime::Result;
 use wasmtime::{Caller, Linker};
 
@@ -65,20 +63,11 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
 /// Check deadline, interrupt and output cap; ask R to stop if one fired.
 pub fn handle_events(c: &mut Caller<'_, Host>) {
     let h = c.data_mut();
-    let reason = if h.interrupt.take() {
-        Some(Limit::Interrupted)
-    } else if h.deadline.is_some_and(|d| Instant::now() >= d) {
-        Some(Limit::Time)
-    } else if h.output.exceeded() {
-        Some(Limit::Output)
-    } else {
-        None
-    };
-    let Some(reason) = reason else { return };
-    if h.stop_reason.is_none() {
-        h.stop_reason = Some(reason);
+    let output_over = h.output.exceeded();
+    if !h.stop.poll(output_over) {
+        return;
     }
-    let Some(addr) = h.r_interrupts_pending else {
+    let Some(addr) = h.stop.r_interrupts_pending else {
         return;
     };
     let (m, _) = mem::split(c);
