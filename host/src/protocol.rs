@@ -15,8 +15,9 @@ use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt;
 
-/// Bumped on any incompatible change of a message body.
-pub const VERSION: u32 = 1;
+/// Bumped on any incompatible change of a message body. 2: `Started`
+/// (kind 14) and `FailKind::Refused`, which a version-1 peer cannot read.
+pub const VERSION: u32 = 2;
 /// First bytes of a `Hello` body.
 pub const MAGIC: [u8; 4] = *b"HAKO";
 
@@ -622,12 +623,14 @@ mod tests {
     #[test]
     fn another_version_is_named() {
         let mut f = encode(&samples()[0]);
-        f[5..9].copy_from_slice(&2u32.to_le_bytes());
+        f[5..9].copy_from_slice(&(VERSION + 1).to_le_bytes());
         // Whatever follows, the version is read first.
         f.truncate(9);
         assert_eq!(
             decode(&f, &FrameLimits::default()),
-            Err(DecodeError::VersionMismatch { theirs: 2 })
+            Err(DecodeError::VersionMismatch {
+                theirs: VERSION + 1
+            })
         );
     }
 
