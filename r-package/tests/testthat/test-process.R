@@ -126,3 +126,17 @@ test_that("a killed R session takes its host along even when another child holds
   tools::pskill(s$r, tools::SIGKILL)
   expect_equal(wait_gone(s$hako), integer())
 })
+
+test_that("with_envvars() sets variables only around its code and restores them, also after an error", {
+  we <- hako:::with_envvars
+  Sys.setenv(HAKO_T_SET = "before")
+  Sys.unsetenv("HAKO_T_UNSET")
+  on.exit(Sys.unsetenv(c("HAKO_T_SET", "HAKO_T_UNSET")))
+  seen <- we(list(HAKO_T_SET = "a", HAKO_T_UNSET = "b"), Sys.getenv(c("HAKO_T_SET", "HAKO_T_UNSET")))
+  expect_identical(unname(seen), c("a", "b"))
+  expect_identical(Sys.getenv("HAKO_T_SET"), "before")
+  expect_true(is.na(Sys.getenv("HAKO_T_UNSET", unset = NA)))
+  expect_error(we(c(HAKO_T_UNSET = "c"), stop("boom")), "boom")
+  expect_true(is.na(Sys.getenv("HAKO_T_UNSET", unset = NA)))
+  expect_identical(we(character(), 42), 42)
+})
