@@ -4,6 +4,7 @@
 pub mod abi;
 pub mod dylink;
 pub mod engine;
+pub mod errno;
 pub mod host;
 pub mod limits;
 pub mod memory;

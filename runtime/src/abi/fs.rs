@@ -8,8 +8,8 @@
 
 pub mod layout;
 
-use super::errno::{Errno, EFAULT, EINVAL, ENOSYS, ENOTTY, EPERM, ERANGE};
 use super::mem;
+use crate::errno::{Errno, EFAULT, EINVAL, ENOSYS, ENOTTY, EPERM, ERANGE};
 use crate::host::Host;
 use crate::output::Output;
 use crate::vfs::{oflags, TimeSet, Vfs, AT_FDCWD};
@@ -742,7 +742,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> wasmtime::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::errno::{EBADF, ENOENT};
+    use crate::errno::{EBADF, ENOENT};
     use crate::output::Stream;
     use crate::vfs::{RoImage, VfsConfig};
 
@@ -844,7 +844,7 @@ mod tests {
         }
         assert_eq!(t.cx().ioctl(0, 0x5413, 800), Err(ENOTTY));
         assert_eq!(t.cx().ioctl(42, 0x5413, 800), Err(EBADF));
-        assert_eq!(t.cx().fd_seek(1, 0, 1, 800), Err(crate::abi::errno::ESPIPE));
+        assert_eq!(t.cx().fd_seek(1, 0, 1, 800), Err(crate::errno::ESPIPE));
         assert_eq!(t.cx().fd_seek(1, 0, 1, u32::MAX), Err(EFAULT));
     }
 

@@ -2,7 +2,7 @@
 //! the host goes through here: an out-of-range pointer is `EFAULT`, never a
 //! host panic or an out-of-bounds host read.
 
-use super::errno::{Errno, EFAULT, ENAMETOOLONG};
+use crate::errno::{Errno, EFAULT, ENAMETOOLONG};
 use crate::host::Host;
 use wasmtime::Caller;
 

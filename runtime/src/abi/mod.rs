@@ -3,7 +3,6 @@
 
 pub mod blas;
 pub mod dl;
-pub mod errno;
 pub mod events;
 pub mod fs;
 pub mod mem;

@@ -1,7 +1,7 @@
 //! Networking imports. The sandbox has no network: every socket call fails
 //! with an errno R turns into an error, and name lookups find nothing.
 
-use super::errno::{EAFNOSUPPORT, ENOSYS};
+use crate::errno::{EAFNOSUPPORT, ENOSYS};
 use crate::host::Host;
 use wasmtime::Linker;
 use wasmtime::Result;

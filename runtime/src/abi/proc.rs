@@ -2,8 +2,8 @@
 //! growth, randomness, `system()`, mmap and signals. None of them reaches the
 //! host's own environment, processes or signals.
 
-use super::errno::{EFAULT, ENOSYS, SUCCESS};
 use super::mem;
+use crate::errno::{EFAULT, ENOSYS, SUCCESS};
 use crate::host::Host;
 use crate::trap::GuestTrap;
 use wasmtime::Result;

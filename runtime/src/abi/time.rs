@@ -2,8 +2,8 @@
 //! zoneinfo files; the libc fallbacks here answer in UTC, so nothing of the
 //! host's zone leaks in.
 
-use super::errno::{EINVAL, SUCCESS};
 use super::mem;
+use crate::errno::{EINVAL, SUCCESS};
 use crate::host::Host;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -138,7 +138,7 @@ impl Tm {
     }
 }
 
-fn read_tm(m: &[u8], p: u32) -> Result<Tm, super::errno::Errno> {
+fn read_tm(m: &[u8], p: u32) -> Result<Tm, crate::errno::Errno> {
     let f = |i: u32| mem::read_i32(m, p.wrapping_add(4 * i));
     Ok(Tm {
         sec: f(0)?,
@@ -152,7 +152,7 @@ fn read_tm(m: &[u8], p: u32) -> Result<Tm, super::errno::Errno> {
     })
 }
 
-fn write_tm(m: &mut [u8], p: u32, t: &Tm) -> Result<(), super::errno::Errno> {
+fn write_tm(m: &mut [u8], p: u32, t: &Tm) -> Result<(), crate::errno::Errno> {
     mem::range(m, p, 40)?;
     let fields = [
         t.sec, t.min, t.hour, t.mday, t.mon, t.year, t.wday, t.yday, 0, 0,

@@ -2,7 +2,7 @@
 //! devices write to the sandbox's [`Output`], never to the host's streams.
 
 use super::types::{DirEntry, FileType, Stat, Timespec};
-use crate::abi::errno::{Errno, EIO};
+use crate::errno::{Errno, EIO};
 use crate::output::{Output, Stream};
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,7 @@
 
 use super::dev::Device;
 use super::types::{oflags, DirEntry};
-use crate::abi::errno::{Errno, EBADF, EINVAL, EMFILE};
+use crate::errno::{Errno, EBADF, EINVAL, EMFILE};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;

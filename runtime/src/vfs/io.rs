@@ -7,7 +7,7 @@ use super::dev::Device;
 use super::fdtable::{Description, OpenFile};
 use super::types::{oflags, DirEntry, FdStat, Stat, StatFs, TimeSet};
 use super::{Vfs, DIRENT_SIZE};
-use crate::abi::errno::{
+use crate::errno::{
     from_io, Errno, EBADF, EFBIG, EINVAL, EIO, EISDIR, ENOTDIR, ENOTSUP, EPERM, EROFS, ESPIPE,
 };
 use crate::output::Output;

@@ -5,7 +5,7 @@
 //! before the host is asked.
 
 use super::types::{oflags, DirEntry, FileType, Stat, StatFs, Timespec};
-use crate::abi::errno::{
+use crate::errno::{
     from_io, Errno, EACCES, EBUSY, EEXIST, EINVAL, EISDIR, ELOOP, ENOENT, ENOTDIR, ENOTSUP, EPERM,
     EROFS,
 };

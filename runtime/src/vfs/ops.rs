@@ -10,7 +10,7 @@ use super::namespace::Loc;
 use super::path::{self, split_last, GuestPath};
 use super::types::{mode, oflags, DirEntry, FileType, Stat, StatFs, TimeSet};
 use super::{Vfs, AT_FDCWD};
-use crate::abi::errno::{
+use crate::errno::{
     Errno, EACCES, EBADF, EBUSY, EEXIST, EINVAL, EIO, EISDIR, ENOENT, ENOTDIR, EPERM, EROFS, EXDEV,
 };
 
@@ -399,7 +399,7 @@ impl Vfs {
         let abs = self.resolve_at(dirfd, path)?.abs;
         let target = std::str::from_utf8(target).map_err(|_| path::EILSEQ)?;
         if target.len() > path::PATH_MAX {
-            return Err(crate::abi::errno::ENAMETOOLONG);
+            return Err(crate::errno::ENAMETOOLONG);
         }
         match self.ns.route(&abs) {
             Loc::Mount(_, rel) if rel.is_empty() => Err(EEXIST),

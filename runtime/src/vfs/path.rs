@@ -3,7 +3,7 @@
 //! can never climb out of a mount or scratch root through host semantics: at
 //! `/` it simply stays at `/`.
 
-use crate::abi::errno::{Errno, EINVAL, ENAMETOOLONG, ENOENT};
+use crate::errno::{Errno, EINVAL, ENAMETOOLONG, ENOENT};
 
 /// Longest path (bytes, without the NUL) accepted from the guest: Linux's
 /// `PATH_MAX` of 4096 counts the NUL.

@@ -6,7 +6,7 @@
 
 use super::path::components;
 use super::types::{DirEntry, FileType, Stat, Timespec};
-use crate::abi::errno::{Errno, EEXIST, EFBIG, EINVAL, EISDIR, ENOENT, ENOSPC, ENOTDIR, ENOTEMPTY};
+use crate::errno::{Errno, EEXIST, EFBIG, EINVAL, EISDIR, ENOENT, ENOSPC, ENOTDIR, ENOTEMPTY};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

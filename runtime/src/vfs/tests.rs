@@ -2,7 +2,7 @@
 //! layers, mount escapes, caps, descriptors and snapshots.
 
 use super::*;
-use crate::abi::errno::*;
+use crate::errno::*;
 use crate::output::{Output, Stream};
 use std::path::Path;
 use tempfile::TempDir;

@@ -1,5 +1,7 @@
 //! Errno numbers as the guest's libc (musl under Emscripten) knows them: WASI's.
 //! `__syscall_*` imports return `-errno`; WASI `fd_*` imports return `+errno`.
+//! The vocabulary sits at the crate's base, beneath both the filesystem and
+//! the syscall layer that speak it.
 
 /// A WASI errno value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
