@@ -174,6 +174,8 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             idle_time_ms: idle_time.map(|t| t.as_millis() as u64),
             wall_time_ms: wall_time.map(|t| t.as_millis() as u64),
             keep_state: args.keep_state,
+            // What it reads: a larger task would close the connection.
+            max_task_bytes: Some(limits.bulk),
         },
         caps: capabilities(),
     };

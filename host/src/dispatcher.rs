@@ -170,7 +170,16 @@ pub struct Options {
     /// Bytes of results queued for one client and not yet read: past it,
     /// the client's new tasks are refused at once (never blocked).
     pub max_unread: u64,
+    /// Bytes of one client's tasks queued or running at the host (payloads
+    /// plus [`TASK_OVERHEAD`] each): past it, its new tasks are refused at
+    /// once (never blocked). A client with nothing pending may always submit
+    /// one task within `max_payload`.
+    pub max_queued: u64,
 }
+
+/// What a task costs the host besides its payload (its records), counted
+/// against `max_queued` so that empty tasks cannot pile up either.
+pub const TASK_OVERHEAD: u64 = 256;
 
 /// Times a task may be handed back by daemons lost before it started (a
 /// connection blip, not the task's fault) before it resolves as a lost
@@ -186,6 +195,7 @@ impl Default for Options {
             max_payload: 256 << 20,
             max_everywhere: 64 << 20,
             max_unread: 256 << 20,
+            max_queued: 1 << 30,
         }
     }
 }
@@ -233,10 +243,16 @@ struct DaemonRec {
 }
 
 impl DaemonRec {
+    /// It will take tasks again (now or after its current one).
+    fn open(&self) -> bool {
+        !self.leaving && self.info.limits.max_tasks.is_none_or(|m| self.assigned < m)
+    }
     fn can_take(&self) -> bool {
-        !self.leaving
-            && self.busy.is_none()
-            && self.info.limits.max_tasks.is_none_or(|m| self.assigned < m)
+        self.open() && self.busy.is_none()
+    }
+    /// The largest payload it reads (its Hello's `max_task_bytes`).
+    fn bound(&self) -> u64 {
+        self.info.limits.max_task_bytes.unwrap_or(u64::MAX)
     }
 }
 
@@ -245,6 +261,8 @@ struct ClientRec {
     name: String,
     /// client's task id -> host task id
     pending: HashMap<u64, u64>,
+    /// Bytes of its pending tasks, as counted against `max_queued`.
+    queued_bytes: u64,
 }
 
 pub struct Dispatcher {
@@ -261,6 +279,10 @@ pub struct Dispatcher {
     completed: u64,
     shutdown: Option<(Instant, String)>,
     done: bool,
+    /// The largest payload an open daemon accepts, as last checked (`None`:
+    /// no open daemon, so tasks wait for one): when it falls, queued tasks
+    /// above it are refused.
+    largest: Option<u64>,
 }
 
 impl Dispatcher {
@@ -279,6 +301,7 @@ impl Dispatcher {
             completed: 0,
             shutdown: None,
             done: false,
+            largest: None,
         }
     }
 
@@ -298,6 +321,7 @@ impl Dispatcher {
                         peer,
                         name,
                         pending: HashMap::new(),
+                        queued_bytes: 0,
                     },
                 );
             }
@@ -307,8 +331,51 @@ impl Dispatcher {
             Event::Shutdown { reason } => self.begin_shutdown(now, reason),
         }
         self.dispatch(now);
+        self.refuse_too_large();
         if self.shutdown.is_some() {
             self.tick(now);
+        }
+    }
+
+    /// The largest payload any open daemon accepts; `None` without one.
+    fn largest_bound(&self) -> Option<u64> {
+        self.daemons
+            .values()
+            .filter(|d| d.open())
+            .map(DaemonRec::bound)
+            .max()
+    }
+
+    /// A queued task that no connected daemon can take would wait for ever
+    /// (its daemon refuses the frame): once the largest bound falls below
+    /// it, it resolves as rejected. Without daemons, tasks wait for one.
+    fn refuse_too_large(&mut self) {
+        let (was, now) = (self.largest, self.largest_bound());
+        self.largest = now;
+        let Some(max) = now else { return };
+        if was.is_some_and(|w| w <= max) {
+            return;
+        }
+        let refused: Vec<(u64, usize)> = self
+            .queue
+            .iter()
+            .filter_map(|tid| match self.tasks.get(tid) {
+                Some(t) if matches!(t.state, TaskState::Queued) && t.payload.len() as u64 > max => {
+                    Some((*tid, t.payload.len()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (tid, len) in refused {
+            let message = too_large(len, max);
+            self.resolve(
+                tid,
+                Outcome::Failed {
+                    kind: FailKind::Rejected,
+                    message,
+                },
+                vec![],
+            );
         }
     }
 
@@ -379,6 +446,10 @@ impl Dispatcher {
                             self.opts.max_payload
                         ),
                     ))
+                } else if let Some(max) =
+                    self.largest_bound().filter(|&m| t.payload.len() as u64 > m)
+                {
+                    Some((FailKind::Rejected, too_large(t.payload.len(), max)))
                 } else if client.pending.contains_key(&t.id) {
                     Some((
                         FailKind::Rejected,
@@ -390,6 +461,16 @@ impl Dispatcher {
                         format!(
                             "too many unread results ({} MiB): read results before submitting more",
                             client.peer.unread() >> 20
+                        ),
+                    ))
+                } else if client.queued_bytes > 0
+                    && client.queued_bytes + cost(&t) > self.opts.max_queued
+                {
+                    Some((
+                        FailKind::Rejected,
+                        format!(
+                            "too many queued tasks ({} MiB): wait for results before submitting more",
+                            client.queued_bytes >> 20
                         ),
                     ))
                 } else {
@@ -407,6 +488,7 @@ impl Dispatcher {
                 self.next_task += 1;
                 if let Some(c) = self.clients.get_mut(&cid) {
                     c.pending.insert(t.id, tid);
+                    c.queued_bytes += cost(&t);
                 }
                 self.tasks.insert(
                     tid,
@@ -517,6 +599,9 @@ impl Dispatcher {
         self.completed += 1;
         if let Some(c) = self.clients.get_mut(&t.client) {
             c.pending.remove(&t.client_task);
+            c.queued_bytes = c
+                .queued_bytes
+                .saturating_sub(t.payload.len() as u64 + TASK_OVERHEAD);
             c.peer.send(Message::Result(TaskReport {
                 id: t.client_task,
                 outcome,
@@ -674,23 +759,30 @@ impl Dispatcher {
         }
     }
 
-    /// Pair queued tasks with idle daemons, oldest first on both sides.
+    /// Pair queued tasks with idle daemons, oldest first on both sides: each
+    /// idle daemon gets the oldest task its bound admits, so a task only a
+    /// bigger daemon can take does not hold up the ones behind it.
     fn dispatch(&mut self, now: Instant) {
         if self.shutdown.is_some() {
             return;
         }
+        let mut passed = Vec::new();
         while !self.queue.is_empty() {
             let Some(did) = self.pop_idle() else {
                 break;
             };
-            let Some(tid) = self.pop_queued() else {
+            let bound = self.daemons.get(&did).map_or(0, DaemonRec::bound);
+            match self.pop_queued(bound) {
+                Some(tid) => self.assign(tid, did, now),
+                None => passed.push(did),
+            }
+        }
+        // Daemons that found nothing they can take stay idle, in order.
+        for did in passed.into_iter().rev() {
+            if let Some(d) = self.daemons.get_mut(&did) {
+                d.in_idle = true;
                 self.idle.push_front(did);
-                if let Some(d) = self.daemons.get_mut(&did) {
-                    d.in_idle = true;
-                }
-                break;
-            };
-            self.assign(tid, did, now);
+            }
         }
     }
 
@@ -706,16 +798,22 @@ impl Dispatcher {
         None
     }
 
-    fn pop_queued(&mut self) -> Option<u64> {
-        while let Some(tid) = self.queue.pop_front() {
-            if matches!(
-                self.tasks.get(&tid),
-                Some(TaskRec {
-                    state: TaskState::Queued,
-                    ..
-                })
-            ) {
-                return Some(tid);
+    /// The oldest queued task of at most `bound` bytes, taken off the
+    /// queue; stale entries (tasks resolved while queued) are dropped.
+    fn pop_queued(&mut self, bound: u64) -> Option<u64> {
+        let mut i = 0;
+        while let Some(&tid) = self.queue.get(i) {
+            match self.tasks.get(&tid) {
+                Some(t) if matches!(t.state, TaskState::Queued) => {
+                    if t.payload.len() as u64 <= bound {
+                        self.queue.remove(i);
+                        return Some(tid);
+                    }
+                    i += 1;
+                }
+                _ => {
+                    self.queue.remove(i);
+                }
             }
         }
         None
@@ -900,6 +998,16 @@ impl Dispatcher {
             daemons,
         }
     }
+}
+
+/// What a task counts against its client's `max_queued`.
+fn cost(t: &Task) -> u64 {
+    t.payload.len() as u64 + TASK_OVERHEAD
+}
+
+/// The refusal of a task no connected daemon reads.
+fn too_large(len: usize, max: u64) -> String {
+    format!("task too large for every daemon: {len} bytes, the largest a daemon accepts is {max}")
 }
 
 /// Text from a peer, safe to show: control characters (terminal escapes)
@@ -1490,6 +1598,158 @@ mod tests {
         assert_eq!(d4.tasks(), vec![2]);
         w.report(4, 2, "ok");
         assert_eq!(c.results(), vec![(1, value("v")), (2, value("ok"))]);
+    }
+
+    fn sized(bytes: Option<u64>) -> DaemonInfo {
+        let mut i = info(None, None);
+        i.limits.max_task_bytes = bytes;
+        i
+    }
+
+    fn submit_bytes(w: &mut World, id: u64, n: usize) {
+        w.ev(Event::FromClient {
+            id: 100,
+            msg: Message::Task(Task {
+                id,
+                payload: Bytes::from(vec![b'x'; n]),
+                timeout_ms: None,
+            }),
+        });
+    }
+
+    fn refused(c: &Fake) -> Vec<(u64, String)> {
+        c.results()
+            .into_iter()
+            .map(|(id, o)| match o {
+                Outcome::Failed {
+                    kind: FailKind::Rejected,
+                    message,
+                } => (id, message),
+                other => panic!("task {id}: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_task_no_daemon_reads_waits_without_daemons_and_is_refused_with_them() {
+        let mut w = World::new(1);
+        let c = w.client(100);
+        // No daemon yet: it waits for one that may take it.
+        submit_bytes(&mut w, 1, 50);
+        submit_bytes(&mut w, 2, 5);
+        assert!(c.take().is_empty());
+        // Only a small daemon came: the large task is refused, the small runs.
+        let a = w.daemon(1, sized(Some(10)));
+        assert_eq!(a.tasks(), vec![2]);
+        assert_eq!(
+            refused(&c),
+            vec![(
+                1,
+                "task too large for every daemon: 50 bytes, the largest a daemon accepts is 10"
+                    .into()
+            )]
+        );
+        // With daemons connected, a task none reads is refused at once.
+        submit_bytes(&mut w, 3, 11);
+        assert_eq!(refused(&c).len(), 1);
+        submit_bytes(&mut w, 4, 10);
+        w.report(1, 2, "ok");
+        assert_eq!(a.tasks(), vec![3]);
+        assert_eq!(c.results(), vec![(2, value("ok"))]);
+        // The daemon lives on: it never received what it could not read.
+        assert!(a.closed.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_task_only_a_busy_big_daemon_takes_does_not_block_the_queue() {
+        let mut w = World::new(1);
+        let c = w.client(100);
+        let big = w.daemon(1, sized(None));
+        submit_bytes(&mut w, 1, 5);
+        assert_eq!(big.tasks(), vec![1]);
+        let small = w.daemon(2, sized(Some(10)));
+        submit_bytes(&mut w, 2, 50); // waits for the big daemon
+        submit_bytes(&mut w, 3, 5);
+        submit_bytes(&mut w, 4, 5);
+        assert_eq!(small.tasks(), vec![3], "the small daemon passes task 2");
+        w.report(2, 3, "three");
+        assert_eq!(small.tasks(), vec![4]);
+        w.report(1, 1, "one");
+        assert_eq!(big.tasks(), vec![2], "the big daemon takes the large one");
+        // A task too large for the small one is re-queued when the big one is
+        // lost, and refused since nothing left can read it.
+        w.started(1, 2);
+        w.lose(1);
+        let got = c.results();
+        assert_eq!(got[..2], [(3, value("three")), (1, value("one"))]);
+        assert!(
+            matches!(&got[2], (2, Outcome::Failed { kind: FailKind::Rejected, message }) if message.contains("largest a daemon accepts is 10")),
+            "{got:?}"
+        );
+        assert_eq!(got.len(), 3);
+        assert!(small.tasks().is_empty());
+    }
+
+    #[test]
+    fn a_client_s_queued_bytes_are_bounded_and_refused_at_once() {
+        let mut w = World::new(1);
+        w.d.opts.max_queued = 3 * (TASK_OVERHEAD + 2);
+        let c = w.client(100);
+        let other = w.client(200);
+        for id in 1..=4 {
+            w.submit(100, id, None);
+        }
+        assert_eq!(
+            refused(&c),
+            vec![(
+                4,
+                "too many queued tasks (0 MiB): wait for results before submitting more".into()
+            )]
+        );
+        // Another client has its own allowance.
+        w.submit(200, 1, None);
+        assert!(other.take().is_empty());
+        // Running tasks count until their results come.
+        let a = w.daemon(1, info(None, None));
+        assert_eq!(a.tasks(), vec![1]);
+        w.submit(100, 5, None);
+        assert_eq!(refused(&c).len(), 1);
+        w.report(1, 1, "v");
+        assert_eq!(c.results(), vec![(1, value("v"))]);
+        w.submit(100, 5, None);
+        assert!(c.take().is_empty(), "room again after a result");
+        // Cancelled tasks give their room back too.
+        w.ev(Event::FromClient {
+            id: 100,
+            msg: Message::Cancel { id: 5 },
+        });
+        assert_eq!(c.results().len(), 1);
+        w.submit(100, 6, None);
+        assert!(c.take().is_empty());
+        // A client with nothing pending may submit one task past the bound.
+        w.d.opts.max_queued = 0;
+        let lone = w.client(300);
+        w.ev(Event::FromClient {
+            id: 300,
+            msg: Message::Task(Task {
+                id: 1,
+                payload: Bytes::from_static(b"p"),
+                timeout_ms: None,
+            }),
+        });
+        assert!(lone.take().is_empty());
+    }
+
+    #[test]
+    fn ten_thousand_small_tasks_are_within_the_default_bound() {
+        let mut w = World::new(1);
+        w.d.opts.max_queued = Options::default().max_queued;
+        let c = w.client(100);
+        for id in 1..=10_000 {
+            w.submit(100, id, None);
+        }
+        assert!(c.take().is_empty(), "none refused");
+        assert_eq!(w.d.info(w.now).awaiting, 10_000);
     }
 
     #[test]

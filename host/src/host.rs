@@ -93,6 +93,10 @@ pub struct HostArgs {
     /// MiB: past it, its new tasks are refused at once until it reads.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     max_unread: u64,
+    /// Most bytes of one client's tasks queued or running at the host, in
+    /// MiB: past it, its new tasks are refused at once until results come.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    max_queued: u64,
     /// Largest control frame, in KiB.
     #[arg(long, value_name = "KIB", default_value_t = 64, hide = true)]
     max_control: u64,
@@ -228,6 +232,7 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
 
         max_everywhere: args.max_everywhere.saturating_mul(1 << 20),
         max_unread: args.max_unread.saturating_mul(1 << 20),
+        max_queued: args.max_queued.saturating_mul(1 << 20),
     let (handle, dispatcher_task) = dispatcher::start(dispatcher::Options {
         retries: args.retries,
         slack: Duration::from_secs(5),

@@ -81,6 +81,7 @@ pub fn start(
                     idle_time_ms: None,
                     wall_time_ms: None,
                     keep_state: config.keep_state,
+                    max_task_bytes: None,
                 },
                 caps: capabilities(),
             },

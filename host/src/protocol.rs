@@ -128,6 +128,9 @@ pub struct DaemonLimits {
     pub wall_time_ms: Option<u64>,
     /// State is kept between tasks (no reset).
     pub keep_state: bool,
+    /// Largest task payload the daemon reads (its frame bound), so the host
+    /// sends it nothing larger; `None`: only the host's bound applies.
+    pub max_task_bytes: Option<u64>,
 }
 
 /// What the daemon can do.
@@ -507,6 +510,7 @@ mod tests {
                         idle_time_ms: Some(1),
                         wall_time_ms: None,
                         keep_state: true,
+                        max_task_bytes: Some(128 << 20),
                     },
                     caps: Capabilities {
                         hako_version: "0.1.0".into(),
