@@ -13,8 +13,8 @@
 //! in serialisable form ([`LinkState`]).
 
 use crate::engine::HakoEngine;
-use crate::host::Host;
 use crate::modinfo::ModuleInfo;
+use crate::store::StoreData;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
@@ -29,7 +29,7 @@ use wasmtime::{
 /// of a process.
 pub struct Loader {
     pub engine: HakoEngine,
-    pub linker: Linker<Host>,
+    pub linker: Linker<StoreData>,
     /// The asset directory: `R.wasm`, `lib/`, `rootfs/`.
     pub assets_dir: PathBuf,
     /// sha256 of each asset file by its path relative to `assets_dir`.
@@ -48,7 +48,7 @@ pub struct Loaded {
 impl Loader {
     pub fn new(
         engine: HakoEngine,
-        linker: Linker<Host>,
+        linker: Linker<StoreData>,
         assets_dir: PathBuf,
         sums: HashMap<String, String>,
     ) -> Self {
@@ -286,7 +286,7 @@ impl Linking {
 }
 
 /// The store context every linker function works in.
-pub type Cx<'a> = StoreContextMut<'a, Host>;
+pub type Cx<'a> = StoreContextMut<'a, StoreData>;
 
 fn ld<'a>(store: &'a Cx<'_>) -> &'a Linking {
     &store.data().linking

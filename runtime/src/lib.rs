@@ -5,7 +5,6 @@ pub mod abi;
 pub mod dylink;
 pub mod engine;
 pub mod errno;
-pub mod host;
 pub mod limits;
 pub mod memory;
 pub mod modinfo;
@@ -14,6 +13,7 @@ pub mod pristine;
 pub mod rapi;
 pub mod sandbox;
 pub mod stack;
+pub mod store;
 pub mod trap;
 pub mod vfs;
 

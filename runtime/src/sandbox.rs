@@ -4,12 +4,12 @@
 use crate::abi;
 use crate::dylink::{self, Linking, LoadFlags, Loader};
 use crate::engine::HakoEngine;
-use crate::host::Host;
 use crate::limits::{Interrupt, Limit, MemoryLimiter, Stop};
 use crate::memory::{self, MemCtl};
 use crate::output::{Chunk, Output};
 use crate::pristine::{Pristine, PristineState, BOOT_VERSION};
 use crate::rapi::{RApi, Sexp};
+use crate::store::StoreData;
 use crate::trap::GuestTrap;
 use crate::vfs::{MountSpec, RoImage, Vfs, VfsConfig};
 use sha2::{Digest, Sha256};
@@ -158,7 +158,7 @@ impl Runtime {
         let engine = HakoEngine::new(cache_dir)?;
         start_epoch_ticker(&engine);
         let sums = read_sums(assets.dir())?;
-        let mut linker: Linker<Host> = Linker::new(engine.engine());
+        let mut linker: Linker<StoreData> = Linker::new(engine.engine());
         abi::add_to_linker(&mut linker)?;
         let loader = Arc::new(Loader::new(
             engine.clone(),
@@ -221,7 +221,7 @@ impl Runtime {
 pub struct Sandbox {
     rt: Runtime,
     config: SandboxConfig,
-    store: Store<Host>,
+    store: Store<StoreData>,
     api: RApi,
     mem: Arc<MemCtl>,
     interrupt: Arc<Interrupt>,
@@ -283,7 +283,9 @@ impl Sandbox {
         }
     }
 
-    /// Evaluate a task given as `serialize(list(expr, args))` bytes.
+    /// Evaluate a task given as `serialize()`d bytes: `list(expr, args)`, or
+    /// the R package's `list(packages = , task = )` with `task` a serialized
+    /// `list(expr, args, globals = , seed = )` (see PROTOCOL.md).
     pub fn eval_task(&mut self, task: &[u8]) -> Result<TaskResult, SandboxError> {
         crate::stack::with_stack(|| self.eval_task_here(task)).map_err(host_thread_error)?
     }
@@ -520,8 +522,8 @@ fn new_store(
     memory_bytes: usize,
     output_bytes: usize,
     interrupt: Arc<Interrupt>,
-) -> Store<Host> {
-    let host = Host {
+) -> Store<StoreData> {
+    let data = StoreData {
         memory: None,
         vfs,
         output: Output::new(output_bytes),
@@ -534,7 +536,7 @@ fn new_store(
         stop: Stop::new(interrupt),
         exit_code: None,
     };
-    let mut store = Store::new(rt_loader.engine.engine(), host);
+    let mut store = Store::new(rt_loader.engine.engine(), data);
     store.limiter(|h| &mut h.limiter);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
@@ -562,7 +564,7 @@ fn instantiate(
     rt: &RuntimeInner,
     config: &SandboxConfig,
     interrupt: Arc<Interrupt>,
-) -> Result<(Store<Host>, RApi, Arc<MemCtl>)> {
+) -> Result<(Store<StoreData>, RApi, Arc<MemCtl>)> {
     let vfs = vfs_for(&rt.image, config)?;
     let mut store = new_store(
         &rt.loader,
@@ -706,7 +708,7 @@ const R_C_STACK_LIMIT: u32 = SHADOW_STACK / 2;
 
 /// Point `__stack_pointer` at a fresh [`SHADOW_STACK`] region from R's heap
 /// (at boot, with no C frames live); returns its top.
-fn move_shadow_stack(store: &mut Store<Host>, inst: wasmtime::Instance) -> Result<u32> {
+fn move_shadow_stack(store: &mut Store<StoreData>, inst: wasmtime::Instance) -> Result<u32> {
     let malloc = inst.get_typed_func::<u32, u32>(&mut *store, "malloc")?;
     let region = malloc.call(&mut *store, SHADOW_STACK)?;
     if region == 0 {
@@ -725,7 +727,7 @@ fn move_shadow_stack(store: &mut Store<Host>, inst: wasmtime::Instance) -> Resul
 /// Give R's C-stack check the stack it runs on (from `top`, down
 /// [`R_C_STACK_LIMIT`]), so deep R recursion is an R error instead of
 /// running off the stack.
-fn set_c_stack(store: &mut Store<Host>, inst: wasmtime::Instance, top: u32) -> Result<()> {
+fn set_c_stack(store: &mut Store<StoreData>, inst: wasmtime::Instance, top: u32) -> Result<()> {
     let base = inst
         .get_typed_func::<(), u32>(&mut *store, "emscripten_stack_get_base")?
         .call(&mut *store, ())?;
@@ -733,7 +735,7 @@ fn set_c_stack(store: &mut Store<Host>, inst: wasmtime::Instance, top: u32) -> R
         .get_typed_func::<(), u32>(&mut *store, "emscripten_stack_get_end")?
         .call(&mut *store, ())?;
     let memory = store.data().memory.context("no memory")?;
-    let addr = |store: &mut Store<Host>, name: &str| -> Result<usize> {
+    let addr = |store: &mut Store<StoreData>, name: &str| -> Result<usize> {
         Ok(inst
             .get_global(&mut *store, name)
             .with_context(|| format!("R.wasm export {name}"))?

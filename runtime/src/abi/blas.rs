@@ -11,17 +11,17 @@
 //! huge product cannot outlive it.
 
 use super::mem;
-use crate::host::Host;
+use crate::store::StoreData;
 use wasmtime::{Caller, Extern, Linker, Result, Val};
 
 /// Work per block between backstop checks, in floating-point operations.
 const BLOCK_FLOPS: usize = 64 << 20;
 
-pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
+pub fn add_to_linker(l: &mut Linker<StoreData>) -> Result<()> {
     l.func_wrap(
         "env",
         "dgemm_",
-        |mut c: Caller<'_, Host>,
+        |mut c: Caller<'_, StoreData>,
          ta: u32,
          tb: u32,
          m: u32,
@@ -126,7 +126,7 @@ impl Gemm {
         })
     }
 
-    fn run(&self, c: &mut Caller<'_, Host>) -> Result<()> {
+    fn run(&self, c: &mut Caller<'_, StoreData>) -> Result<()> {
         let cols_per_block = (BLOCK_FLOPS / (2 * self.m * self.k).max(1)).max(1);
         let memory = c
             .data()
@@ -191,7 +191,7 @@ fn overlaps(x: &std::ops::Range<usize>, y: &std::ops::Range<usize>) -> bool {
 }
 
 /// Hand the call to the wasm BLAS (libRblas) as it is.
-fn delegate(c: &mut Caller<'_, Host>, args: &[u32; 15]) -> Result<()> {
+fn delegate(c: &mut Caller<'_, StoreData>, args: &[u32; 15]) -> Result<()> {
     let libs: Vec<wasmtime::Instance> = c
         .data()
         .linking

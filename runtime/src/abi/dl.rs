@@ -3,7 +3,7 @@
 
 use super::mem;
 use crate::dylink::{self, LoadFlags};
-use crate::host::Host;
+use crate::store::StoreData;
 use wasmtime::error::{Context, Result};
 use wasmtime::{AsContextMut, Caller, Linker};
 
@@ -17,11 +17,11 @@ const DSO_TABLE_SIZE: u32 = 24;
 const DSO_NAME: u32 = 36;
 const RTLD_GLOBAL: i32 = 0x100;
 
-pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
+pub fn add_to_linker(l: &mut Linker<StoreData>) -> Result<()> {
     l.func_wrap(
         "env",
         "_dlopen_js",
-        |mut c: Caller<'_, Host>, handle: u32| -> Result<u32> {
+        |mut c: Caller<'_, StoreData>, handle: u32| -> Result<u32> {
             match dlopen(&mut c, handle) {
                 Ok(()) => Ok(handle),
                 Err(e) => {
@@ -34,7 +34,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     l.func_wrap(
         "env",
         "_dlsym_js",
-        |mut c: Caller<'_, Host>, handle: u32, symbol: u32, index_ptr: u32| -> Result<u32> {
+        |mut c: Caller<'_, StoreData>, handle: u32, symbol: u32, index_ptr: u32| -> Result<u32> {
             let name = {
                 let (m, _) = mem::split(&mut c);
                 match mem::string(m, symbol) {
@@ -73,7 +73,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     Ok(())
 }
 
-fn dlopen(c: &mut Caller<'_, Host>, handle: u32) -> Result<()> {
+fn dlopen(c: &mut Caller<'_, StoreData>, handle: u32) -> Result<()> {
     let (name, flags) = {
         let (m, _) = mem::split(c);
         let name = mem::string(m, handle.wrapping_add(DSO_NAME))
@@ -118,7 +118,12 @@ fn dlopen(c: &mut Caller<'_, Host>, handle: u32) -> Result<()> {
     .map_err(|_| wasmtime::format_err!("bad handle"))
 }
 
-fn dlsym(c: &mut Caller<'_, Host>, handle: u32, name: &str, index_ptr: u32) -> Result<Option<u32>> {
+fn dlsym(
+    c: &mut Caller<'_, StoreData>,
+    handle: u32,
+    name: &str,
+    index_ptr: u32,
+) -> Result<Option<u32>> {
     if handle == 0 {
         return dylink::global_symbol(&mut c.as_context_mut(), name);
     }
@@ -146,7 +151,7 @@ fn dlsym(c: &mut Caller<'_, Host>, handle: u32, name: &str, index_ptr: u32) -> R
 }
 
 /// Report a dl error through the guest's `__dl_seterr(fmt, ...)`.
-fn set_error(c: &mut Caller<'_, Host>, msg: &str) -> Result<()> {
+fn set_error(c: &mut Caller<'_, StoreData>, msg: &str) -> Result<()> {
     let main = c.data().linking.main().context("no main module")?;
     let malloc = main.get_typed_func::<u32, u32>(&mut *c, "malloc")?;
     let free = main.get_typed_func::<u32, ()>(&mut *c, "free")?;

@@ -7,7 +7,7 @@
 //! and R unwinds with an ordinary interrupt condition.
 
 use super::mem;
-use crate::host::Host;
+use crate::store::StoreData;
 use wasmtime::Result;
 use wasmtime::{Caller, Linker};
 
@@ -18,11 +18,11 @@ const ASM_READ_CONSOLE: u32 = 12617599;
 const ASM_HANDLE_EVENTS: u32 = 12617643;
 const ASM_DATA_VIEWER: u32 = 12617681;
 
-pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
+pub fn add_to_linker(l: &mut Linker<StoreData>) -> Result<()> {
     l.func_wrap(
         "env",
         "emscripten_asm_const_int",
-        |mut c: Caller<'_, Host>, code: u32, _sig: u32, _args: u32| -> i32 {
+        |mut c: Caller<'_, StoreData>, code: u32, _sig: u32, _args: u32| -> i32 {
             match code {
                 ASM_HANDLE_EVENTS => {
                     handle_events(&mut c);
@@ -61,7 +61,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
 }
 
 /// Check deadline, interrupt and output cap; ask R to stop if one fired.
-pub fn handle_events(c: &mut Caller<'_, Host>) {
+pub fn handle_events(c: &mut Caller<'_, StoreData>) {
     let h = c.data_mut();
     let output_over = h.output.exceeded();
     if !h.stop.poll(output_over) {

@@ -10,8 +10,8 @@ pub mod layout;
 
 use super::mem;
 use crate::errno::{Errno, EFAULT, EINVAL, ENOSYS, ENOTTY, EPERM, ERANGE};
-use crate::host::Host;
 use crate::output::Output;
+use crate::store::StoreData;
 use crate::vfs::{oflags, TimeSet, Vfs, AT_FDCWD};
 use layout::{
     decode_timeset, encode_dirents, encode_fdstat, encode_stat, encode_statfs, DIRENT_SIZE,
@@ -487,7 +487,7 @@ fn run<T>(body: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
 /// Define a `__syscall_*` import: `|cx, args…| -> Result<i32, Errno>`.
 macro_rules! syscall {
     ($l:ident, $name:literal, |$cx:ident $(, $a:ident : $t:ty)*| $body:expr) => {
-        $l.func_wrap(ENV, $name, |mut caller: Caller<'_, Host>, $($a: $t),*| -> i32 {
+        $l.func_wrap(ENV, $name, |mut caller: Caller<'_, StoreData>, $($a: $t),*| -> i32 {
             let (mem, host) = mem::split(&mut caller);
             let $cx = &mut Ctx { mem, vfs: &mut host.vfs, out: &mut host.output };
             let r: Result<i32, Errno> = run(|| $body);
@@ -499,7 +499,7 @@ macro_rules! syscall {
 /// Define a WASI import: `|cx, args…| -> Result<(), Errno>`.
 macro_rules! wasi_fn {
     ($l:ident, $name:literal, |$cx:ident $(, $a:ident : $t:ty)*| $body:expr) => {
-        $l.func_wrap(WASI, $name, |mut caller: Caller<'_, Host>, $($a: $t),*| -> i32 {
+        $l.func_wrap(WASI, $name, |mut caller: Caller<'_, StoreData>, $($a: $t),*| -> i32 {
             let (mem, host) = mem::split(&mut caller);
             let $cx = &mut Ctx { mem, vfs: &mut host.vfs, out: &mut host.output };
             let r: Result<(), Errno> = run(|| $body);
@@ -513,7 +513,7 @@ fn ok(r: Result<(), Errno>) -> Result<i32, Errno> {
 }
 
 /// Define every file import of R.wasm.
-pub fn add_to_linker(l: &mut Linker<Host>) -> wasmtime::Result<()> {
+pub fn add_to_linker(l: &mut Linker<StoreData>) -> wasmtime::Result<()> {
     syscall!(
         l,
         "__syscall_openat",

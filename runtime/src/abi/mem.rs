@@ -3,14 +3,14 @@
 //! host panic or an out-of-bounds host read.
 
 use crate::errno::{Errno, EFAULT, ENAMETOOLONG};
-use crate::host::Host;
+use crate::store::StoreData;
 use wasmtime::Caller;
 
 /// Longest NUL-terminated string (paths, names) the host reads from the guest.
 pub const MAX_CSTR: usize = 4096;
 
 /// The guest's memory and the host state, borrowed together for an import call.
-pub fn split<'a>(caller: &'a mut Caller<'_, Host>) -> (&'a mut [u8], &'a mut Host) {
+pub fn split<'a>(caller: &'a mut Caller<'_, StoreData>) -> (&'a mut [u8], &'a mut StoreData) {
     let memory = caller
         .data()
         .memory

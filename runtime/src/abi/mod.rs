@@ -10,11 +10,11 @@ pub mod net;
 pub mod proc;
 pub mod time;
 
-use crate::host::Host;
+use crate::store::StoreData;
 use wasmtime::Linker;
 
 /// Define every import R.wasm and its side modules may need.
-pub fn add_to_linker(l: &mut Linker<Host>) -> wasmtime::Result<()> {
+pub fn add_to_linker(l: &mut Linker<StoreData>) -> wasmtime::Result<()> {
     fs::add_to_linker(l)?;
     proc::add_to_linker(l)?;
     time::add_to_linker(l)?;

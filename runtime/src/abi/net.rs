@@ -2,11 +2,11 @@
 //! with an errno R turns into an error, and name lookups find nothing.
 
 use crate::errno::{EAFNOSUPPORT, ENOSYS};
-use crate::host::Host;
+use crate::store::StoreData;
 use wasmtime::Linker;
 use wasmtime::Result;
 
-pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
+pub fn add_to_linker(l: &mut Linker<StoreData>) -> Result<()> {
     l.func_wrap(
         "env",
         "__syscall_socket",

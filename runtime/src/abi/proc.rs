@@ -4,7 +4,7 @@
 
 use super::mem;
 use crate::errno::{EFAULT, ENOSYS, SUCCESS};
-use crate::host::Host;
+use crate::store::StoreData;
 use crate::trap::GuestTrap;
 use wasmtime::Result;
 use wasmtime::{Caller, Linker};
@@ -16,11 +16,11 @@ const PAGE: u64 = 65536;
 /// wasm32's ceiling for R.wasm's memory (its declared maximum).
 const HEAP_MAX: u64 = 2 << 30;
 
-pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
+pub fn add_to_linker(l: &mut Linker<StoreData>) -> Result<()> {
     l.func_wrap(
         WASI,
         "environ_sizes_get",
-        |mut c: Caller<'_, Host>, count: u32, size: u32| -> i32 {
+        |mut c: Caller<'_, StoreData>, count: u32, size: u32| -> i32 {
             let (m, h) = mem::split(&mut c);
             let total: usize = h.env.iter().map(|e| e.len() + 1).sum();
             let r = mem::write_u32(m, count, h.env.len() as u32)
@@ -31,7 +31,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     l.func_wrap(
         WASI,
         "environ_get",
-        |mut c: Caller<'_, Host>, ptrs: u32, buf: u32| -> i32 {
+        |mut c: Caller<'_, StoreData>, ptrs: u32, buf: u32| -> i32 {
             let (m, h) = mem::split(&mut c);
             let mut at = buf;
             for (i, e) in h.env.iter().enumerate() {
@@ -52,7 +52,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     l.func_wrap(
         "env",
         "_emscripten_get_progname",
-        |mut c: Caller<'_, Host>, buf: u32, len: u32| {
+        |mut c: Caller<'_, StoreData>, buf: u32, len: u32| {
             let (m, _) = mem::split(&mut c);
             if len >= 2 {
                 let _ = mem::write_bytes(m, buf, b"R\0");
@@ -62,7 +62,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     l.func_wrap(
         "env",
         "exit",
-        |mut c: Caller<'_, Host>, code: i32| -> Result<()> {
+        |mut c: Caller<'_, StoreData>, code: i32| -> Result<()> {
             c.data_mut().exit_code = Some(code);
             Err(GuestTrap::Exit(code).into())
         },
@@ -70,7 +70,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     l.func_wrap(
         WASI,
         "proc_exit",
-        |mut c: Caller<'_, Host>, code: i32| -> Result<()> {
+        |mut c: Caller<'_, StoreData>, code: i32| -> Result<()> {
             c.data_mut().exit_code = Some(code);
             Err(GuestTrap::Exit(code).into())
         },
@@ -81,7 +81,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     l.func_wrap(
         "env",
         "__assert_fail",
-        |mut c: Caller<'_, Host>, cond: u32, file: u32, line: u32, _func: u32| -> Result<()> {
+        |mut c: Caller<'_, StoreData>, cond: u32, file: u32, line: u32, _func: u32| -> Result<()> {
             let (m, _) = mem::split(&mut c);
             let cond = mem::string(m, cond).unwrap_or_default();
             let file = mem::string(m, file).unwrap_or_default();
@@ -99,7 +99,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     l.func_wrap(
         WASI,
         "random_get",
-        |mut c: Caller<'_, Host>, buf: u32, len: u32| -> i32 {
+        |mut c: Caller<'_, StoreData>, buf: u32, len: u32| -> i32 {
             let (m, _) = mem::split(&mut c);
             match mem::bytes_mut(m, buf, len) {
                 Ok(out) => {
@@ -113,7 +113,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     l.func_wrap(
         "env",
         "emscripten_get_heap_max",
-        |c: Caller<'_, Host>| -> u32 { heap_max(c.data()) as u32 },
+        |c: Caller<'_, StoreData>| -> u32 { heap_max(c.data()) as u32 },
     )?;
     l.func_wrap("env", "emscripten_resize_heap", resize_heap)?;
     l.func_wrap(
@@ -137,7 +137,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     l.func_wrap(
         "env",
         "_emscripten_log_formatted",
-        |mut c: Caller<'_, Host>, _level: i32, msg: u32| {
+        |mut c: Caller<'_, StoreData>, _level: i32, msg: u32| {
             let (m, h) = mem::split(&mut c);
             if let Ok(s) = mem::cstr(m, msg) {
                 let mut line = s.to_vec();
@@ -150,13 +150,13 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
 }
 
 /// Largest heap the guest may ask for: the sandbox's memory cap.
-fn heap_max(h: &Host) -> u64 {
+fn heap_max(h: &StoreData) -> u64 {
     (h.limiter.max_bytes as u64).min(HEAP_MAX) / PAGE * PAGE
 }
 
 /// Grow memory to at least `requested` bytes, with headroom like Emscripten
 /// (x1.2, at most +96 MiB) so a growing heap does not grow page by page.
-fn resize_heap(mut c: Caller<'_, Host>, requested: u32) -> i32 {
+fn resize_heap(mut c: Caller<'_, StoreData>, requested: u32) -> i32 {
     let Some(memory) = c.data().memory else {
         return 0;
     };

@@ -4,7 +4,7 @@
 
 use super::mem;
 use crate::errno::{EINVAL, SUCCESS};
-use crate::host::Host;
+use crate::store::StoreData;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::Result;
@@ -26,11 +26,11 @@ fn realtime_ns() -> u64 {
         .unwrap_or(0)
 }
 
-pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
+pub fn add_to_linker(l: &mut Linker<StoreData>) -> Result<()> {
     l.func_wrap(
         WASI,
         "clock_time_get",
-        |mut c: Caller<'_, Host>, id: u32, _prec: i64, out: u32| -> i32 {
+        |mut c: Caller<'_, StoreData>, id: u32, _prec: i64, out: u32| -> i32 {
             let ns = match id {
                 0 => realtime_ns(),
                 1..=3 => monotonic_ns(),
@@ -43,7 +43,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     l.func_wrap(
         WASI,
         "clock_res_get",
-        |mut c: Caller<'_, Host>, id: u32, out: u32| -> i32 {
+        |mut c: Caller<'_, StoreData>, id: u32, out: u32| -> i32 {
             if id > 3 {
                 return EINVAL.0;
             }
@@ -60,7 +60,11 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     l.func_wrap(
         "env",
         "_tzset_js",
-        |mut c: Caller<'_, Host>, timezone: u32, daylight: u32, std_name: u32, dst_name: u32| {
+        |mut c: Caller<'_, StoreData>,
+         timezone: u32,
+         daylight: u32,
+         std_name: u32,
+         dst_name: u32| {
             let (m, _) = mem::split(&mut c);
             let _ = mem::write_i32(m, timezone, 0);
             let _ = mem::write_i32(m, daylight, 0);
@@ -71,7 +75,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     l.func_wrap(
         "env",
         "_localtime_js",
-        |mut c: Caller<'_, Host>, t: i64, tm: u32| {
+        |mut c: Caller<'_, StoreData>, t: i64, tm: u32| {
             let (m, _) = mem::split(&mut c);
             let _ = write_tm(m, tm, &Tm::from_unix(t));
         },
@@ -79,7 +83,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
     l.func_wrap(
         "env",
         "_gmtime_js",
-        |mut c: Caller<'_, Host>, t: i64, tm: u32| {
+        |mut c: Caller<'_, StoreData>, t: i64, tm: u32| {
             let (m, _) = mem::split(&mut c);
             let _ = write_tm(m, tm, &Tm::from_unix(t));
         },
@@ -91,7 +95,7 @@ pub fn add_to_linker(l: &mut Linker<Host>) -> Result<()> {
 
 /// `mktime`/`timegm` in UTC: seconds since the epoch of a (possibly
 /// denormalised) broken-down time, which is written back normalised.
-fn normalise_tm(mut c: Caller<'_, Host>, tm: u32) -> i64 {
+fn normalise_tm(mut c: Caller<'_, StoreData>, tm: u32) -> i64 {
     let (m, _) = mem::split(&mut c);
     let Ok(t) = read_tm(m, tm) else { return -1 };
     let secs = t.to_unix();

@@ -1,4 +1,4 @@
-//! The state every import sees: the store's data.
+//! The state every import sees: the wasmtime store's data, one per sandbox.
 
 use crate::dylink::Linking;
 use crate::limits::{MemoryLimiter, Stop};
@@ -6,8 +6,9 @@ use crate::output::Output;
 use crate::vfs::Vfs;
 use wasmtime::Memory;
 
-/// Per-sandbox host state, owned by the wasmtime `Store`.
-pub struct Host {
+/// Per-sandbox state the host keeps for the guest, owned by the wasmtime
+/// `Store`.
+pub struct StoreData {
     /// The main module's linear memory; set right after it is instantiated.
     pub memory: Option<Memory>,
     /// The guest's whole view of files and descriptors.
