@@ -7,9 +7,7 @@
 //! them as integers, so R keeps them below 2^31). Task payloads and values are
 //! R's own `serialize()` bytes, untouched. See `host/PROTOCOL.md`.
 //!
-//! Standalone (bytes only) so the tests and the benchmark include it as is.
-
-#![allow(dead_code)] // shared with the tests and the benchmark
+//! Bytes only (no I/O): the host, `hako bench` and the tests share it.
 
 use bytes::Bytes;
 
@@ -299,6 +297,7 @@ pub fn parse_out(ty: u8, body: &[u8]) -> Result<LinkOut, String> {
 }
 
 /// Split a complete frame (with its length prefix) into type and body.
+#[cfg(any(test, feature = "test-support"))]
 pub fn split(frame: &[u8]) -> Result<(u8, &[u8]), String> {
     if frame.len() < 5 {
         return Err("frame shorter than its header".into());

@@ -1,33 +1,7 @@
-//! `hako`: sandboxed R workers on webR + wasmtime.
+//! `hako`: sandboxed R workers on webR + wasmtime. Parses the command line
+//! and dispatches to the library (`hako::*`).
 
-mod assets;
-mod async_main;
-mod bench;
-mod client;
-mod daemon;
-mod dial;
-mod dispatcher;
-mod eval;
-mod host;
-mod identity;
-mod link;
-mod linkframe;
-mod local;
-mod logging;
-mod mount;
-mod paths;
-mod protocol;
-mod rser;
-mod sandbox_args;
-mod server;
-mod shutdown;
-mod startup;
-mod stdio;
-mod tls;
-mod token;
-mod verify;
-mod worker;
-mod ws;
+use hako::{assets, bench, client, daemon, eval, host, startup};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

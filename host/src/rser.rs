@@ -1,11 +1,11 @@
 //! Just enough of R's serialization format (XDR, version 3) to build task
 //! payloads and read simple values without R: for `hako bench` and the
-//! tests. The R package uses R's own `serialize()`; the host and daemons
-//! never look inside payloads.
+//! tests. The R package uses R's own `serialize()`; the host's verifier
+//! (`verify.rs`) reads results on its own terms.
 //!
-//! Standalone so the integration tests can include it as is.
-
-#![allow(dead_code)]
+//! What only the tests need (integers, logicals, source-text tasks,
+//! attribute and string accessors) is behind the `test-support` feature,
+//! so it is not part of the binary.
 
 const NILVALUE: i32 = 254;
 const REFSXP: i32 = 255;
@@ -21,7 +21,9 @@ pub enum RObj {
     /// A call: function then (optionally named) arguments.
     Lang(Vec<(Option<String>, RObj)>),
     Real(Vec<f64>),
+    #[cfg(any(test, feature = "test-support"))]
     Int(Vec<i32>),
+    #[cfg(any(test, feature = "test-support"))]
     Lgl(Vec<i32>),
     Str(Vec<String>),
     /// A list, named when any name is given.
@@ -74,6 +76,7 @@ impl Writer {
                     self.out.extend_from_slice(&x.to_be_bytes());
                 }
             }
+            #[cfg(any(test, feature = "test-support"))]
             RObj::Int(v) | RObj::Lgl(v) => {
                 self.int(if matches!(o, RObj::Int(_)) { 13 } else { 10 });
                 self.int(v.len() as i32);
@@ -150,6 +153,7 @@ pub fn task(expr: RObj, args: Vec<(&str, RObj)>) -> Vec<u8> {
 }
 
 /// A task evaluating R source text: `eval(parse(text = code))`.
+#[cfg(any(test, feature = "test-support"))]
 pub fn code_task(code: &str) -> Vec<u8> {
     let parse = RObj::Lang(vec![
         (None, sym("parse")),
@@ -190,6 +194,7 @@ pub struct Value {
 }
 
 impl Value {
+    #[cfg(any(test, feature = "test-support"))]
     pub fn attr(&self, name: &str) -> Option<&RVal> {
         self.attrs.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
@@ -201,6 +206,7 @@ impl Value {
             _ => None,
         }
     }
+    #[cfg(any(test, feature = "test-support"))]
     pub fn as_str(&self) -> Option<&str> {
         match &self.val {
             RVal::Str(v) if v.len() == 1 => v[0].as_deref(),

@@ -1657,5 +1657,4 @@ fn shown(b: &[u8]) -> String {
 }
 
 #[cfg(test)]
-#[path = "verify_tests.rs"]
 mod tests;

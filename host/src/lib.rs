@@ -1,0 +1,37 @@
+//! `hako`'s library: the host, daemon, client link and sandbox glue behind
+//! the `hako` binary. `main.rs` only parses the command line and dispatches
+//! here; the integration tests import these modules as they are.
+//!
+//! Public: the subcommands (what `main.rs` runs) and the wire formats the
+//! tests speak (TLS, WebSocket, the daemon protocol, the client link's
+//! framing, R's serialization). The rest is private, so unused code is
+//! still reported as dead.
+
+pub mod assets;
+mod async_main;
+pub mod bench;
+pub mod client;
+pub mod daemon;
+pub mod dial;
+mod dispatcher;
+pub mod eval;
+pub mod host;
+mod identity;
+mod link;
+pub mod linkframe;
+mod local;
+mod logging;
+mod mount;
+mod paths;
+pub mod protocol;
+pub mod rser;
+mod sandbox_args;
+mod server;
+mod shutdown;
+pub mod startup;
+mod stdio;
+pub mod tls;
+mod token;
+mod verify;
+mod worker;
+pub mod ws;
