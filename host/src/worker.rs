@@ -59,7 +59,9 @@ impl std::fmt::Display for Exit {
     }
 }
 
-/// What the worker tells its transport.
+/// What the worker tells its transport. Not boxed: each event is built
+/// and consumed once, and `Message` is as large as a daemon's Hello.
+#[allow(clippy::large_enum_variant)]
 pub enum WorkerEvent {
     Send(Message),
     Exited(Exit),

@@ -357,3 +357,95 @@ fn the_link_rejects_an_oversized_task_and_stays_usable() {
     host.submit(3, crate::rser::plus_one(2.0), 0);
     assert_eq!(host.result(Duration::from_secs(30)).value(), 3.0);
 }
+
+/// A task larger than every connected daemon reads (`hako daemon --memory
+/// 256` reads 128 MiB) is refused at once with a clear reason, instead of
+/// being re-sent to daemons that each drop the connection on it; the
+/// daemon is never disconnected and keeps serving.
+#[test]
+fn a_task_too_large_for_every_daemon_is_refused_and_the_daemon_lives_on() {
+    let mut host = Host::start("too-large", &["--listen", "127.0.0.1:0"]);
+    let d = host.daemon("too-large-d", &["--memory", "256"]);
+    host.wait_connections(1);
+    let (_, rows) = host.info();
+    let joined_as = rows[0]["id"].clone();
+    host.submit(1, vec![7u8; 200_000_000], 0);
+    let r = host.result(Duration::from_secs(120));
+    assert_eq!(
+        (r.id, r.status),
+        (1, crate::linkframe::status::REJECTED),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        r.text(),
+        "task too large for every daemon: 200000000 bytes, the largest a daemon accepts is 134217728"
+    );
+    still_serving(&mut host, 10);
+    assert!(
+        host.daemon_child(d).try_wait().unwrap().is_none(),
+        "the daemon is still running"
+    );
+    let (c, rows) = host.info();
+    assert_eq!((c["connections"], c["cumulative"]), (1, 1), "never dropped");
+    assert_eq!(rows[0]["id"], joined_as, "the same connection");
+}
+
+/// Tasks queued at the host are bounded per client (`--max-queued`): past
+/// it the client's tasks are refused at once, and the host does not hold
+/// what it refused. Many small tasks stay far below the default bound.
+#[test]
+fn a_client_s_queued_tasks_are_bounded() {
+    fn rss_mib(pid: u32) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            >> 10
+    }
+    // No daemon: every accepted task stays queued at the host.
+    let mut host = Host::start(
+        "max-queued",
+        &["--listen", "127.0.0.1:0", "--max-queued", "16"],
+    );
+    let before = rss_mib(host.pid());
+    let n = 300u32;
+    for id in 1..=n {
+        host.submit(id, vec![id as u8; 1 << 20], 0);
+    }
+    let mut refused = 0;
+    for _ in 0..n - 15 {
+        let r = host.result(Duration::from_secs(60));
+        assert_eq!(r.status, crate::linkframe::status::REJECTED, "{}", r.text());
+        assert_eq!(
+            r.text(),
+            "too many queued tasks (15 MiB): wait for results before submitting more"
+        );
+        assert!(r.id > 15, "the first 15 (1 MiB + 256 bytes each) fit");
+        refused += 1;
+    }
+    assert_eq!(refused, n - 15);
+    let (c, _) = host.info();
+    assert_eq!(c["awaiting"], 15);
+    let grown = rss_mib(host.pid()).saturating_sub(before);
+    assert!(
+        grown < 150,
+        "{n} MiB submitted, 15 MiB kept: the host grew by {grown} MiB"
+    );
+
+    // Ten thousand small tasks (a map) are far below the default bound.
+    let mut host = Host::start("max-queued-map", &["--listen", "127.0.0.1:0"]);
+    for id in 1..=10_000 {
+        host.feed(&crate::linkframe::LinkIn::Task {
+            id,
+            timeout_ms: 0,
+            payload: bytes::Bytes::from(crate::rser::plus_one(id as f64)),
+        });
+    }
+    host.flush();
+    // INFO is answered after every task before it: none was refused.
+    let (c, _) = host.info();
+    assert_eq!(c["awaiting"], 10_000);
+}
