@@ -6,12 +6,13 @@
 //! is not trusted, or went away.
 
 use crate::dial::{self, DialError};
-use crate::link::{self, LinkEnds};
+use crate::link::LinkEnds;
+use crate::link_setup::{self, Place, Ready};
 use crate::protocol::{FrameLimits, HelloBody, Message, Role};
-use crate::tls::{self, Trust};
+use crate::trust_args::TrustArgs;
+use crate::whoami;
 use crate::ws::{self, Flow, Out};
 use clap::Args;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,12 +25,8 @@ pub struct ClientArgs {
     /// The host's client token.
     #[arg(long, env = "HAKO_CLIENT_TOKEN", hide_env_values = true)]
     token: String,
-    /// Pin the host's certificate (as printed by `hako host`).
-    #[arg(long, value_name = "SHA256:HEX")]
-    fingerprint: Option<String>,
-    /// Without --fingerprint: also trust this CA (PEM), besides the web PKI.
-    #[arg(long, value_name = "PEM")]
-    ca: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Serve the link on this loopback address instead of stdin/stdout.
     #[arg(long, value_name = "ADDR:PORT", requires = "link_file")]
     link: Option<String>,
@@ -47,12 +44,7 @@ pub fn run(args: ClientArgs) -> ExitCode {
 
 async fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let target = dial::parse_url(&args.url)?;
-    let trust = match &args.fingerprint {
-        Some(f) => Trust::Pinned(tls::parse_fingerprint(f)?),
-        None => Trust::Roots {
-            ca_file: args.ca.clone(),
-        },
-    };
+    let trust = args.trust.trust()?;
     let limits = FrameLimits {
         control: 64 << 10,
         bulk: 1 << 30,
@@ -63,9 +55,9 @@ async fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
         name: args
             .name
             .clone()
-            .unwrap_or_else(|| dial::default_name("client")),
+            .unwrap_or_else(|| whoami::default_name("client")),
         limits: Default::default(),
-        caps: crate::local::capabilities(),
+        caps: whoami::capabilities(),
     };
     let (conn, welcome) = match dial::dial(&target, &trust, limits, hello).await {
         Ok(v) => v,
@@ -75,14 +67,9 @@ async fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
         }
     };
     tracing::info!(id = welcome.id, "connected to {}", target.url);
-    let mut ready = String::new();
-    let _ = writeln!(ready, "version\t{}", crate::linkframe::LINK_VERSION);
-    let _ = writeln!(ready, "protocol\t{}", crate::protocol::VERSION);
-    let _ = writeln!(ready, "hako\t{}", welcome.hako_version);
-    let _ = writeln!(ready, "max_payload\t{}", welcome.limits.bulk);
-    let _ = writeln!(ready, "url\t{}", target.url);
-    let _ = writeln!(ready, "remote\t1");
-
+    let mut ready = Ready::new(&welcome.hako_version, welcome.limits.bulk);
+    ready.add("url", &target.url);
+    ready.add("remote", 1);
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Out>();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Out>();
     let heartbeat = Duration::from_millis(welcome.heartbeat_ms.clamp(100, 3_600_000));
@@ -115,30 +102,13 @@ async fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
     };
     let max = welcome.limits.bulk;
     let serve = async move {
-        match (&args.link, &args.link_file) {
+        let place = match (&args.link, &args.link_file) {
             (Some(addr), Some(file)) => {
-                let addr: std::net::SocketAddr = addr.parse()?;
-                if !addr.ip().is_loopback() {
-                    anyhow::bail!("--link must be a loopback address");
-                }
-                let listener = tokio::net::TcpListener::bind(addr).await?;
-                let token = crate::token::generate()?;
-                let mut text = ready.clone();
-                let _ = writeln!(text, "link\t{}", listener.local_addr()?);
-                let _ = writeln!(text, "link_token\t{token}");
-                link::write_private(file, &text)?;
-                let (r, w) = link::accept_socket(&listener, &token).await?;
-                Ok(link::serve(r, w, ends, Some(ready), max).await)
+                link_setup::bind(addr, crate::token::generate()?, file, &ready).await?
             }
-            _ => Ok(link::serve(
-                crate::stdio::stdin(),
-                crate::stdio::stdout(),
-                ends,
-                Some(ready),
-                max,
-            )
-            .await),
-        }
+            _ => Place::Stdio,
+        };
+        link_setup::serve(place, ends, ready, max, None).await
     };
     tokio::pin!(pump);
     tokio::select! {

@@ -13,17 +13,16 @@
 //! not be reached with `--autoexit`, 2 on a usage or set-up error.
 
 use crate::dial::{self, DialError, Target};
-use crate::host::seconds;
-use crate::local::capabilities;
 use crate::protocol::{DaemonLimits, FrameLimits, HelloBody, Message, Role};
-use crate::sandbox_args::SandboxArgs;
-use crate::tls::{self, Trust};
+use crate::sandbox_args::{seconds, SandboxArgs};
+use crate::tls;
+use crate::trust_args::TrustArgs;
+use crate::whoami::capabilities;
 use crate::worker::{Exit, Worker, WorkerConfig, WorkerEvent};
 use crate::ws::{self, Flow, Out, OutTx};
 use crate::{paths, shutdown};
 use clap::Args;
 use hako_runtime::Runtime;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,12 +35,8 @@ pub struct DaemonArgs {
     /// The host's join token.
     #[arg(long, env = "HAKO_TOKEN", hide_env_values = true)]
     token: String,
-    /// Pin the host's certificate (as printed by `hako host`).
-    #[arg(long, value_name = "SHA256:HEX")]
-    fingerprint: Option<String>,
-    /// Without --fingerprint: also trust this CA (PEM), besides the web PKI.
-    #[arg(long, value_name = "PEM")]
-    ca: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Cap on any task's evaluation time, in seconds.
     #[arg(long, value_name = "SECONDS")]
     task_timeout: Option<f64>,
@@ -91,12 +86,7 @@ type Route = Arc<Mutex<Option<(u64, OutTx)>>>;
 
 async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let target: Target = dial::parse_url(&args.url)?;
-    let trust = match &args.fingerprint {
-        Some(f) => Trust::Pinned(tls::parse_fingerprint(f)?),
-        None => Trust::Roots {
-            ca_file: args.ca.clone(),
-        },
-    };
+    let trust = args.trust.trust()?;
     // Fail early on a bad CA file.
     tls::client_config(&trust)?;
     let opt_secs = |v: Option<f64>, what: &str| v.map(|s| seconds(s, what)).transpose();

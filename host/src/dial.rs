@@ -199,20 +199,6 @@ pub fn printable(s: &str) -> String {
     out
 }
 
-/// `hostname` for names shown in the host's `info()`.
-pub fn default_name(role: &str) -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let host = if r == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        "unknown".into()
-    };
-    format!("{role}@{host}:{}", std::process::id())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,24 +3,24 @@
 //! for an R session (`--stdio` or `--link ADDR`).
 
 use crate::dispatcher::{self, Event, Handle};
-use crate::link::{self, LinkEnds};
+use crate::link::{LinkEnd, LinkEnds};
+use crate::link_setup::{self, Place, Ready};
 use crate::protocol::FrameLimits;
-use crate::sandbox_args::SandboxArgs;
-use crate::server::{self, ServerConfig};
+use crate::sandbox_args::{seconds, SandboxArgs};
 use crate::shutdown;
-use crate::tls::Identity;
 use crate::worker::WorkerConfig;
 use crate::{identity, local, paths, token};
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
-use hako_runtime::Runtime;
-use std::fmt::Write as _;
-use std::net::SocketAddr;
+use hako_runtime::{Runtime, SandboxConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+mod listen;
 
 /// How long `--link` waits for its R session to connect.
 const LINK_ACCEPT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -121,8 +121,6 @@ pub struct HostArgs {
     sandbox: SandboxArgs,
 }
 
-pub use crate::sandbox_args::seconds;
-
 pub fn run(args: HostArgs) -> ExitCode {
     crate::logging::init();
     // One thread by default for the dispatcher and every connection: the
@@ -161,303 +159,223 @@ pub fn run(args: HostArgs) -> ExitCode {
     }
 }
 
-fn machine_name() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
-    (!name.is_empty()).then_some(name)
+/// The options checked and turned into durations and bounds, before
+/// anything starts: a usage error leaves nothing behind.
+struct Settings {
+    limits: FrameLimits,
+    handshake_timeout: Duration,
+    heartbeat: Duration,
+    shutdown_grace: Duration,
+    task_timeout: Option<Duration>,
+    /// The local daemons' sandbox.
+    sandbox: SandboxConfig,
+    /// Where to listen for daemons and remote clients, if at all.
+    listen: Option<String>,
 }
 
-/// Shell-quote a word if it needs it.
-fn sh(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@+,%".contains(c))
-    {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
-async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
-    let limits = FrameLimits {
-        control: args.max_control << 10,
-        bulk: args.max_payload << 20,
-    };
-    let handshake_timeout = seconds(args.handshake_timeout, "--handshake-timeout")?;
-    let heartbeat = seconds(args.heartbeat, "--heartbeat")?;
-    let shutdown_grace = seconds(args.shutdown_grace, "--shutdown-grace")?;
-    let task_timeout = args
-        .task_timeout
-        .map(|t| seconds(t, "--task-timeout"))
-        .transpose()?;
-    if !args.sandbox.mount.is_empty() && args.local == 0 {
-        bail!("--mount applies to local daemons: add --local N (remote daemons choose their own mounts)");
-    // Listening is explicit when local daemons are there to do the work.
-    let listen = match (&args.listen, args.no_listen, args.local) {
-        (Some(l), _, _) => Some(l.clone()),
-        (None, true, _) | (None, false, 1..) => None,
-        (None, false, 0) => Some("127.0.0.1:0".to_string()),
-    };
-    }
-    let sandbox = args.sandbox.config(task_timeout)?;
-    if args.no_listen && args.local == 0 {
-        bail!("--no-listen without --local: no daemon could ever join");
-    }
-    let new_token = |name: &str| match &args.identity {
-        Some(dir) => identity::token(dir, name),
-        None => token::generate(),
-    };
-    let daemon_token = match args.token.clone() {
-        Some(t) if t.len() < 16 => bail!("--token must be at least 16 characters"),
-        Some(t) => t,
-        None => new_token("token")?,
-    };
-    let client_token = if args.no_clients {
-        None
-    } else {
-        Some(match args.client_token.clone() {
-            Some(t) if t.len() < 16 => bail!("--client-token must be at least 16 characters"),
-            Some(t) => t,
-            None => new_token("client_token")?,
-        })
-    };
-
-        max_everywhere: args.max_everywhere.saturating_mul(1 << 20),
-        max_unread: args.max_unread.saturating_mul(1 << 20),
-        max_queued: args.max_queued.saturating_mul(1 << 20),
-    let (handle, dispatcher_task) = dispatcher::start(dispatcher::Options {
-        retries: args.retries,
-        slack: Duration::from_secs(5),
-        shutdown_grace,
-        max_payload: limits.bulk,
-    });
-    let (stop_tx, stop_rx) = watch::channel(false);
-
-    // The network side.
-    let mut ready = String::new();
-    let _ = writeln!(ready, "version\t{}", crate::linkframe::LINK_VERSION);
-    let _ = writeln!(ready, "protocol\t{}", crate::protocol::VERSION);
-    let _ = writeln!(ready, "hako\t{}", env!("CARGO_PKG_VERSION"));
-    let _ = writeln!(ready, "max_payload\t{}", limits.bulk);
-    let _ = writeln!(ready, "local\t{}", args.local);
-    let mut banner = String::new();
-    if let Some(listen) = &listen {
-        let addr: SocketAddr = listen
-            .parse()
-            .with_context(|| format!("--listen {listen}: expected ADDR:PORT"))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening on {addr}"))?;
-        let bound = listener.local_addr()?;
-        let advertise = args.advertise.clone().unwrap_or_else(|| {
-            if bound.ip().is_unspecified() {
-                machine_name().unwrap_or_else(|| "127.0.0.1".into())
-            } else {
-                bound.ip().to_string()
-            }
-        });
-        let identity = match (&args.cert, &args.key) {
-            (Some(c), Some(k)) => Identity::from_pem(c, k)?,
-            _ => {
-                let mut names = vec![
-                    "localhost".to_string(),
-                    "127.0.0.1".to_string(),
-                    advertise.clone(),
-                ];
-                if !bound.ip().is_unspecified() {
-                    names.push(bound.ip().to_string());
-                }
-                names.sort();
-                names.dedup();
-                match &args.identity {
-                    Some(dir) => identity::certificate(dir, names)?,
-                    None => Identity::self_signed(names)?,
-                }
-            }
+impl Settings {
+    fn check(args: &HostArgs) -> anyhow::Result<Settings> {
+        let limits = FrameLimits {
+            control: args.max_control << 10,
+            bulk: args.max_payload << 20,
         };
-        let host_part = if advertise.contains(':') {
-            format!("[{advertise}]")
-        } else {
-            advertise.clone()
-        };
-        let url = format!("wss://{host_part}:{}", bound.port());
-        let pin = if identity.self_signed {
-            format!(" --fingerprint {}", identity.fingerprint)
-        } else {
-            String::new()
-        };
-        let daemon_cmd = format!("hako daemon {url} --token {}{pin}", sh(&daemon_token));
-        let _ = writeln!(ready, "url\t{url}");
-        let _ = writeln!(ready, "fingerprint\t{}", identity.fingerprint);
-        let _ = writeln!(ready, "token\t{daemon_token}");
-        let _ = writeln!(ready, "daemon_command\t{daemon_cmd}");
-        let _ = writeln!(banner, "hako host listening on {bound} as {url}");
-        let _ = writeln!(banner, "certificate {}", identity.fingerprint);
-        let _ = writeln!(
-            banner,
-            "to lend a machine's cores to this host, run there:\n  {daemon_cmd}"
-        );
-        if let Some(ct) = &client_token {
-            let client_cmd = format!("hako client {url} --token {}{pin}", sh(ct));
-            let _ = writeln!(ready, "client_token\t{ct}");
-            let _ = writeln!(ready, "client_command\t{client_cmd}");
-            let _ = writeln!(
-                banner,
-                "R sessions elsewhere can submit tasks through:\n  {client_cmd}"
-            );
+        let handshake_timeout = seconds(args.handshake_timeout, "--handshake-timeout")?;
+        let heartbeat = seconds(args.heartbeat, "--heartbeat")?;
+        let shutdown_grace = seconds(args.shutdown_grace, "--shutdown-grace")?;
+        let task_timeout = args
+            .task_timeout
+            .map(|t| seconds(t, "--task-timeout"))
+            .transpose()?;
+        if !args.sandbox.mount.is_empty() && args.local == 0 {
+            bail!("--mount applies to local daemons: add --local N (remote daemons choose their own mounts)");
         }
-        let cfg = Arc::new(ServerConfig {
-            tls: identity.server_config()?,
-            daemon_token: daemon_token.clone(),
-            client_token: client_token.clone(),
+        let sandbox = args.sandbox.config(task_timeout)?;
+        if args.no_listen && args.local == 0 {
+            bail!("--no-listen without --local: no daemon could ever join");
+        }
+        // Listening is explicit when local daemons are there to do the work.
+        let listen = match (&args.listen, args.no_listen, args.local) {
+            (Some(l), _, _) => Some(l.clone()),
+            (None, true, _) | (None, false, 1..) => None,
+            (None, false, 0) => Some("127.0.0.1:0".to_string()),
+        };
+        Ok(Settings {
             limits,
             handshake_timeout,
             heartbeat,
-        });
-        tokio::spawn(server::serve(
-            listener,
-            cfg,
-            handle.clone(),
-            stop_rx.clone(),
-        ));
+            shutdown_grace,
+            task_timeout,
+            sandbox,
+            listen,
+        })
     }
 
-    // In-process daemons, started in the background so the link is up at once.
-    if args.local > 0 {
-        let config = WorkerConfig {
-            keep_state: args.keep_state,
-            task_timeout_cap: task_timeout,
-            max_tasks: None,
-            idle_time: None,
-            // Results come back in-process: the same bound as over the wire.
-            max_result: Some(limits.bulk),
-        };
-        let assets_dir = paths::assets_dir(args.sandbox.assets.as_deref());
-        let (n, h) = (args.local, handle.clone());
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let r = (|| -> anyhow::Result<()> {
-                let assets = paths::ensure_assets(&assets_dir)?;
-                let runtime = Runtime::new(&assets, &paths::cache_dir())?;
-                local::start(&runtime, n, &sandbox, &config, &h)?;
-                Ok(())
-            })();
-            match r {
-                Ok(()) => tracing::info!("{n} local daemon(s) ready in {:.2?}", started.elapsed()),
-                Err(e) => {
-                    tracing::error!("local daemons failed to start: {e:#}");
-                    h.shutdown("local daemons failed to start");
-                }
-            }
-        });
-    }
-
-    // The client link.
-    let link_task = if args.stdio || args.link.is_some() {
-        let id = handle.next_id();
-        let (tx, rx) = mpsc::unbounded_channel();
-        handle.send(Event::ClientJoined {
-            id,
-            peer: Arc::new(dispatcher::ClientTx::new(tx)),
-            name: "link".into(),
-        });
-        let h = handle.clone();
-        let ends = LinkEnds {
-            requests: Box::new(move |msg| h.send(Event::FromClient { id, msg })),
-            events: rx,
-        };
-        eprint!("{banner}");
-        let max = limits.bulk;
-        if args.stdio {
-            if let Some(f) = &args.link_file {
-                link::write_private(f, &ready)
-                    .with_context(|| format!("writing {}", f.display()))?;
-            }
-            let ready = ready.clone();
-            Some(tokio::spawn(async move {
-                let (end, writer) = link::serve(
-                    crate::stdio::stdin(),
-                    crate::stdio::stdout(),
-                    ends,
-                    Some(ready),
-                    max,
-                )
-                .await;
-                (end, writer)
-            }))
-        } else {
-            let addr: SocketAddr = args
-                .link
-                .as_deref()
-                .unwrap_or_default()
-                .parse()
-                .context("--link: expected ADDR:PORT")?;
-            if !addr.ip().is_loopback() {
-                bail!("--link must be a loopback address");
-            }
-            let listener = tokio::net::TcpListener::bind(addr).await?;
-            let link_token = match args.link_token.clone() {
-                Some(t) => t,
-                None => token::generate()?,
-            };
-            let mut text = ready.clone();
-            let _ = writeln!(text, "link\t{}", listener.local_addr()?);
-            let _ = writeln!(text, "link_token\t{link_token}");
-            match &args.link_file {
-                Some(f) => link::write_private(f, &text)
-                    .with_context(|| format!("writing {}", f.display()))?,
-                None => {
-                    bail!("--link needs --link-file to tell the R session where and how to connect")
-                }
-            }
-            let ready = ready.clone();
-            Some(tokio::spawn(async move {
-                // An R session that never connects must not leave a host behind.
-                let accepted = tokio::time::timeout(
-                    LINK_ACCEPT_TIMEOUT,
-                    link::accept_socket(&listener, &link_token),
-                )
-                .await;
-                let (r, w) = match accepted {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        drop(ends);
-                        return (link::LinkEnd::Broken(e.to_string()), tokio::spawn(async {}));
-                    }
-                    Err(_) => {
-                        drop(ends);
-                        let why = format!("no client link within {LINK_ACCEPT_TIMEOUT:?}");
-                        return (link::LinkEnd::Broken(why), tokio::spawn(async {}));
-                    }
-                };
-                drop(listener);
-                link::serve(r, w, ends, Some(ready), max).await
-            }))
+    fn dispatcher(&self, args: &HostArgs) -> dispatcher::Options {
+        dispatcher::Options {
+            retries: args.retries,
+            slack: Duration::from_secs(5),
+            shutdown_grace: self.shutdown_grace,
+            max_payload: self.limits.bulk,
+            max_everywhere: args.max_everywhere.saturating_mul(1 << 20),
+            max_unread: args.max_unread.saturating_mul(1 << 20),
+            max_queued: args.max_queued.saturating_mul(1 << 20),
         }
-    } else {
-        print!("{banner}");
-        None
+    }
+}
+
+/// The tokens daemons and remote clients must present.
+struct Tokens {
+    daemon: String,
+    /// None: remote clients are refused.
+    client: Option<String>,
+}
+
+impl Tokens {
+    /// The ones given, else the ones kept in `--identity`, else fresh ones.
+    fn choose(args: &HostArgs) -> anyhow::Result<Tokens> {
+        let new_token = |name: &str| match &args.identity {
+            Some(dir) => identity::token(dir, name),
+            None => token::generate(),
+        };
+        let daemon = match args.token.clone() {
+            Some(t) if t.len() < 16 => bail!("--token must be at least 16 characters"),
+            Some(t) => t,
+            None => new_token("token")?,
+        };
+        let client = if args.no_clients {
+            None
+        } else {
+            Some(match args.client_token.clone() {
+                Some(t) if t.len() < 16 => bail!("--client-token must be at least 16 characters"),
+                Some(t) => t,
+                None => new_token("client_token")?,
+            })
+        };
+        Ok(Tokens { daemon, client })
+    }
+}
+
+/// The client link's task: why it ended, and its writer still flushing.
+type LinkTask = JoinHandle<(LinkEnd, JoinHandle<()>)>;
+
+async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings::check(&args)?;
+    let tokens = Tokens::choose(&args)?;
+    let (handle, dispatcher_task) = dispatcher::start(settings.dispatcher(&args));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut ready = Ready::new(env!("CARGO_PKG_VERSION"), settings.limits.bulk);
+    ready.add("local", args.local);
+    let banner = match &settings.listen {
+        Some(addr) => {
+            listen::start(
+                addr, &args, &settings, &tokens, &handle, stop_rx, &mut ready,
+            )
+            .await?
+        }
+        None => String::new(),
     };
+    if args.local > 0 {
+        start_local(&args, &settings, &handle);
+    }
+    let link_task = start_link(&args, &handle, ready, &banner, settings.limits.bulk).await?;
 
     let code = wait(handle.clone(), link_task, dispatcher_task).await;
     let _ = stop_tx.send(true);
     Ok(code)
 }
 
+/// Start the in-process daemons in the background, so the link is up at
+/// once; if they cannot start, the host shuts down.
+fn start_local(args: &HostArgs, settings: &Settings, handle: &Handle) {
+    let config = WorkerConfig {
+        keep_state: args.keep_state,
+        task_timeout_cap: settings.task_timeout,
+        max_tasks: None,
+        idle_time: None,
+        // Results come back in-process: the same bound as over the wire.
+        max_result: Some(settings.limits.bulk),
+    };
+    let assets_dir = paths::assets_dir(args.sandbox.assets.as_deref());
+    let sandbox = settings.sandbox.clone();
+    let (n, h) = (args.local, handle.clone());
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let r = (|| -> anyhow::Result<()> {
+            let assets = paths::ensure_assets(&assets_dir)?;
+            let runtime = Runtime::new(&assets, &paths::cache_dir())?;
+            local::start(&runtime, n, &sandbox, &config, &h)?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => tracing::info!("{n} local daemon(s) ready in {:.2?}", started.elapsed()),
+            Err(e) => {
+                tracing::error!("local daemons failed to start: {e:#}");
+                h.shutdown("local daemons failed to start");
+            }
+        }
+    });
+}
+
+/// Serve the client link (`--stdio` or `--link`) as a client of the
+/// dispatcher, with `banner` on standard error; without a link, the banner
+/// goes to standard output and there is no link task.
+async fn start_link(
+    args: &HostArgs,
+    handle: &Handle,
+    ready: Ready,
+    banner: &str,
+    max_payload: u64,
+) -> anyhow::Result<Option<LinkTask>> {
+    if !args.stdio && args.link.is_none() {
+        print!("{banner}");
+        return Ok(None);
+    }
+    let id = handle.next_id();
+    let (tx, rx) = mpsc::unbounded_channel();
+    handle.send(Event::ClientJoined {
+        id,
+        peer: Arc::new(dispatcher::ClientTx::new(tx)),
+        name: "link".into(),
+    });
+    let h = handle.clone();
+    let ends = LinkEnds {
+        requests: Box::new(move |msg| h.send(Event::FromClient { id, msg })),
+        events: rx,
+    };
+    eprint!("{banner}");
+    let place = match &args.link {
+        None => {
+            if let Some(f) = &args.link_file {
+                link_setup::write_link_file(f, ready.text())?;
+            }
+            Place::Stdio
+        }
+        Some(addr) => {
+            let Some(file) = &args.link_file else {
+                bail!("--link needs --link-file to tell the R session where and how to connect")
+            };
+            let token = match args.link_token.clone() {
+                Some(t) => t,
+                None => token::generate()?,
+            };
+            link_setup::bind(addr, token, file, &ready).await?
+        }
+    };
+    Ok(Some(tokio::spawn(async move {
+        // An R session that never connects must not leave a host behind.
+        let served =
+            link_setup::serve(place, ends, ready, max_payload, Some(LINK_ACCEPT_TIMEOUT)).await;
+        served.unwrap_or_else(|e| (LinkEnd::Broken(e.to_string()), tokio::spawn(async {})))
+    })))
+}
+
 /// Run until the link ends, a signal arrives, or the dispatcher ends; then
 /// shut down gracefully.
 async fn wait(
     handle: Handle,
-    link_task: Option<tokio::task::JoinHandle<(link::LinkEnd, tokio::task::JoinHandle<()>)>>,
-    mut dispatcher_task: tokio::task::JoinHandle<()>,
+    link_task: Option<LinkTask>,
+    mut dispatcher_task: JoinHandle<()>,
 ) -> ExitCode {
     let link_done = async {
         match link_task {

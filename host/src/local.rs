@@ -3,7 +3,8 @@
 //! network hop in between.
 
 use crate::dispatcher::{DaemonInfo, Event, Handle, Peer};
-use crate::protocol::{Capabilities, DaemonLimits, Message};
+use crate::protocol::{DaemonLimits, Message};
+use crate::whoami::capabilities;
 use crate::worker::{Worker, WorkerConfig, WorkerEvent};
 use hako_runtime::{Runtime, SandboxConfig};
 use std::sync::Arc;
@@ -26,14 +27,6 @@ impl Peer for LocalPeer {
     }
     fn close(&self, _reason: &str) {
         self.worker.stop();
-    }
-}
-
-pub fn capabilities() -> Capabilities {
-    Capabilities {
-        hako_version: env!("CARGO_PKG_VERSION").to_string(),
-        webr_version: hako_assets::WEBR_VERSION.to_string(),
-        features: vec!["everywhere".into(), "cancel".into()],
     }
 }
 
