@@ -767,14 +767,24 @@ impl Dispatcher {
             return;
         }
         let mut passed = Vec::new();
+        // The largest bound that found nothing: no smaller one will either,
+        // so idle small daemons do not each rescan a queue of large tasks.
+        let mut fruitless: Option<u64> = None;
         while !self.queue.is_empty() {
             let Some(did) = self.pop_idle() else {
                 break;
             };
             let bound = self.daemons.get(&did).map_or(0, DaemonRec::bound);
+            if fruitless.is_some_and(|f| bound <= f) {
+                passed.push(did);
+                continue;
+            }
             match self.pop_queued(bound) {
                 Some(tid) => self.assign(tid, did, now),
-                None => passed.push(did),
+                None => {
+                    fruitless = Some(bound);
+                    passed.push(did);
+                }
             }
         }
         // Daemons that found nothing they can take stay idle, in order.
@@ -1688,6 +1698,28 @@ mod tests {
         );
         assert_eq!(got.len(), 3);
         assert!(small.tasks().is_empty());
+    }
+
+    #[test]
+    fn idle_small_daemons_take_the_small_tasks_behind_large_ones() {
+        let mut w = World::new(1);
+        let c = w.client(100);
+        let big = w.daemon(1, sized(None));
+        submit_bytes(&mut w, 1, 5);
+        assert_eq!(big.tasks(), vec![1]);
+        let a = w.daemon(2, sized(Some(10)));
+        let b = w.daemon(3, sized(Some(10)));
+        let tiny = w.daemon(4, sized(Some(1)));
+        for (id, n) in [(2, 50), (3, 50), (4, 5), (5, 5), (6, 5)] {
+            submit_bytes(&mut w, id, n);
+        }
+        assert_eq!((a.tasks(), b.tasks()), (vec![4], vec![5]));
+        assert!(tiny.tasks().is_empty(), "nothing it reads");
+        w.report(2, 4, "v");
+        assert_eq!(a.tasks(), vec![6]);
+        w.report(1, 1, "v");
+        assert_eq!(big.tasks(), vec![2], "the oldest large one");
+        assert_eq!(c.results().len(), 2);
     }
 
     #[test]
