@@ -1,5 +1,7 @@
 //! The state every import sees: the wasmtime store's data, one per sandbox.
 
+// The crate's one import cycle, kept: the store holds the linker's state,
+// and the linker (a wasmtime `Linker<StoreData>`) must name the store's type.
 use crate::dylink::Linking;
 use crate::limits::{MemoryLimiter, Stop};
 use crate::output::Output;

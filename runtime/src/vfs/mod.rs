@@ -11,6 +11,7 @@
 //! syscall layer (`abi::fs`) is only argument decoding and struct encoding.
 
 mod dev;
+mod error;
 mod fdtable;
 mod image;
 mod io;
@@ -25,6 +26,7 @@ pub mod types;
 mod tests;
 
 pub use dev::{fill_random, Device};
+pub use error::VfsError;
 pub use image::RoImage;
 pub use types::{mode, oflags, DirEntry, FdStat, FileType, Stat, StatFs, TimeSet, Timespec};
 
@@ -62,16 +64,6 @@ pub struct VfsConfig {
     pub scratch_bytes: u64,
     /// Descriptor numbers available, stdio included (at least 3).
     pub max_fds: usize,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum VfsError {
-    #[error("mount at {guest}: {reason}")]
-    Mount { guest: String, reason: String },
-    #[error("home directory {home}: {reason}")]
-    Home { home: String, reason: String },
-    #[error("max_fds must be at least 3, got {0}")]
-    MaxFds(usize),
 }
 
 /// A sandbox's filesystem state without its mounts: the scratch tree, the

@@ -5,9 +5,9 @@
 //! A path that is none of these does not exist: the guest sees no other host
 //! name.
 
+use super::error::VfsError;
 use super::mount::Mount;
 use super::path::{components, normalize_config, overlaps, strip_prefix};
-use super::VfsError;
 use std::path::PathBuf;
 
 /// R's own tree: the image owns it, no mount may shadow or enter it.
