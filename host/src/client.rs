@@ -8,10 +8,11 @@
 use crate::dial::{self, DialError};
 use crate::link::LinkEnds;
 use crate::link_setup::{self, Place, Ready};
+use crate::peer::Out;
 use crate::protocol::{FrameLimits, HelloBody, Message, Role};
 use crate::trust_args::TrustArgs;
 use crate::whoami;
-use crate::ws::{self, Flow, Out};
+use crate::ws::{self, Flow};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;

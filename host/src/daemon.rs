@@ -13,13 +13,14 @@
 //! not be reached with `--autoexit`, 2 on a usage or set-up error.
 
 use crate::dial::{self, DialError, Target};
+use crate::peer::{Out, OutTx};
 use crate::protocol::{DaemonLimits, FrameLimits, HelloBody, Message, Role};
 use crate::sandbox_args::{seconds, SandboxArgs};
 use crate::tls;
 use crate::trust_args::TrustArgs;
 use crate::whoami::capabilities;
 use crate::worker::{Exit, Worker, WorkerConfig, WorkerEvent};
-use crate::ws::{self, Flow, Out, OutTx};
+use crate::ws::{self, Flow};
 use crate::{paths, shutdown};
 use clap::Args;
 use hako_runtime::Runtime;

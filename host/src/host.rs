@@ -335,7 +335,7 @@ async fn start_link(
     let (tx, rx) = mpsc::unbounded_channel();
     handle.send(Event::ClientJoined {
         id,
-        peer: Arc::new(dispatcher::ClientTx::new(tx)),
+        peer: Arc::new(crate::peer::ClientTx::new(tx)),
         name: "link".into(),
     });
     let h = handle.clone();

@@ -24,6 +24,7 @@ mod local;
 mod logging;
 mod mount;
 mod paths;
+mod peer;
 pub mod protocol;
 pub mod rser;
 mod sandbox_args;

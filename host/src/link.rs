@@ -3,10 +3,10 @@
 //! code serves `hako client`, where the requests go to a remote host.
 
 use crate::linkframe::{self as lf, LinkIn, LinkOut};
+use crate::peer::Out;
 use crate::protocol::{
     Everywhere, FailKind, InfoReport, Message, Outcome, Stream, Task, TaskReport,
 };
-use crate::ws::Out;
 use bytes::Bytes;
 use std::fmt::Write as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};

@@ -2,7 +2,8 @@
 //! registered with the same dispatcher as remote daemons but without a
 //! network hop in between.
 
-use crate::dispatcher::{DaemonInfo, Event, Handle, Peer};
+use crate::dispatcher::{DaemonInfo, Event, Handle};
+use crate::peer::Peer;
 use crate::protocol::{DaemonLimits, Message};
 use crate::whoami::capabilities;
 use crate::worker::{Worker, WorkerConfig, WorkerEvent};

@@ -7,7 +7,8 @@
 //! [`Admission`]), so that sockets held open by one source cannot keep
 //! honest daemons and clients out.
 
-use crate::dispatcher::{ClientTx, DaemonInfo, Event, Handle};
+use crate::dispatcher::{DaemonInfo, Event, Handle};
+use crate::peer::ClientTx;
 use crate::protocol::{FrameLimits, Message, Role, Welcome};
 use crate::token;
 use crate::ws::{self, Budget, Budgeted, End, Flow};

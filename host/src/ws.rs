@@ -2,6 +2,7 @@
 //! [`Message`]s, heartbeats, and the byte budget that keeps an
 //! unauthenticated peer from making us buffer a large frame.
 
+use crate::peer::Out;
 use crate::protocol::{self, DecodeError, FrameLimits, Message};
 use futures_util::{SinkExt, StreamExt};
 use std::io;
@@ -30,73 +31,6 @@ pub fn ws_config(limits: &FrameLimits) -> WebSocketConfig {
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
 }
-
-/// What a connection's writer is asked to do.
-#[derive(Debug)]
-pub enum Out {
-    Msg(Message),
-    /// A message counted in its peer's [`Unread`] until the ticket is
-    /// dropped, once the writer has written it (or given up on it).
-    Counted(Message, Ticket),
-    /// Send a close frame with this reason and end the connection.
-    Close(String),
-}
-
-/// Bytes of results queued for one client and not yet written to it.
-#[derive(Debug, Default)]
-pub struct Unread {
-    bytes: AtomicU64,
-    /// Freed since memory was last handed back to the system.
-    freed: AtomicU64,
-}
-
-/// Once a backlog drains after this many bytes were freed, the allocator is
-/// asked to return free memory to the system (glibc keeps it otherwise).
-const TRIM_AFTER: u64 = 16 << 20;
-
-impl Unread {
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Acquire)
-    }
-    /// Count `bytes` until the returned ticket is dropped.
-    pub fn ticket(self: &Arc<Self>, bytes: u64) -> Ticket {
-        self.bytes.fetch_add(bytes, Ordering::AcqRel);
-        Ticket {
-            bytes,
-            unread: self.clone(),
-        }
-    }
-}
-
-/// See [`Out::Counted`].
-#[derive(Debug)]
-pub struct Ticket {
-    bytes: u64,
-    unread: Arc<Unread>,
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        let u = &self.unread;
-        let left = u.bytes.fetch_sub(self.bytes, Ordering::AcqRel) - self.bytes;
-        let freed = u.freed.fetch_add(self.bytes, Ordering::AcqRel) + self.bytes;
-        if left == 0 && freed >= TRIM_AFTER {
-            u.freed.store(0, Ordering::Release);
-            trim();
-        }
-    }
-}
-
-/// Hand free heap memory back to the system.
-fn trim() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-pub type OutTx = mpsc::UnboundedSender<Out>;
 
 /// A stream whose reads are limited to a byte budget until [`Budget::lift`]:
 /// before authentication a peer gets a few kilobytes, not a frame bound.
