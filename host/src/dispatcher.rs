@@ -10,11 +10,11 @@
 //!   a result for a task already resolved (cancelled, timed out, reassigned
 //!   after its daemon was presumed lost) is dropped.
 
+use crate::peer::Peer;
 use crate::protocol::{
     clamp_timeout_ms, Capabilities, DaemonLimits, DaemonRow, Everywhere, FailKind, InfoReport,
     Message, Outcome, Task, TaskReport,
 };
-use crate::ws::{Out, OutTx, Unread};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,74 +24,6 @@ use tokio::sync::mpsc;
 
 /// A connection's id at the host, unique over the host's life.
 pub type ConnId = u64;
-
-/// The host's side of a connection: where its messages go.
-pub trait Peer: Send + Sync {
-    /// Queue a message; false when the peer is gone.
-    fn send(&self, m: Message) -> bool;
-    /// End the connection with a reason.
-    fn close(&self, reason: &str);
-    /// Bytes of results queued for this peer and not yet written to it: a
-    /// client that never reads must not make the host hold unbounded memory.
-    fn unread(&self) -> u64 {
-        0
-    }
-}
-
-impl Peer for OutTx {
-    fn send(&self, m: Message) -> bool {
-        mpsc::UnboundedSender::send(self, Out::Msg(m)).is_ok()
-    }
-    fn close(&self, reason: &str) {
-        let _ = mpsc::UnboundedSender::send(self, Out::Close(reason.to_string()));
-    }
-}
-
-/// A client's connection: results queued for it are counted until written,
-/// so the dispatcher can refuse new tasks from a client that does not read.
-pub struct ClientTx {
-    tx: OutTx,
-    unread: Arc<Unread>,
-}
-
-impl ClientTx {
-    pub fn new(tx: OutTx) -> ClientTx {
-        ClientTx {
-            tx,
-            unread: Arc::default(),
-        }
-    }
-}
-
-impl Peer for ClientTx {
-    fn send(&self, m: Message) -> bool {
-        // What the message costs the host while queued (a small overhead
-        // counts too, so that even refusals cannot pile up unnoticed).
-        let bytes = 64
-            + match &m {
-                Message::Result(r) => {
-                    (match &r.outcome {
-                        Outcome::Value(b) | Outcome::Error(b) => b.len(),
-                        Outcome::Failed { message, .. } => message.len(),
-                    }) + r.output.iter().map(|c| c.bytes.len() + 32).sum::<usize>()
-                }
-                Message::Info(i) => i
-                    .daemons
-                    .iter()
-                    .map(|d| 256 + d.name.len() + d.address.len() + d.version.len())
-                    .sum(),
-                _ => 0,
-            };
-        let ticket = self.unread.ticket(bytes as u64);
-        self.tx.send(Out::Counted(m, ticket)).is_ok()
-    }
-    fn close(&self, reason: &str) {
-        Peer::close(&self.tx, reason);
-    }
-    fn unread(&self) -> u64 {
-        self.unread.bytes()
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct DaemonInfo {
