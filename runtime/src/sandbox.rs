@@ -49,6 +49,19 @@ const GUEST_ENV: &[&str] = &[
 
 const BOOT_ARGS: &[&str] = &["R", "--vanilla", "--quiet", "--no-echo"];
 
+/// The status codes guest.R's runner returns (`hako$eval_text`, and the first
+/// element of `hako$task`'s and `hako$task_error`'s list), named once here.
+/// They never leave the runtime: callers see [`EvalResult::ok`],
+/// [`TaskOutcome`] or [`SandboxError::Limit`].
+mod status {
+    /// The code ran; a task's bytes are its value.
+    pub const VALUE: i32 = 0;
+    /// An R error; a task's bytes are its error value.
+    pub const ERROR: i32 = 1;
+    /// R unwound on an interrupt: the stop context says why.
+    pub const STOPPED: i32 = 2;
+}
+
 /// Per-sandbox limits and mounts.
 #[derive(Clone, Debug)]
 pub struct SandboxConfig {
@@ -267,8 +280,8 @@ impl Sandbox {
                 Some(v) => self.api.as_integer(s, v)?,
                 // R unwound to the top level: an interrupt nobody caught, or
                 // an error outside the helpers' handlers.
-                None if s.data().stop.reason.is_some() => 2,
-                None => 1,
+                None if s.data().stop.reason.is_some() => status::STOPPED,
+                None => status::ERROR,
             })
         })();
         let status = self.finish(r)?;
@@ -277,7 +290,7 @@ impl Sandbox {
         match limit {
             Some(limit) => Err(SandboxError::Limit { limit, output }),
             None => Ok(EvalResult {
-                ok: status == 0,
+                ok: status == status::VALUE,
                 output,
             }),
         }
@@ -319,7 +332,7 @@ impl Sandbox {
                     let raw = self.api.vector_elt(s, list, 1)?;
                     (status, self.api.raw_bytes(s, raw)?)
                 }
-                None if s.data().stop.reason.is_some() => (2, Vec::new()),
+                None if s.data().stop.reason.is_some() => (status::STOPPED, Vec::new()),
                 None => bail!("the task wrapper failed"),
             };
             self.api.unprotect(s, 3)?;
@@ -340,7 +353,7 @@ impl Sandbox {
         if let Some(limit) = limit {
             return Err(SandboxError::Limit { limit, output });
         }
-        let outcome = if status == 0 {
+        let outcome = if status == status::VALUE {
             TaskOutcome::Value(bytes)
         } else {
             TaskOutcome::Error(bytes)
@@ -464,10 +477,10 @@ impl Sandbox {
         if h.output.exceeded() {
             return Some(Limit::Output);
         }
-        if status == 2 {
+        if status == status::STOPPED {
             return Some(h.stop.reason.unwrap_or(Limit::Interrupted));
         }
-        if status == 1 && h.limiter.hit {
+        if status == status::ERROR && h.limiter.hit {
             return Some(Limit::Memory);
         }
         None
