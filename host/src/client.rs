@@ -6,7 +6,7 @@
 //! is not trusted, or went away.
 
 use crate::dial::{self, DialError};
-use crate::link::LinkEnds;
+use crate::link::Upstream;
 use crate::link_setup::{self, Place, Ready};
 use crate::peer::Out;
 use crate::protocol::{FrameLimits, HelloBody, Message, Role};
@@ -97,7 +97,7 @@ async fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
             )),
         },
     ));
-    let ends = LinkEnds {
+    let ends = Upstream {
         requests: Box::new(move |m| out_tx.send(Out::Msg(m)).is_ok()),
         events: ev_rx,
     };

@@ -3,7 +3,7 @@
 //! for an R session (`--stdio` or `--link ADDR`).
 
 use crate::dispatcher::{self, Event, Handle};
-use crate::link::{LinkEnd, LinkEnds};
+use crate::link::{EndReason, Upstream};
 use crate::link_setup::{self, Place, Ready};
 use crate::protocol::FrameLimits;
 use crate::sandbox_args::{seconds, SandboxArgs};
@@ -256,7 +256,7 @@ impl Tokens {
 }
 
 /// The client link's task: why it ended, and its writer still flushing.
-type LinkTask = JoinHandle<(LinkEnd, JoinHandle<()>)>;
+type LinkTask = JoinHandle<(EndReason, JoinHandle<()>)>;
 
 async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::check(&args)?;
@@ -339,7 +339,7 @@ async fn start_link(
         name: "link".into(),
     });
     let h = handle.clone();
-    let ends = LinkEnds {
+    let ends = Upstream {
         requests: Box::new(move |msg| h.send(Event::FromClient { id, msg })),
         events: rx,
     };
@@ -366,7 +366,7 @@ async fn start_link(
         // An R session that never connects must not leave a host behind.
         let served =
             link_setup::serve(place, ends, ready, max_payload, Some(LINK_ACCEPT_TIMEOUT)).await;
-        served.unwrap_or_else(|e| (LinkEnd::Broken(e.to_string()), tokio::spawn(async {})))
+        served.unwrap_or_else(|e| (EndReason::Broken(e.to_string()), tokio::spawn(async {})))
     })))
 }
 

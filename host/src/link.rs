@@ -12,17 +12,18 @@ use std::fmt::Write as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
-/// Where the link's requests go and its events come from.
-pub struct LinkEnds {
+/// The side the link forwards to (the host's dispatcher, or a remote host
+/// for `hako client`): where its requests go and its events come from.
+pub struct Upstream {
     /// Submit a client message (task, cancel, everywhere, status).
     pub requests: Box<dyn Fn(Message) -> bool + Send + Sync>,
     /// Results, acks, info; `Out::Close` or the channel closing ends the link.
     pub events: mpsc::UnboundedReceiver<Out>,
 }
 
-/// Why the R side stopped talking.
+/// Why the link stopped reading from the R side.
 #[derive(Debug, PartialEq, Eq)]
-pub enum LinkEnd {
+pub enum EndReason {
     /// End of input: the R session closed the link or exited.
     Eof,
     /// A `SHUTDOWN` message.
@@ -136,31 +137,34 @@ fn to_link(m: Message) -> Option<LinkOut> {
 async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: u64,
-) -> Result<Option<(u8, Bytes)>, Oversize> {
+) -> Result<Option<(u8, Bytes)>, ReadError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(Oversize::Broken(e.to_string())),
+        Err(e) => return Err(ReadError::Broken(e.to_string())),
     }
     let len = u32::from_le_bytes(len) as u64;
     if len == 0 {
-        return Err(Oversize::Broken("zero-length frame".into()));
+        return Err(ReadError::Broken("zero-length frame".into()));
     }
     if len > max {
-        return Err(Oversize::Skip(len));
+        return Err(ReadError::TooLarge(len));
     }
     let mut buf = vec![0u8; len as usize];
     r.read_exact(&mut buf)
         .await
-        .map_err(|e| Oversize::Broken(format!("short frame: {e}")))?;
+        .map_err(|e| ReadError::Broken(format!("short frame: {e}")))?;
     let ty = buf[0];
     Ok(Some((ty, Bytes::from(buf).slice(1..))))
 }
 
-enum Oversize {
-    /// A frame of this many bytes is too large: read its header, skip it.
-    Skip(u64),
+/// Why [`read_frame`] returned no frame (a clean end of input is `Ok(None)`).
+enum ReadError {
+    /// A frame of this many bytes is over the bound: read its header, skip
+    /// it, answer for its id; the link stays usable.
+    TooLarge(u64),
+    /// I/O failed or the framing broke: nothing more can be read.
     Broken(String),
 }
 
@@ -199,10 +203,10 @@ async fn skip_oversized<R: AsyncRead + Unpin>(
 pub async fn serve<R, W>(
     r: R,
     w: W,
-    ends: LinkEnds,
+    upstream: Upstream,
     ready: Option<String>,
     max_payload: u64,
-) -> (LinkEnd, tokio::task::JoinHandle<()>)
+) -> (EndReason, tokio::task::JoinHandle<()>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -211,23 +215,25 @@ where
     if let Some(text) = ready {
         let _ = direct_tx.send(LinkOut::Ready(text));
     }
-    let writer = tokio::spawn(write_loop(w, ends.events, direct_rx));
+    let writer = tokio::spawn(write_loop(w, upstream.events, direct_rx));
     let mut reader = tokio::io::BufReader::with_capacity(64 << 10, r);
     let max = max_payload + lf::TASK_HEADER as u64;
     let end = loop {
         let (ty, body) = match read_frame(&mut reader, max).await {
             Ok(Some(f)) => f,
-            Ok(None) => break LinkEnd::Eof,
-            Err(Oversize::Broken(e)) => break LinkEnd::Broken(e),
-            Err(Oversize::Skip(len)) => match skip_oversized(&mut reader, len, max_payload).await {
-                Ok(reply) => {
-                    if let Some(reply) = reply {
-                        let _ = direct_tx.send(reply);
+            Ok(None) => break EndReason::Eof,
+            Err(ReadError::Broken(e)) => break EndReason::Broken(e),
+            Err(ReadError::TooLarge(len)) => {
+                match skip_oversized(&mut reader, len, max_payload).await {
+                    Ok(reply) => {
+                        if let Some(reply) = reply {
+                            let _ = direct_tx.send(reply);
+                        }
+                        continue;
                     }
-                    continue;
+                    Err(e) => break EndReason::Broken(e),
                 }
-                Err(e) => break LinkEnd::Broken(e),
-            },
+            }
         };
         let m = match lf::parse_in(ty, &body) {
             Ok(m) => m,
@@ -244,21 +250,21 @@ where
                 id,
                 timeout_ms,
                 payload,
-            } => (ends.requests)(Message::Task(Task {
+            } => (upstream.requests)(Message::Task(Task {
                 id: id as u64,
                 payload,
                 timeout_ms: (timeout_ms > 0).then_some(timeout_ms as u64),
             })),
-            LinkIn::Cancel { id } => (ends.requests)(Message::Cancel { id: id as u64 }),
+            LinkIn::Cancel { id } => (upstream.requests)(Message::Cancel { id: id as u64 }),
             LinkIn::Everywhere { id, payload } => {
-                (ends.requests)(Message::Everywhere(Everywhere {
+                (upstream.requests)(Message::Everywhere(Everywhere {
                     id: id as u64,
                     payload,
                 }))
             }
-            LinkIn::Info => (ends.requests)(Message::Status),
+            LinkIn::Info => (upstream.requests)(Message::Status),
             LinkIn::Ping(n) => direct_tx.send(LinkOut::Pong(n)).is_ok(),
-            LinkIn::Shutdown => break LinkEnd::Shutdown,
+            LinkIn::Shutdown => break EndReason::Shutdown,
             LinkIn::Hello { .. } => direct_tx
                 .send(LinkOut::Notice(
                     "hello is only expected first on a socket link".into(),
@@ -266,7 +272,7 @@ where
                 .is_ok(),
         };
         if !sent {
-            break LinkEnd::Broken("the host is gone".into());
+            break EndReason::Broken("the host is gone".into());
         }
     };
     (end, writer)

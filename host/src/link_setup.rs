@@ -4,7 +4,7 @@
 //! in a private link file). Kept in one place so that a local host and a
 //! remote host's client hand an R session the same link.
 
-use crate::link::{self, LinkEnd, LinkEnds};
+use crate::link::{self, EndReason, Upstream};
 use anyhow::{bail, Context};
 use std::fmt::{Display, Write as _};
 use std::net::SocketAddr;
@@ -78,11 +78,11 @@ pub async fn bind(addr: &str, token: String, file: &Path, ready: &Ready) -> anyh
 /// The writer keeps running after this returns: await it to flush.
 pub async fn serve(
     place: Place,
-    ends: LinkEnds,
+    ends: Upstream,
     ready: Ready,
     max_payload: u64,
     accept_within: Option<Duration>,
-) -> anyhow::Result<(LinkEnd, JoinHandle<()>)> {
+) -> anyhow::Result<(EndReason, JoinHandle<()>)> {
     let ready = Some(ready.0);
     match place {
         Place::Stdio => Ok(link::serve(

@@ -181,7 +181,9 @@ pub fn clamp_timeout_ms(ms: u64) -> u64 {
     ms.min(MAX_TIMEOUT_MS)
 }
 
-/// A task: `serialize(list(expr, args), NULL, version = 3)` bytes.
+/// A task: R's `serialize()` bytes, in either form `host/PROTOCOL.md`
+/// describes (`list(expr, args)`, or the R package's `list(packages, task)`);
+/// only the daemon's sandbox reads them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     pub id: u64,

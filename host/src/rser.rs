@@ -138,7 +138,8 @@ pub fn call(f: &str, args: Vec<RObj>) -> RObj {
     RObj::Lang(v)
 }
 
-/// A task payload: `serialize(list(expr, args))`.
+/// A task payload in the plain form `serialize(list(expr, args))` (the R
+/// package sends another; see `host/PROTOCOL.md`).
 pub fn task(expr: RObj, args: Vec<(&str, RObj)>) -> Vec<u8> {
     let args = if args.is_empty() {
         RObj::Null
