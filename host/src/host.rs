@@ -159,8 +159,8 @@ pub fn run(args: HostArgs) -> ExitCode {
     }
 }
 
-/// The options checked and turned into durations and bounds, before
-/// anything starts: a usage error leaves nothing behind.
+/// The options checked and turned into durations, bounds and tokens,
+/// before anything starts: a usage error leaves nothing behind.
 struct Settings {
     limits: FrameLimits,
     handshake_timeout: Duration,
@@ -171,6 +171,7 @@ struct Settings {
     sandbox: SandboxConfig,
     /// Where to listen for daemons and remote clients, if at all.
     listen: Option<String>,
+    tokens: Tokens,
 }
 
 impl Settings {
@@ -207,6 +208,7 @@ impl Settings {
             task_timeout,
             sandbox,
             listen,
+            tokens: Tokens::choose(args)?,
         })
     }
 
@@ -260,18 +262,16 @@ type LinkTask = JoinHandle<(EndReason, JoinHandle<()>)>;
 
 async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::check(&args)?;
-    let tokens = Tokens::choose(&args)?;
     let (handle, dispatcher_task) = dispatcher::start(settings.dispatcher(&args));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let connections = shutdown::Tracker::new();
 
     let mut ready = Ready::new(env!("CARGO_PKG_VERSION"), settings.limits.bulk);
     ready.add("local", args.local);
     let banner = match &settings.listen {
         Some(addr) => {
-            listen::start(
-                addr, &args, &settings, &tokens, &handle, stop_rx, &mut ready,
-            )
-            .await?
+            let shared = (handle.clone(), stop_rx, connections.enlister());
+            listen::start(addr, &args, &settings, shared, &mut ready).await?
         }
         None => String::new(),
     };
@@ -282,6 +282,11 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
 
     let code = wait(handle.clone(), link_task, dispatcher_task).await;
     let _ = stop_tx.send(true);
+    // Connections send the dispatcher's shutdown notices, then close.
+    let grace = settings.shutdown_grace;
+    if !connections.wait(grace).await {
+        tracing::warn!("connections still closing after {grace:?}: not waiting for them");
+    }
     Ok(code)
 }
 
@@ -404,7 +409,5 @@ async fn wait(
     if let Some(w) = writer {
         let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
     }
-    // Let connection tasks send their shutdown notices.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     ExitCode::SUCCESS
 }

@@ -10,6 +10,7 @@
 use crate::dispatcher::{DaemonInfo, Event, Handle};
 use crate::peer::ClientTx;
 use crate::protocol::{FrameLimits, Message, Role, Welcome};
+use crate::shutdown::Enlist;
 use crate::token;
 use crate::ws::{self, Budget, Budgeted, End, Flow};
 use std::collections::{HashMap, VecDeque};
@@ -44,12 +45,14 @@ pub struct ServerConfig {
     pub heartbeat: Duration,
 }
 
-/// Accept connections until `stop` turns true.
+/// Accept connections until `stop` turns true; each one, once
+/// authenticated, is enlisted for shutdown to wait for.
 pub async fn serve(
     listener: TcpListener,
     cfg: Arc<ServerConfig>,
     handle: Handle,
     mut stop: watch::Receiver<bool>,
+    enlist: Enlist,
 ) {
     let acceptor = TlsAcceptor::from(cfg.tls.clone());
     let admission = Admission::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE);
@@ -62,8 +65,9 @@ pub async fn serve(
                     let cfg = cfg.clone();
                     let handle = handle.clone();
                     let acceptor = acceptor.clone();
+                    let enlist = enlist.clone();
                     tokio::spawn(async move {
-                        connection(tcp, addr, acceptor, cfg, handle, permit).await;
+                        connection(tcp, addr, acceptor, cfg, handle, permit, enlist).await;
                     });
                 }
                 Err(e) => {
@@ -84,6 +88,7 @@ async fn connection(
     cfg: Arc<ServerConfig>,
     handle: Handle,
     permit: Slot,
+    enlist: Enlist,
 ) {
     let budget = Budget::new(cfg.limits.control + PREAUTH_SLACK);
     let limits = cfg.limits;
@@ -143,6 +148,8 @@ async fn connection(
     // Authenticated: frames may now be as large as the bounds allow.
     budget.lift();
     drop(permit);
+    // From here it has a peer to tell when the host shuts down.
+    let _running = enlist.enlist();
     let id = handle.next_id();
     let welcome = Message::Welcome(Welcome {
         id,

@@ -6,6 +6,7 @@ use super::{HostArgs, Settings, Tokens};
 use crate::dispatcher::Handle;
 use crate::link_setup::Ready;
 use crate::server::{self, ServerConfig};
+use crate::shutdown::Enlist;
 use crate::tls::Identity;
 use crate::{identity, whoami};
 use anyhow::Context;
@@ -14,17 +15,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// Listen at `addr` until `stop` turns true. Adds the joining lines to
-/// `ready` and returns the banner.
+/// Listen at `addr` until `stop` turns true, each authenticated connection
+/// enlisted for shutdown to wait for. Adds the joining lines to `ready` and
+/// returns the banner.
 pub(super) async fn start(
     addr: &str,
     args: &HostArgs,
     settings: &Settings,
-    tokens: &Tokens,
-    handle: &Handle,
-    stop: watch::Receiver<bool>,
+    (handle, stop, enlist): (Handle, watch::Receiver<bool>, Enlist),
     ready: &mut Ready,
 ) -> anyhow::Result<String> {
+    let tokens = &settings.tokens;
     let addr: SocketAddr = addr
         .parse()
         .with_context(|| format!("--listen {addr}: expected ADDR:PORT"))?;
@@ -43,7 +44,7 @@ pub(super) async fn start(
         handshake_timeout: settings.handshake_timeout,
         heartbeat: settings.heartbeat,
     });
-    tokio::spawn(server::serve(listener, cfg, handle.clone(), stop));
+    tokio::spawn(server::serve(listener, cfg, handle, stop, enlist));
     Ok(banner)
 }
 
