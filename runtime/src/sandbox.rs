@@ -385,7 +385,6 @@ impl Sandbox {
         let h = self.store.data_mut();
         h.vfs.restore(&p.vfs);
         h.output.take();
-        h.exit_code = None;
         Ok(())
     }
 
@@ -413,7 +412,6 @@ impl Sandbox {
         h.output.set_cap(self.config.output_bytes);
         h.limiter.hit = false;
         h.limiter.max_bytes = self.config.memory_bytes;
-        h.exit_code = None;
         h.stop.begin(timeout);
         self.store.set_epoch_deadline(1);
         // C's rand() makes R's tempfile() names, and its state is in the
@@ -547,7 +545,6 @@ fn new_store(
             hit: false,
         },
         stop: Stop::new(interrupt),
-        exit_code: None,
     };
     let mut store = Store::new(rt_loader.engine.engine(), data);
     store.limiter(|h| &mut h.limiter);

@@ -25,6 +25,4 @@ pub struct StoreData {
     pub limiter: MemoryLimiter,
     /// Deadline, interrupt and backstop of the running evaluation.
     pub stop: Stop,
-    /// Set when the guest called `exit`.
-    pub exit_code: Option<i32>,
 }

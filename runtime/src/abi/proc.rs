@@ -59,22 +59,12 @@ pub fn add_to_linker(l: &mut Linker<StoreData>) -> Result<()> {
             }
         },
     )?;
-    l.func_wrap(
-        "env",
-        "exit",
-        |mut c: Caller<'_, StoreData>, code: i32| -> Result<()> {
-            c.data_mut().exit_code = Some(code);
-            Err(GuestTrap::Exit(code).into())
-        },
-    )?;
-    l.func_wrap(
-        WASI,
-        "proc_exit",
-        |mut c: Caller<'_, StoreData>, code: i32| -> Result<()> {
-            c.data_mut().exit_code = Some(code);
-            Err(GuestTrap::Exit(code).into())
-        },
-    )?;
+    l.func_wrap("env", "exit", |code: i32| -> Result<()> {
+        Err(GuestTrap::Exit(code).into())
+    })?;
+    l.func_wrap(WASI, "proc_exit", |code: i32| -> Result<()> {
+        Err(GuestTrap::Exit(code).into())
+    })?;
     l.func_wrap("env", "_abort_js", || -> Result<()> {
         Err(GuestTrap::Abort("abort()".into()).into())
     })?;
