@@ -32,6 +32,9 @@ pub enum EndReason {
     Broken(String),
 }
 
+/// The RESULT status of a failure: the one place a [`FailKind`] becomes a
+/// link status (`host/PROTOCOL.md`'s RESULT table is the reference, and a
+/// test below checks this against it).
 pub fn status_of(kind: FailKind) -> u8 {
     match kind {
         FailKind::Timeout => lf::status::TIMEOUT,
@@ -490,5 +493,66 @@ mod tests {
         let row = t.lines().last().unwrap();
         assert!(!row.contains(['\x1b', '\x07']), "{row:?}");
         assert_eq!(row.split('\t').count(), 11, "{row:?}");
+    }
+
+    /// Every failure kind, listed so that adding one fails to compile here.
+    fn all_fail_kinds() -> Vec<FailKind> {
+        use FailKind::*;
+        let all = vec![
+            Timeout,
+            Cancelled,
+            ConnectionReset,
+            MemoryLimit,
+            OutputLimit,
+            Crashed,
+            Shutdown,
+            Rejected,
+            Refused,
+        ];
+        for k in &all {
+            match k {
+                Timeout | Cancelled | ConnectionReset | MemoryLimit | OutputLimit | Crashed
+                | Shutdown | Rejected | Refused => {}
+            }
+        }
+        all
+    }
+
+    /// PROTOCOL.md's RESULT table as (status, Rust name) rows.
+    fn documented_statuses() -> Vec<(u8, String)> {
+        let doc = include_str!("../PROTOCOL.md");
+        let table = doc
+            .split_once("RESULT `status` and `payload`")
+            .expect("PROTOCOL.md has the RESULT status table")
+            .1;
+        table
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let code = cells.get(1)?.parse().ok()?;
+                Some((code, cells.get(2)?.trim_matches('`').to_string()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn result_statuses_are_the_ones_protocol_md_documents() {
+        let mut ours = vec![
+            (lf::status::VALUE, "Outcome::Value".to_string()),
+            (lf::status::ERROR, "Outcome::Error".to_string()),
+        ];
+        ours.extend(
+            all_fail_kinds()
+                .into_iter()
+                .map(|k| (status_of(k), format!("FailKind::{k:?}"))),
+        );
+        ours.sort();
+        let documented = documented_statuses();
+        assert_eq!(ours, documented);
+        // each status once, and the link's oversize answer is one of them
+        assert!(documented.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(status_of(FailKind::Rejected), lf::status::REJECTED);
     }
 }

@@ -202,7 +202,9 @@ pub struct OutputChunk {
     pub bytes: Bytes,
 }
 
-/// Why a task has no R value.
+/// Why a task has no R value. On the wire it is bincode's variant index, so
+/// new kinds are appended; its client link status is `link::status_of`
+/// (`host/PROTOCOL.md`'s RESULT table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FailKind {
     /// Ran past its timeout (or the daemon's cap) and was stopped.
