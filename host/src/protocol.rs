@@ -6,9 +6,6 @@
 //! it is decoded, and so that `Hello` starts with a fixed magic and version a
 //! peer of another protocol version can still read and refuse cleanly.
 //! See `host/PROTOCOL.md`.
-//!
-//! This file depends only on serde, bincode and bytes so that the integration
-//! tests can include it as it is.
 
 use bincode::Options;
 use bytes::Bytes;
