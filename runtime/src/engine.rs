@@ -160,7 +160,6 @@ pub fn wasmtime_version() -> &'static str {
 
 /// An exclusive advisory lock held until the returned file is dropped.
 pub fn lock_file(path: &Path) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -170,10 +169,7 @@ pub fn lock_file(path: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(path)
         .with_context(|| format!("opening lock {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own; released when `f` is closed.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
+    hako_assets::lock_exclusive(&f)?;
     Ok(f)
 }
 

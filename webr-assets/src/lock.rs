@@ -35,6 +35,13 @@ impl DirLock {
     }
 }
 
+/// Waits for an exclusive advisory lock on `file`, held until the file is
+/// closed. The workspace's one flock: the runtime's compile cache locks
+/// through it too.
+pub fn lock_exclusive(file: &File) -> std::io::Result<()> {
+    try_lock(file, true).map(|_| ())
+}
+
 /// `Ok(false)` if non-blocking and someone else holds the lock.
 #[cfg(unix)]
 fn try_lock(file: &File, block: bool) -> std::io::Result<bool> {
@@ -62,4 +69,34 @@ fn try_lock(file: &File, block: bool) -> std::io::Result<bool> {
 #[cfg(not(unix))]
 fn try_lock(_file: &File, _block: bool) -> std::io::Result<bool> {
     Ok(true)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_holder_at_a_time_until_it_closes() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!("hako-lock-{}-{nanos}", std::process::id()));
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .unwrap()
+        };
+        let first = open();
+        lock_exclusive(&first).unwrap();
+        let second = open();
+        assert!(!try_lock(&second, false).unwrap(), "locked twice");
+        drop(first);
+        assert!(try_lock(&second, false).unwrap(), "not released on close");
+        drop(second);
+        let _ = std::fs::remove_file(&path);
+    }
 }
