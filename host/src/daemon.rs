@@ -23,7 +23,7 @@ use crate::worker::{Exit, Worker, WorkerConfig, WorkerEvent};
 use crate::ws::{self, Flow};
 use crate::{paths, shutdown};
 use clap::Args;
-use hako_runtime::Runtime;
+use hako_runtime::{Runtime, SandboxConfig};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,29 +85,64 @@ pub fn run(args: DaemonArgs) -> ExitCode {
 /// for the session that connection runs.
 type Route = Arc<Mutex<Option<(u64, OutTx)>>>;
 
+/// The options checked and turned into durations and bounds, before the
+/// sandbox starts: a usage error costs nothing.
+struct Settings {
+    task_timeout: Option<Duration>,
+    idle_time: Option<Duration>,
+    wall_time: Option<Duration>,
+    max_backoff: Duration,
+    handshake_timeout: Duration,
+    /// What this daemon reads from a host.
+    limits: FrameLimits,
+    sandbox: SandboxConfig,
+}
+
+impl Settings {
+    fn check(args: &DaemonArgs) -> anyhow::Result<Settings> {
+        let opt_secs = |v: Option<f64>, what: &str| v.map(|s| seconds(s, what)).transpose();
+        let task_timeout = opt_secs(args.task_timeout, "--task-timeout")?;
+        let idle_time = opt_secs(args.idle_time, "--idle-time")?;
+        let wall_time = opt_secs(args.wall_time, "--wall-time")?;
+        let max_backoff = seconds(args.max_backoff, "--max-backoff")?;
+        let handshake_timeout = seconds(args.handshake_timeout, "--handshake-timeout")?;
+        if args.max_payload == Some(0) {
+            anyhow::bail!("--max-payload must be at least 1 MiB");
+        }
+        if args.max_tasks == Some(0) {
+            anyhow::bail!("--max-tasks must be at least 1");
+        }
+        let limits = FrameLimits {
+            control: 64 << 10,
+            bulk: inbound_bound(args.max_payload, args.sandbox.memory),
+        };
+        Ok(Settings {
+            task_timeout,
+            idle_time,
+            wall_time,
+            max_backoff,
+            handshake_timeout,
+            limits,
+            sandbox: args.sandbox.config(task_timeout)?,
+        })
+    }
+}
+
 async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let target: Target = dial::parse_url(&args.url)?;
     let trust = args.trust.trust()?;
     // Fail early on a bad CA file.
     tls::client_config(&trust)?;
-    let opt_secs = |v: Option<f64>, what: &str| v.map(|s| seconds(s, what)).transpose();
-    let task_timeout = opt_secs(args.task_timeout, "--task-timeout")?;
-    let idle_time = opt_secs(args.idle_time, "--idle-time")?;
-    let wall_time = opt_secs(args.wall_time, "--wall-time")?;
-    let max_backoff = seconds(args.max_backoff, "--max-backoff")?;
-    let handshake_timeout = seconds(args.handshake_timeout, "--handshake-timeout")?;
-    if args.max_payload == Some(0) {
-        anyhow::bail!("--max-payload must be at least 1 MiB");
-    }
-    if args.max_tasks == Some(0) {
-        anyhow::bail!("--max-tasks must be at least 1");
-    }
+    let settings = Settings::check(&args)?;
     let started = Instant::now();
-    let limits = FrameLimits {
-        control: 64 << 10,
-        bulk: inbound_bound(args.max_payload, args.sandbox.memory),
-    };
-    let sandbox_config = args.sandbox.config(task_timeout)?;
+    let Settings {
+        wall_time,
+        max_backoff,
+        handshake_timeout,
+        limits,
+        ..
+    } = settings;
+    let sandbox_config = settings.sandbox.clone();
     let assets_dir = paths::assets_dir(args.sandbox.assets.as_deref());
     let sandbox = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let assets = paths::ensure_assets(&assets_dir)?;
@@ -115,61 +150,8 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         Ok(runtime.sandbox(sandbox_config)?)
     })
     .await??;
-
-    let route: Route = Arc::new(Mutex::new(None));
-    let (exit_tx, mut exit_rx) = watch::channel::<Option<Exit>>(None);
-    let r = route.clone();
-    let out = Arc::new(move |session: u64, ev: WorkerEvent| {
-        let Ok(guard) = r.lock() else { return };
-        match ev {
-            WorkerEvent::Send(m) => {
-                if let Some((s, tx)) = guard.as_ref() {
-                    if *s == session {
-                        let _ = tx.send(Out::Msg(m));
-                    }
-                }
-            }
-            WorkerEvent::Exited(exit) => {
-                if let Some((_, tx)) = guard.as_ref() {
-                    let reason = format!("daemon leaving: {exit}");
-                    let _ = tx.send(Out::Msg(Message::Bye {
-                        reason: reason.clone(),
-                    }));
-                    let _ = tx.send(Out::Close(reason));
-                }
-                let _ = exit_tx.send(Some(exit));
-            }
-        }
-    });
-    let worker = Worker::start(
-        sandbox,
-        WorkerConfig {
-            keep_state: args.keep_state,
-            task_timeout_cap: task_timeout,
-            max_tasks: args.max_tasks,
-            idle_time,
-            // Each host says its own bound in its welcome.
-            max_result: None,
-        },
-        out,
-        "daemon".into(),
-    )?;
-    let hello = HelloBody {
-        role: Role::Daemon,
-        token: args.token.clone(),
-        name: args.name.clone().unwrap_or_else(anonymous_name),
-        limits: DaemonLimits {
-            memory_bytes: (args.sandbox.memory as u64) << 20,
-            task_timeout_ms: task_timeout.map(|t| t.as_millis() as u64),
-            max_tasks: args.max_tasks,
-            idle_time_ms: idle_time.map(|t| t.as_millis() as u64),
-            wall_time_ms: wall_time.map(|t| t.as_millis() as u64),
-            keep_state: args.keep_state,
-            // What it reads: a larger task would close the connection.
-            max_task_bytes: Some(limits.bulk),
-        },
-        caps: capabilities(),
-    };
+    let (worker, route, mut exit_rx) = start_worker(&args, &settings, sandbox)?;
+    let hello = hello(&args, &settings);
     let wall_deadline = wall_time.map(|w| tokio::time::Instant::from_std(started + w));
     let wall = async move {
         match wall_deadline {
@@ -257,6 +239,75 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             s = &mut signal => { tracing::info!("{s}"); return Ok(ExitCode::SUCCESS); }
         }
         backoff = (backoff * 2).min(max_backoff);
+    }
+}
+
+/// Start the worker on `sandbox`. Its messages take the returned route (the
+/// current connection's session); when it exits, the receiver says why.
+fn start_worker(
+    args: &DaemonArgs,
+    settings: &Settings,
+    sandbox: hako_runtime::Sandbox,
+) -> anyhow::Result<(Arc<Worker>, Route, watch::Receiver<Option<Exit>>)> {
+    let route: Route = Arc::new(Mutex::new(None));
+    let (exit_tx, exit_rx) = watch::channel::<Option<Exit>>(None);
+    let r = route.clone();
+    let out = Arc::new(move |session: u64, ev: WorkerEvent| {
+        let Ok(guard) = r.lock() else { return };
+        match ev {
+            WorkerEvent::Send(m) => {
+                if let Some((s, tx)) = guard.as_ref() {
+                    if *s == session {
+                        let _ = tx.send(Out::Msg(m));
+                    }
+                }
+            }
+            WorkerEvent::Exited(exit) => {
+                if let Some((_, tx)) = guard.as_ref() {
+                    let reason = format!("daemon leaving: {exit}");
+                    let _ = tx.send(Out::Msg(Message::Bye {
+                        reason: reason.clone(),
+                    }));
+                    let _ = tx.send(Out::Close(reason));
+                }
+                let _ = exit_tx.send(Some(exit));
+            }
+        }
+    });
+    let worker = Worker::start(
+        sandbox,
+        WorkerConfig {
+            keep_state: args.keep_state,
+            task_timeout_cap: settings.task_timeout,
+            max_tasks: args.max_tasks,
+            idle_time: settings.idle_time,
+            // Each host says its own bound in its welcome.
+            max_result: None,
+        },
+        out,
+        "daemon".into(),
+    )?;
+    Ok((worker, route, exit_rx))
+}
+
+/// What this daemon tells each host: its token, a name that says nothing
+/// about the machine unless `--name` does, and the caps it applies.
+fn hello(args: &DaemonArgs, settings: &Settings) -> HelloBody {
+    HelloBody {
+        role: Role::Daemon,
+        token: args.token.clone(),
+        name: args.name.clone().unwrap_or_else(anonymous_name),
+        limits: DaemonLimits {
+            memory_bytes: (args.sandbox.memory as u64) << 20,
+            task_timeout_ms: settings.task_timeout.map(|t| t.as_millis() as u64),
+            max_tasks: args.max_tasks,
+            idle_time_ms: settings.idle_time.map(|t| t.as_millis() as u64),
+            wall_time_ms: settings.wall_time.map(|t| t.as_millis() as u64),
+            keep_state: args.keep_state,
+            // What it reads: a larger task would close the connection.
+            max_task_bytes: Some(settings.limits.bulk),
+        },
+        caps: capabilities(),
     }
 }
 
