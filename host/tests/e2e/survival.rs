@@ -553,3 +553,72 @@ fn peer_given_timeouts_of_2_pow_64_are_clamped() {
     let (c, _) = host.info();
     assert_eq!(c["completed"], 1);
 }
+
+/// A host that shuts down with results its remote client has not read yet
+/// hands them all over, then its shutdown notice, before it exits: its
+/// connection tasks are waited for (up to --shutdown-grace), not given a
+/// fixed moment. The client starts reading only a second after the signal,
+/// when 64 MiB of results cannot all sit in socket buffers.
+#[test]
+fn a_host_shutting_down_hands_a_slow_client_what_it_did_not_read() {
+    let mut h = Host::start(
+        "shutdown-unread",
+        &["--listen", "127.0.0.1:0", "--shutdown-grace", "60"],
+    );
+    h.daemon("shutdown-unread-d", &[]);
+    h.wait_connections(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let limits = crate::protocol::FrameLimits::default();
+    let mut client = rt.block_on(async {
+        let target = crate::dial::parse_url(&h.get("url")).unwrap();
+        let trust = crate::tls::Trust::Pinned(
+            crate::tls::parse_fingerprint(&h.get("fingerprint")).unwrap(),
+        );
+        let hello = crate::protocol::HelloBody {
+            role: crate::protocol::Role::Client,
+            token: h.get("client_token"),
+            name: "slow".into(),
+            limits: Default::default(),
+            caps: Default::default(),
+        };
+        crate::dial::dial(&target, &trust, limits, hello)
+            .await
+            .unwrap()
+            .0
+    });
+    // Sixteen 4 MiB results, none read yet.
+    let n = 16u64;
+    rt.block_on(async {
+        for id in 1..=n {
+            let task = crate::protocol::Message::Task(crate::protocol::Task {
+                id,
+                payload: code("as.raw(seq_len(2^22) %% 256)").into(),
+                timeout_ms: None,
+            });
+            crate::ws::send(&mut client, &task).await.unwrap();
+        }
+    });
+    h.wait_for("every task done", Duration::from_secs(120), |c, _| {
+        c["completed"] >= n && c["awaiting"] == 0 && c["executing"] == 0
+    });
+    // SAFETY: signalling a child we started.
+    unsafe { libc::kill(h.pid() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_secs(1));
+    let (results, notice) = rt.block_on(async {
+        let mut results = 0;
+        loop {
+            match crate::ws::recv(&mut client, &limits).await {
+                Ok(crate::protocol::Message::Result(_)) => results += 1,
+                Ok(crate::protocol::Message::Shutdown { .. }) => return (results, true),
+                Ok(_) => {}
+                Err(_) => return (results, false),
+            }
+        }
+    });
+    assert_eq!(results, n, "results the host handed over before exiting");
+    assert!(notice, "no shutdown notice after the results");
+    assert!(h.wait_exit(Duration::from_secs(60)).success());
+}
