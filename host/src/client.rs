@@ -124,7 +124,11 @@ async fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
         end = &mut pump => {
             let end = end.map(|e| e.to_string()).unwrap_or_else(|e| e.to_string());
             eprintln!("hako: the host connection ended: {end}");
-            // Give the link writer a moment to pass on what arrived.
+            // Give the link writer a moment to pass on what arrived. Kept as
+            // a pause on purpose: the writer belongs to `serve`, which is still
+            // running in this select and only hands it back when the link ends,
+            // and a failure exit loses nothing a client would wait for (R sees
+            // EOF and fails its pending tasks as 'connection reset').
             tokio::time::sleep(Duration::from_millis(200)).await;
             Ok(ExitCode::FAILURE)
         }
