@@ -3,7 +3,7 @@
 #' Sends one task per element of `.x` (per row of a data frame or matrix,
 #' whose elements are passed as arguments, like `purrr::pmap()`) and returns
 #' at once a 'hako_map' object. Collect with `x[]` (a list), or with options:
-#' `x[.flat]` (a vector; an error if any element failed), `x[.progress]` (a
+#' `x[.flat]` (a vector; an error if any element failed or types differ), `x[.progress]` (a
 #' progress bar: cli's when installed, text otherwise), `x[.stop]` (stops at
 #' the first failure, cancelling the rest), combinable: `x[.stop, .progress]`.
 #'
@@ -161,7 +161,7 @@ collect_map <- function(x, options = NULL) {
       if (length(bad)) {
         i <- min(bad)
         cancel_batch(p, b)
-        stop(sprintf("hako_map: element %d failed: %s", i, err_msg(b$vals[[i]])), call. = FALSE)
+        stop(sprintf("hako_map: %s failed: %s", element_label(i, x$names), err_msg(b$vals[[i]])), call. = FALSE)
       }
     }
     if (b$ndone >= b$n) break
@@ -171,10 +171,31 @@ collect_map <- function(x, options = NULL) {
   if (!is.null(x$names)) names(out) <- x$names
   if ("flat" %in% opts) {
     bad <- which(vapply(out, is_error_value, NA))
-    if (length(bad)) stop(sprintf("hako_map: cannot flatten: element %d failed: %s", bad[[1L]], err_msg(out[[bad[[1L]]]])), call. = FALSE)
-    out <- unlist(out, recursive = FALSE)
+    if (length(bad)) stop(sprintf("hako_map: cannot flatten: %s failed: %s", element_label(bad[[1L]], x$names), err_msg(out[[bad[[1L]]]])), call. = FALSE)
+    out <- flatten(out, x$names)
   }
   out
+}
+
+# "element 2" or "element 2 ('b')": which one failed, by index and name.
+element_label <- function(i, nms) {
+  nm <- if (length(nms) >= i) nms[[i]] else ""
+  if (!is.na(nm) && nzchar(nm)) sprintf("element %d (%s)", i, sQuote(safe_text(nm), FALSE)) else sprintf("element %d", i)
+}
+
+# x[.flat] as mirai: results of one type only (no silent coercion of 1 and
+# "a" to strings), and of one class kept (Dates stay Dates, via c()).
+flatten <- function(out, nms) {
+  if (!length(out)) return(unlist(out))
+  typ <- typeof(out[[1L]])
+  cls <- oldClass(out[[1L]])
+  for (i in seq_along(out)) {
+    if (typeof(out[[i]]) != typ) {
+      stop(sprintf("hako_map: cannot flatten outputs of differing type: %s / %s (%s)", typ, typeof(out[[i]]), element_label(i, nms)), call. = FALSE)
+    }
+    if (!identical(oldClass(out[[i]]), cls)) cls <- NULL
+  }
+  if (is.null(cls)) unlist(out, recursive = FALSE) else do.call(c, out)
 }
 
 # An error value's message as shown to the user (in R errors and promise

@@ -38,3 +38,15 @@ test_that("hako_map errors: values, .flat and .stop", {
   expect_equal(hako(1)[], 1)
   expect_error(hako_map(1:2, identity)[.nope <- 1], "unknown")
 })
+
+test_that("x[.flat] refuses mixed types, keeps classes; errors name the element", {
+  on.exit(reset_all())
+  daemons(1)
+  expect_error(hako_map(list(1, "a", TRUE), identity)[.flat], "differing type: double / character \\(element 2\\)")
+  d <- as.Date("2024-01-01") + 0:1
+  expect_equal(hako_map(as.list(d), identity)[.flat], d)
+  expect_error(hako_map(list(1L, 2.5), identity)[.flat], "differing type: integer / double")
+  f <- function(x) if (x == 2) stop("two!") else x
+  expect_error(hako_map(c(a = 1, b = 2), f)[.flat], "element 2 \\('b'\\) failed: two!")
+  expect_error(hako_map(c(a = 1, b = 2), f)[.stop], "element 2 \\('b'\\) failed: two!")
+})
