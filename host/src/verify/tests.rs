@@ -104,6 +104,27 @@ fn verify_refuses_every_prefix_and_trailing_bytes() {
     }
 }
 
+/// A fixed-seed xorshift generator: the mutation tests are reproducible
+/// without a dependency.
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
+/// One byte mutant: a flipped bit or a value that often sits on a boundary
+/// (length, type, flag); the fuzz and native-R tests draw the same kinds.
+fn mutate_byte(b: &mut u8, rnd: &mut impl FnMut() -> u64) {
+    if rnd() % 2 == 0 {
+        *b ^= 1 << (rnd() % 8)
+    } else {
+        *b = [0x00, 0xff, 0x7f, 0x80, 0x01, 0x02][(rnd() % 6) as usize]
+    }
+}
+
 /// Mutants of real serializations (bit flips, truncations, splices), with
 /// a fixed seed, on a thread with a small native stack: the verifier never
 /// panics and never recurses natively.
@@ -113,13 +134,7 @@ fn verify_fuzz_never_panics() {
     let t = std::thread::Builder::new()
         .stack_size(128 * 1024)
         .spawn(move || {
-            let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-            let mut rnd = move || {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed
-            };
+            let mut rnd = xorshift(0x9e37_79b9_7f4a_7c15);
             let mut admitted = 0;
             for _ in 0..40_000 {
                 let (_, a) = &fx[(rnd() % fx.len() as u64) as usize];
@@ -128,11 +143,7 @@ fn verify_fuzz_never_panics() {
                     0 => {
                         for _ in 0..1 + rnd() % 4 {
                             let i = (rnd() % m.len() as u64) as usize;
-                            if rnd() % 2 == 0 {
-                                m[i] ^= 1 << (rnd() % 8)
-                            } else {
-                                m[i] = [0x00, 0xff, 0x7f, 0x80, 0x01, 0x02][(rnd() % 6) as usize]
-                            }
+                            mutate_byte(&mut m[i], &mut rnd);
                         }
                     }
                     1 => {
@@ -780,13 +791,7 @@ fn verify_admitted_mutants_do_not_crash_native_r() {
         .collect();
     let dir = std::env::temp_dir().join(format!("hako-verify-mutants-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rnd = xorshift(0x2545_f491_4f6c_dd1d);
     let mut n = 0;
     let mut tries = 0;
     while n < 500 && tries < 400_000 {
@@ -795,11 +800,7 @@ fn verify_admitted_mutants_do_not_crash_native_r() {
         let mut m = a.clone();
         for _ in 0..1 + rnd() % 3 {
             let i = 14 + (rnd() % (m.len() as u64 - 14)) as usize;
-            if rnd() % 2 == 0 {
-                m[i] ^= 1 << (rnd() % 8)
-            } else {
-                m[i] = [0x00, 0xff, 0x7f, 0x80, 0x01, 0x02][(rnd() % 6) as usize]
-            }
+            mutate_byte(&mut m[i], &mut rnd);
         }
         if &m != a && verify(&m).is_ok() {
             std::fs::write(dir.join(format!("m{n:04}")), &m).unwrap();
