@@ -335,6 +335,19 @@ pub fn code(src: &str) -> Vec<u8> {
     rser::code_task(src)
 }
 
+/// A number from a process's /proc status (`VmRSS:`, `VmHWM:` in KiB,
+/// `Threads:`): the tests that bound a process's memory or threads read it
+/// the same way.
+pub fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+}
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

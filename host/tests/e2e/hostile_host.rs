@@ -5,7 +5,7 @@
 //! would refuse, give away who runs it, or hang. The daemon must stay small
 //! and keep answering.
 
-use crate::common::{code, hako, log_file, wait_exit, Host};
+use crate::common::{code, hako, log_file, proc_status, wait_exit, Host};
 use crate::linkframe::status;
 use crate::protocol::{
     self, Everywhere, FailKind, FrameLimits, HelloBody, Message, Outcome, Task, TaskReport, Welcome,
@@ -253,23 +253,12 @@ impl FakeHost {
         }
     }
 
-    /// A line of the daemon's /proc status, as a number.
-    fn proc_status(&self, key: &str) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("the daemon is alive");
-        s.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in /proc status"))
-    }
-
     fn threads(&self) -> u64 {
-        self.proc_status("Threads:")
+        proc_status(self.pid(), "Threads:")
     }
 
     fn rss_mib(&self) -> u64 {
-        self.proc_status("VmRSS:") >> 10
+        proc_status(self.pid(), "VmRSS:") >> 10
     }
 }
 

@@ -1,7 +1,7 @@
 //! Peers that must be refused or dropped, each cleanly and alone: the host
 //! keeps serving its daemons and its client throughout.
 
-use crate::common::{code, hako, Host};
+use crate::common::{code, hako, proc_status, Host};
 use crate::dial::{self, Conn, DialError, Target};
 use crate::protocol::{
     self, Capabilities, DaemonLimits, FrameLimits, HelloBody, Message, Role, Task,
@@ -396,15 +396,7 @@ fn a_task_too_large_for_every_daemon_is_refused_and_the_daemon_lives_on() {
 /// what it refused. Many small tasks stay far below the default bound.
 #[test]
 fn a_client_s_queued_tasks_are_bounded() {
-    fn rss_mib(pid: u32) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmRSS")
-            >> 10
-    }
+    let rss_mib = |pid: u32| proc_status(pid, "VmRSS:") >> 10;
     // No daemon: every accepted task stays queued at the host.
     let mut host = Host::start(
         "max-queued",

@@ -1,20 +1,11 @@
 //! One host holds many idle daemons cheaply (lightweight protocol clients
 //! here: the point is the host's cost per connection).
 
-use crate::common::Host;
+use crate::common::{proc_status, Host};
 use crate::dial;
 use crate::protocol::{Capabilities, DaemonLimits, FrameLimits, HelloBody, Role};
 use crate::tls::{self, Trust};
 use std::time::{Duration, Instant};
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
 
 #[test]
 fn a_thousand_idle_daemons_cost_under_100_kib_each() {
@@ -55,7 +46,7 @@ fn a_thousand_idle_daemons_cost_under_100_kib_each() {
     let warm = dial_many(50);
     host.wait_connections(50);
     std::thread::sleep(Duration::from_millis(300));
-    let before = rss_kib(host.pid());
+    let before = proc_status(host.pid(), "VmRSS:");
     let t = Instant::now();
     let conns = dial_many(N);
     host.wait_for("all connected", Duration::from_secs(60), |c, _| {
@@ -63,7 +54,7 @@ fn a_thousand_idle_daemons_cost_under_100_kib_each() {
     });
     let took = t.elapsed();
     std::thread::sleep(Duration::from_millis(300));
-    let after = rss_kib(host.pid());
+    let after = proc_status(host.pid(), "VmRSS:");
     let per = (after.saturating_sub(before)) as f64 / N as f64;
     eprintln!("{N} idle daemons connected in {took:.2?}; host RSS {before} KiB -> {after} KiB, {per:.1} KiB each");
     assert!(per <= 100.0, "{per:.1} KiB per idle daemon");

@@ -1,7 +1,7 @@
 //! The host survives its peers: a task that kills daemons, sockets that
 //! never speak, a client that never reads, a planted link-file symlink.
 
-use crate::common::{code, hako, log_file, wait_exit, Host};
+use crate::common::{code, hako, log_file, proc_status, wait_exit, Host};
 use crate::linkframe::{self as lf, LinkIn, LinkOut};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -231,15 +231,6 @@ fn silent_link_connections_do_not_hold_the_r_session_out() {
     assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in {status}"))
-}
-
 #[test]
 fn a_client_that_does_not_read_gets_refusals_and_the_memory_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -314,7 +305,7 @@ fn a_client_that_does_not_read_gets_refusals_and_the_memory_back() {
         .unwrap();
         idle();
     }
-    let peak_unread = rss_kib(child.id(), "VmRSS:");
+    let peak_unread = proc_status(child.id(), "VmRSS:");
     // Now read everything.
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let (mut values, mut refused) = (0, 0);
@@ -355,8 +346,8 @@ fn a_client_that_does_not_read_gets_refusals_and_the_memory_back() {
         }
         other => panic!("{other:?}"),
     }
-    let after = rss_kib(child.id(), "VmRSS:");
-    let peak = rss_kib(child.id(), "VmHWM:");
+    let after = proc_status(child.id(), "VmRSS:");
+    let peak = proc_status(child.id(), "VmHWM:");
     eprintln!("host RSS: {peak_unread} KiB unread, {after} KiB after reading, peak {peak} KiB");
     assert!(after < 100 << 10, "host RSS after reading: {after} KiB");
     s.write_all(&lf::encode_in(&LinkIn::Shutdown)).unwrap();
