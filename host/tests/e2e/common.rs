@@ -15,6 +15,20 @@ pub fn hako() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hako"))
 }
 
+/// A child in the background: no stdin or stdout, its debug log in
+/// `log_file(name)` (returned, to show when a test fails).
+pub fn spawn_logged(cmd: &mut Command, name: &str) -> (Child, std::path::PathBuf) {
+    let (log, path) = log_file(name);
+    let child = cmd
+        .env("HAKO_LOG", "hako=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    (child, path)
+}
+
 /// Where a child's stderr goes, to show when a test fails.
 pub fn log_file(name: &str) -> (std::fs::File, std::path::PathBuf) {
     let dir = std::env::temp_dir().join("hako-e2e");
@@ -277,15 +291,7 @@ impl Host {
 
     /// Start a daemon that is killed with the host.
     pub fn daemon(&mut self, name: &str, extra: &[&str]) -> usize {
-        let (log, _) = log_file(name);
-        let child = self
-            .daemon_cmd(extra)
-            .env("HAKO_LOG", "hako=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting hako daemon");
+        let (child, _) = spawn_logged(&mut self.daemon_cmd(extra), name);
         self.daemons.push(child);
         self.daemons.len() - 1
     }

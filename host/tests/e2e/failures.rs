@@ -1,7 +1,7 @@
 //! Daemons and hosts that die: a task is never lost, retried within bounds,
 //! and daemons leave or come back as told.
 
-use crate::common::{code, free_port, hako, log_file, wait_exit, Host};
+use crate::common::{code, free_port, hako, log_file, spawn_logged, wait_exit, Host};
 use crate::linkframe as lf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -102,23 +102,19 @@ fn a_daemon_reconnects_and_resumes_when_the_host_returns() {
         "--listen", &listen, "--cert", &cert, "--key", &key, "--token", token,
     ];
     let mut host = Host::start("reconnect-1", &args);
-    let (log, log_path) = log_file("reconnect-d");
-    let mut daemon = hako()
-        .args([
-            "daemon",
-            &format!("wss://127.0.0.1:{port}"),
-            "--token",
-            token,
-            "--fingerprint",
-            &fp,
-        ])
-        .args(["--max-backoff", "1"])
-        .env("HAKO_LOG", "hako=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let (mut daemon, log_path) = spawn_logged(
+        hako()
+            .args([
+                "daemon",
+                &format!("wss://127.0.0.1:{port}"),
+                "--token",
+                token,
+                "--fingerprint",
+                &fp,
+            ])
+            .args(["--max-backoff", "1"]),
+        "reconnect-d",
+    );
     host.wait_connections(1);
     host.submit(1, code("1"), 0);
     assert_eq!(host.result(Duration::from_secs(60)).value(), 1.0);

@@ -5,7 +5,7 @@
 //! would refuse, give away who runs it, or hang. The daemon must stay small
 //! and keep answering.
 
-use crate::common::{code, hako, log_file, proc_status, wait_exit, Host};
+use crate::common::{code, hako, proc_status, spawn_logged, wait_exit, Host};
 use crate::linkframe::status;
 use crate::protocol::{
     self, Everywhere, FailKind, FrameLimits, HelloBody, Message, Outcome, Task, TaskReport, Welcome,
@@ -13,7 +13,7 @@ use crate::protocol::{
 use crate::tls::Identity;
 use crate::ws;
 use futures_util::{SinkExt, StreamExt};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
@@ -68,18 +68,14 @@ impl FakeHost {
 
     /// Start `hako daemon` against this host.
     fn start_daemon(&mut self, name: &str, extra: &[&str]) {
-        let (log, path) = log_file(name);
-        let child = hako()
-            .arg("daemon")
-            .arg(format!("wss://127.0.0.1:{}", self.port))
-            .args(["--token", TOKEN, "--fingerprint", &self.fingerprint])
-            .args(extra)
-            .env("HAKO_LOG", "hako=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting hako daemon");
+        let (child, path) = spawn_logged(
+            hako()
+                .arg("daemon")
+                .arg(format!("wss://127.0.0.1:{}", self.port))
+                .args(["--token", TOKEN, "--fingerprint", &self.fingerprint])
+                .args(extra),
+            name,
+        );
         self.daemon = Some(child);
         self.log = path;
     }

@@ -1,7 +1,7 @@
 //! The host survives its peers: a task that kills daemons, sockets that
 //! never speak, a client that never reads, a planted link-file symlink.
 
-use crate::common::{code, hako, log_file, proc_status, wait_exit, Host};
+use crate::common::{code, hako, log_file, proc_status, spawn_logged, wait_exit, Host};
 use crate::linkframe::{self as lf, LinkIn, LinkOut};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -165,17 +165,13 @@ fn silent_sockets_do_not_keep_a_daemon_out() {
 /// `hako host --link` with its link file in a fresh private directory.
 fn link_host(name: &str, dir: &Path, extra: &[&str]) -> (Child, PathBuf) {
     let file = dir.join("link");
-    let (log, _) = log_file(name);
-    let child = hako()
-        .args(["host", "--link", "127.0.0.1:0", "--link-file"])
-        .arg(&file)
-        .args(extra)
-        .env("HAKO_LOG", "hako=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let (child, _) = spawn_logged(
+        hako()
+            .args(["host", "--link", "127.0.0.1:0", "--link-file"])
+            .arg(&file)
+            .args(extra),
+        name,
+    );
     (child, file)
 }
 
