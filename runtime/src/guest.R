@@ -88,7 +88,15 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
     flush(msg_con)
     invokeRestart("muffleMessage")
   }
+  # getOption("warn") as R reads it: with 2 or more the handler declines,
+  # so R itself turns the warning into an error where it was signalled (the
+  # task's own tryCatch() sees it); below 0 the warning is dropped.
   to_warning <- function(w) {
+    level <- getOption("warn")
+    if (is.numeric(level) && length(level) == 1L && !is.na(level)) {
+      if (level >= 2) return(invisible())
+      if (level < 0) invokeRestart("muffleWarning")
+    }
     cat(format_warning(w), file = warn_con, sep = "")
     flush(warn_con)
     invokeRestart("muffleWarning")
@@ -352,7 +360,8 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
     if (is.primitive(f)) assign(n, f, envir = here)
   }
   for (n in c("serialize", "grepRaw", "identical", "paste", "paste0", "conditionMessage", "conditionCall",
-              "deparse", "vapply", "lapply", "sys.calls", "invokeRestart", "simpleError", "isTRUE")) {
+              "deparse", "vapply", "lapply", "sys.calls", "invokeRestart", "simpleError", "isTRUE",
+              "getOption")) {
     f <- get(n, envir = .BaseNamespaceEnv)
     assign(n, as.function(c(formals(f), list(body(f))), envir = .BaseNamespaceEnv), envir = here)
   }

@@ -213,3 +213,16 @@ test_that("info(), status() and everywhere()", {
   expect_equal(everywhere(k <- kk, kk = 5), 2L)
   expect_equal(hako_map(1:2, function(i) k + i)[.flat], c(6, 7))
 })
+
+test_that("getOption('warn') is respected: 2 makes a warning an error, < 0 drops it", {
+  on.exit(reset_all())
+  daemons(1)
+  e <- hako({ options(warn = 2); as.integer("a") })[]
+  expect_true(is_hako_error(e))
+  expect_match(e$message, "(converted from warning) NAs introduced by coercion", fixed = TRUE)
+  caught <- hako({ options(warn = 2); tryCatch(warning("w"), error = function(e) conditionMessage(e)) })[]
+  expect_equal(caught, "(converted from warning) w")
+  expect_silent(v <- hako({ options(warn = -1); as.integer("a") })[])
+  expect_identical(v, NA_integer_)
+  expect_warning(hako({ options(warn = 0); as.integer("a") })[], "NAs introduced")
+})
