@@ -104,7 +104,7 @@ fn task_bytes_are_native_serialize() {
     };
     std::fs::write(dir.path().join("e.bin"), &e).unwrap();
     let out = native(&format!(
-        "e <- unserialize(readBin('{0}', 'raw', 1e6)); cat(class(e), attr(e, 'message'), deparse(attr(e, 'call')), attr(e, 'condition.class'), unlist(attr(e, 'stack.trace')), sep = '|')",
+        "e <- unserialize(readBin('{0}', 'raw', 1e6)); cat(class(e), attr(e, 'message'), deparse(attr(e, 'call')), attr(e, 'condition.class'), vapply(attr(e, 'stack.trace'), deparse, ''), sep = '|')",
         dir.path().join("e.bin").display()
     ));
     assert_eq!(out, "hakoError|errorValue|try-error|nope|f(1)|simpleError|error|condition|stop(\"nope\")|f(1)|g()");

@@ -78,7 +78,15 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
     if (end < start) return(list())
     keep <- calls[start:end]
     keep <- keep[!vapply(keep, function(cl) is.null(user_call(cl)), NA)]
-    rev(lapply(keep, format_call))
+    rev(lapply(keep, plain_call))
+  }
+
+  # A call as mirai gives it, but plain language: parsed back from its text,
+  # so a function or data inlined by do.call() travels as code, never as a
+  # closure with its environment (and its byte code, which the host refuses).
+  plain_call <- function(call) {
+    text <- paste(deparse(call, width.cutoff = 500L, nlines = 50L), collapse = "\n")
+    tryCatch(str2lang(text), error = function(e) as.call(list(as.name(format_call(call)))))
   }
 
   # Run .hako_user() with messages and warnings sent to their own streams;
@@ -361,7 +369,7 @@ local(envir = new.env(parent = .BaseNamespaceEnv), {
   }
   for (n in c("serialize", "grepRaw", "identical", "paste", "paste0", "conditionMessage", "conditionCall",
               "deparse", "vapply", "lapply", "sys.calls", "invokeRestart", "simpleError", "isTRUE",
-              "getOption")) {
+              "getOption", "str2lang", "tryCatch")) {
     f <- get(n, envir = .BaseNamespaceEnv)
     assign(n, as.function(c(formals(f), list(body(f))), envir = .BaseNamespaceEnv), envir = here)
   }

@@ -226,3 +226,17 @@ test_that("getOption('warn') is respected: 2 makes a warning an error, < 0 drops
   expect_identical(v, NA_integer_)
   expect_warning(hako({ options(warn = 0); as.integer("a") })[], "NAs introduced")
 })
+
+test_that("$stack.trace is a list of calls, most recent first, as in mirai", {
+  on.exit(reset_all())
+  daemons(1)
+  e <- hako(f(1), f = function(x) g(x), g = function(y) stop("deep"))[]
+  st <- e$stack.trace
+  expect_type(st, "list")
+  expect_true(all(vapply(st, is.call, NA)))
+  expect_equal(st, list(quote(stop("deep")), quote(g(x)), quote(f(1))))
+  # a function inlined in a call (do.call) comes back as code, not a closure
+  e2 <- hako(do.call(function(z) stop("inlined"), list(1)))[]
+  expect_true(all(vapply(e2$stack.trace, is.call, NA)))
+  expect_false(any(vapply(unlist(lapply(e2$stack.trace, as.list)), is.function, NA)))
+})
