@@ -27,6 +27,17 @@ if (exists(".Random.seed", envir = globalenv(), inherits = FALSE)) rm(".Random.s
 # package, read-only) for the sandboxes that were given them.
 assign(".lib.loc", c("/library", .libPaths()), envir = environment(.libPaths))
 
+# R runs on one thread in the sandbox, and parallel::detectCores() would say
+# NA (it finds no /proc): it says 1, set here so the pristine snapshot has it.
+local({
+  ns <- asNamespace("parallel")
+  f <- function(all.tests = FALSE, logical = TRUE) 1L
+  environment(f) <- ns
+  unlockBinding("detectCores", ns)
+  assign("detectCores", f, envir = ns)
+  lockBinding("detectCores", ns)
+})
+
 # The helpers live in an environment whose parent is the base namespace, not
 # the global environment, so nothing a task defines there can shadow them.
 local(envir = new.env(parent = .BaseNamespaceEnv), {

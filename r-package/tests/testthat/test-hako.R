@@ -240,3 +240,10 @@ test_that("$stack.trace is a list of calls, most recent first, as in mirai", {
   expect_true(all(vapply(e2$stack.trace, is.call, NA)))
   expect_false(any(vapply(unlist(lapply(e2$stack.trace, as.list)), is.function, NA)))
 })
+
+test_that("parallel::detectCores() is 1 in the sandbox, not NA", {
+  on.exit(reset_all())
+  daemons(1)
+  expect_identical(hako(parallel::detectCores())[], 1L)
+  expect_identical(hako({ library(parallel); detectCores(logical = FALSE) })[], 1L)
+})
