@@ -118,7 +118,7 @@ fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
 /// One byte mutant: a flipped bit or a value that often sits on a boundary
 /// (length, type, flag); the fuzz and native-R tests draw the same kinds.
 fn mutate_byte(b: &mut u8, rnd: &mut impl FnMut() -> u64) {
-    if rnd() % 2 == 0 {
+    if rnd().is_multiple_of(2) {
         *b ^= 1 << (rnd() % 8)
     } else {
         *b = [0x00, 0xff, 0x7f, 0x80, 0x01, 0x02][(rnd() % 6) as usize]
