@@ -154,14 +154,21 @@ mod rser {
     }
     const NIL: i32 = 254;
 
-    /// `list(quote(length(l)), list(l = <list nested depth deep>))`.
-    pub fn length_of_deep_list(depth: usize) -> Vec<u8> {
+    /// Serialization format 3 as R 4.4 writes it, UTF-8 native encoding:
+    /// every payload here starts the same way.
+    fn header() -> Vec<u8> {
         let mut o = b"X\n".to_vec();
         int(&mut o, 3);
         int(&mut o, 0x040400);
         int(&mut o, 0x030500);
         int(&mut o, 5);
         o.extend_from_slice(b"UTF-8");
+        o
+    }
+
+    /// `list(quote(length(l)), list(l = <list nested depth deep>))`.
+    pub fn length_of_deep_list(depth: usize) -> Vec<u8> {
+        let mut o = header();
         int(&mut o, 19); // VECSXP of 2
         int(&mut o, 2);
         int(&mut o, 6); // LANGSXP length(l)
@@ -190,12 +197,7 @@ mod rser {
 
     /// `list(<expr parsed from code>, list())`, via `str2lang` in the task.
     pub fn code(code: &str) -> Vec<u8> {
-        let mut o = b"X\n".to_vec();
-        int(&mut o, 3);
-        int(&mut o, 0x040400);
-        int(&mut o, 0x030500);
-        int(&mut o, 5);
-        o.extend_from_slice(b"UTF-8");
+        let mut o = header();
         int(&mut o, 19);
         int(&mut o, 2);
         // eval(str2lang("<code>"))
