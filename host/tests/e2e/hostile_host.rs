@@ -66,6 +66,15 @@ impl FakeHost {
         }
     }
 
+    /// A host with its `hako daemon` started and its first connection
+    /// welcomed (bulk frames up to 256 MiB): where most tests begin.
+    fn connected(name: &str, extra: &[&str]) -> FakeHost {
+        let mut h = FakeHost::new();
+        h.start_daemon(name, extra);
+        h.accept(256 << 20);
+        h
+    }
+
     /// Start `hako daemon` against this host.
     fn start_daemon(&mut self, name: &str, extra: &[&str]) {
         let (child, path) = spawn_logged(
@@ -295,9 +304,7 @@ fn failed(r: &TaskReport) -> (FailKind, String) {
 
 #[test]
 fn a_cancel_flood_spawns_no_threads() {
-    let mut h = FakeHost::new();
-    h.start_daemon("cancel-flood", &[]);
-    h.accept(256 << 20);
+    let mut h = FakeHost::connected("cancel-flood", &[]);
     // A task that does not yield to the interrupt at once: a big matrix
     // product in BLAS (the runtime stops it at the latest 2 s after the ask).
     h.send(task(
@@ -361,9 +368,7 @@ fn a_cancel_flood_spawns_no_threads() {
 
 #[test]
 fn tasks_beyond_one_waiting_are_refused_at_once() {
-    let mut h = FakeHost::new();
-    h.start_daemon("busy", &["--memory", "256"]);
-    h.accept(256 << 20);
+    let mut h = FakeHost::connected("busy", &["--memory", "256"]);
     h.send(task(1, code(LONG)));
     h.started(1);
     let before = h.rss_mib();
@@ -534,9 +539,7 @@ fn a_daemon_does_not_tell_the_host_who_runs_it() {
 
 #[test]
 fn a_runaway_everywhere_stops_with_its_connection() {
-    let mut h = FakeHost::new();
-    h.start_daemon("runaway-everywhere", &[]);
-    h.accept(256 << 20);
+    let mut h = FakeHost::connected("runaway-everywhere", &[]);
     h.send(Message::Everywhere(Everywhere {
         id: 1,
         payload: code("repeat {}").into(),
@@ -550,9 +553,7 @@ fn a_runaway_everywhere_stops_with_its_connection() {
 
 #[test]
 fn tasks_of_a_lost_connection_do_not_run_on_the_next() {
-    let mut h = FakeHost::new();
-    h.start_daemon("stale", &[]);
-    h.accept(256 << 20);
+    let mut h = FakeHost::connected("stale", &[]);
     h.send(task(1, code(LONG)));
     h.started(1);
     // A task waiting behind it when the connection goes.
@@ -567,9 +568,7 @@ fn tasks_of_a_lost_connection_do_not_run_on_the_next() {
 
 #[test]
 fn an_endless_timeout_does_not_break_the_daemon() {
-    let mut h = FakeHost::new();
-    h.start_daemon("endless-timeout", &["--task-timeout", "100"]);
-    h.accept(256 << 20);
+    let mut h = FakeHost::connected("endless-timeout", &["--task-timeout", "100"]);
     h.send(Message::Task(Task {
         id: 1,
         payload: code("1 + 1").into(),
@@ -582,9 +581,7 @@ fn an_endless_timeout_does_not_break_the_daemon() {
 
 #[test]
 fn a_reused_id_and_everywhere_while_busy_are_each_answered_once() {
-    let mut h = FakeHost::new();
-    h.start_daemon("reused-id", &[]);
-    h.accept(256 << 20);
+    let mut h = FakeHost::connected("reused-id", &[]);
     h.send(task(1, code(LONG)));
     h.started(1);
     // The same id again (it waits), and everywhere() code while busy.
@@ -629,9 +626,7 @@ fn a_host_that_never_completes_the_handshake_does_not_hold_the_daemon() {
 
 #[test]
 fn everywhere_payloads_kept_are_bounded_in_number_too() {
-    let mut h = FakeHost::new();
-    h.start_daemon("everywhere-count", &[]);
-    h.accept(256 << 20);
+    let mut h = FakeHost::connected("everywhere-count", &[]);
     // Empty-ish payloads, one more than a daemon keeps.
     h.send_all((0..1025).map(|i| {
         Message::Everywhere(Everywhere {
