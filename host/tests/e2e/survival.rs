@@ -187,6 +187,30 @@ fn read_link_file(child: &mut Child, file: &Path) -> HashMap<String, String> {
         .collect()
 }
 
+/// A remote client connection (`name`, `token`) to the host at `url`,
+/// pinned to its fingerprint: how these tests read results over wss.
+async fn dial_client(
+    url: &str,
+    fingerprint: &str,
+    token: String,
+    name: &str,
+    limits: crate::protocol::FrameLimits,
+) -> crate::dial::Conn {
+    let target = crate::dial::parse_url(url).unwrap();
+    let trust = crate::tls::Trust::Pinned(crate::tls::parse_fingerprint(fingerprint).unwrap());
+    let hello = crate::protocol::HelloBody {
+        role: crate::protocol::Role::Client,
+        token,
+        name: name.into(),
+        limits: Default::default(),
+        caps: Default::default(),
+    };
+    crate::dial::dial(&target, &trust, limits, hello)
+        .await
+        .unwrap()
+        .0
+}
+
 fn hello(addr: &str, token: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(&lf::encode_in(&LinkIn::Hello {
@@ -255,22 +279,13 @@ fn a_client_that_does_not_read_gets_refusals_and_the_memory_back() {
         .build()
         .unwrap();
     let limits = crate::protocol::FrameLimits::default();
-    let mut watcher = rt.block_on(async {
-        let target = crate::dial::parse_url(&kv["url"]).unwrap();
-        let trust =
-            crate::tls::Trust::Pinned(crate::tls::parse_fingerprint(&kv["fingerprint"]).unwrap());
-        let hello = crate::protocol::HelloBody {
-            role: crate::protocol::Role::Client,
-            token: kv["client_token"].clone(),
-            name: "watcher".into(),
-            limits: Default::default(),
-            caps: Default::default(),
-        };
-        crate::dial::dial(&target, &trust, limits, hello)
-            .await
-            .unwrap()
-            .0
-    });
+    let mut watcher = rt.block_on(dial_client(
+        &kv["url"],
+        &kv["fingerprint"],
+        kv["client_token"].clone(),
+        "watcher",
+        limits,
+    ));
     let mut idle = || {
         rt.block_on(async {
             for _ in 0..1200 {
@@ -559,23 +574,13 @@ fn a_host_shutting_down_hands_a_slow_client_what_it_did_not_read() {
         .build()
         .unwrap();
     let limits = crate::protocol::FrameLimits::default();
-    let mut client = rt.block_on(async {
-        let target = crate::dial::parse_url(&h.get("url")).unwrap();
-        let trust = crate::tls::Trust::Pinned(
-            crate::tls::parse_fingerprint(&h.get("fingerprint")).unwrap(),
-        );
-        let hello = crate::protocol::HelloBody {
-            role: crate::protocol::Role::Client,
-            token: h.get("client_token"),
-            name: "slow".into(),
-            limits: Default::default(),
-            caps: Default::default(),
-        };
-        crate::dial::dial(&target, &trust, limits, hello)
-            .await
-            .unwrap()
-            .0
-    });
+    let mut client = rt.block_on(dial_client(
+        &h.get("url"),
+        &h.get("fingerprint"),
+        h.get("client_token"),
+        "slow",
+        limits,
+    ));
     // Sixteen 4 MiB results, none read yet.
     let n = 16u64;
     rt.block_on(async {
