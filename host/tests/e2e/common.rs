@@ -15,6 +15,23 @@ pub fn hako() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hako"))
 }
 
+/// `hako host` with one local worker and only its socket link (no daemon
+/// listener), writing its link file at `file`.
+pub fn socket_link_host(file: &std::path::Path) -> Command {
+    let mut c = hako();
+    c.args([
+        "host",
+        "--no-listen",
+        "--local",
+        "1",
+        "--link",
+        "127.0.0.1:0",
+        "--link-file",
+    ])
+    .arg(file);
+    c
+}
+
 /// A child in the background: no stdin or stdout, its debug log in
 /// `log_file(name)` (returned, to show when a test fails).
 pub fn spawn_logged(cmd: &mut Command, name: &str) -> (Child, std::path::PathBuf) {

@@ -1,7 +1,7 @@
 //! The other ways in: `hako client` bridging the link to a remote host, and
 //! the token-guarded loopback socket link.
 
-use crate::common::{code, hako, log_file, Host};
+use crate::common::{code, hako, log_file, socket_link_host, Host};
 use crate::linkframe::{self as lf, LinkIn, LinkOut};
 use crate::rser;
 use bytes::Bytes;
@@ -116,17 +116,7 @@ fn the_socket_link_takes_only_its_token() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("link");
     let (log, _) = log_file("socket-link");
-    let mut child = hako()
-        .args([
-            "host",
-            "--no-listen",
-            "--local",
-            "1",
-            "--link",
-            "127.0.0.1:0",
-            "--link-file",
-        ])
-        .arg(&file)
+    let mut child = socket_link_host(&file)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

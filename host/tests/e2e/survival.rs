@@ -1,7 +1,9 @@
 //! The host survives its peers: a task that kills daemons, sockets that
 //! never speak, a client that never reads, a planted link-file symlink.
 
-use crate::common::{code, hako, log_file, proc_status, spawn_logged, wait_exit, Host};
+use crate::common::{
+    code, hako, log_file, proc_status, socket_link_host, spawn_logged, wait_exit, Host,
+};
 use crate::linkframe::{self as lf, LinkIn, LinkOut};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -413,17 +415,7 @@ fn a_planted_link_file_symlink_is_never_followed() {
     std::fs::create_dir(&private).unwrap();
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
     let run = |file: &Path| {
-        hako()
-            .args([
-                "host",
-                "--no-listen",
-                "--local",
-                "1",
-                "--link",
-                "127.0.0.1:0",
-            ])
-            .arg("--link-file")
-            .arg(file)
+        socket_link_host(file)
             .stdin(Stdio::null())
             .output()
             .unwrap()
