@@ -46,10 +46,7 @@ struct FakeHost {
 
 impl FakeHost {
     fn new() -> FakeHost {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
+        let rt = crate::common::runtime();
         let id = Identity::self_signed(vec!["127.0.0.1".into()]).expect("a certificate");
         let acceptor = TlsAcceptor::from(id.server_config().expect("TLS config"));
         let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");

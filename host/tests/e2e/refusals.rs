@@ -110,10 +110,7 @@ fn refused_cleanly_while_others_keep_working() {
     let client_token = host.get("client_token");
     let fp = host.get("fingerprint");
     let target = dial::parse_url(&url).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::common::runtime();
     still_serving(&mut host, 1000);
 
     // A wrong join token: the daemon is told and exits 1.

@@ -161,10 +161,7 @@ fn lying_results_are_refused_and_never_reach_the_client() {
     let mut host = Host::start("results", &["--listen", "127.0.0.1:0"]);
     let target = dial::parse_url(&host.get("url")).unwrap();
     let trust = Trust::Pinned(tls::parse_fingerprint(&host.get("fingerprint")).unwrap());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::common::runtime();
     let hello = HelloBody {
         role: Role::Daemon,
         token: host.get("token"),
@@ -238,10 +235,7 @@ fn the_client_bridge_refuses_what_a_lying_host_sends() {
     use std::io::{Read, Write};
     use std::process::Stdio;
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::common::runtime();
     let id = Identity::self_signed(vec!["127.0.0.1".into()]).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(id.server_config().unwrap());
     let listener = rt

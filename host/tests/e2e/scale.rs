@@ -24,10 +24,7 @@ fn a_thousand_idle_daemons_cost_under_100_kib_each() {
         },
         caps: Capabilities::default(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::common::runtime();
     let dial_many = |n: usize| {
         rt.block_on(async {
             let mut conns = Vec::with_capacity(n);

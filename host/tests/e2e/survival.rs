@@ -276,10 +276,7 @@ fn a_client_that_does_not_read_gets_refusals_and_the_memory_back() {
         .unwrap();
     // 1 MiB results, submitted one by one, each after the previous one is
     // done (asked over a second, remote client connection), and not read.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::common::runtime();
     let limits = crate::protocol::FrameLimits::default();
     let mut watcher = rt.block_on(dial_client(
         &kv["url"],
@@ -479,10 +476,7 @@ fn peer_given_timeouts_of_2_pow_64_are_clamped() {
         },
         caps: Capabilities::default(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::common::runtime();
     let (token, client_token) = (host.get("token"), host.get("client_token"));
     let got = rt.block_on(async {
         let limits = FrameLimits::default();
@@ -561,10 +555,7 @@ fn a_host_shutting_down_hands_a_slow_client_what_it_did_not_read() {
     );
     h.daemon("shutdown-unread-d", &[]);
     h.wait_connections(1);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::common::runtime();
     let limits = crate::protocol::FrameLimits::default();
     let mut client = rt.block_on(dial_client(
         &h.get("url"),
