@@ -371,6 +371,27 @@ pub fn proc_status(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in {status}"))
 }
 
+/// The hello of a lightweight protocol peer (a fake daemon or client) that
+/// claims 1 GiB of memory, and `task_timeout_ms` as its task bound.
+pub fn peer_hello(
+    role: crate::protocol::Role,
+    token: impl Into<String>,
+    name: &str,
+    task_timeout_ms: Option<u64>,
+) -> crate::protocol::HelloBody {
+    crate::protocol::HelloBody {
+        role,
+        token: token.into(),
+        name: name.into(),
+        limits: crate::protocol::DaemonLimits {
+            memory_bytes: 1 << 30,
+            task_timeout_ms,
+            ..Default::default()
+        },
+        caps: crate::protocol::Capabilities::default(),
+    }
+}
+
 /// A single-threaded tokio runtime for the tests that speak the protocol
 /// themselves (fake daemons, clients and hosts).
 pub fn runtime() -> tokio::runtime::Runtime {

@@ -3,9 +3,7 @@
 
 use crate::common::{code, hako, proc_status, Host};
 use crate::dial::{self, Conn, DialError, Target};
-use crate::protocol::{
-    self, Capabilities, DaemonLimits, FrameLimits, HelloBody, Message, Role, Task,
-};
+use crate::protocol::{self, FrameLimits, HelloBody, Message, Role, Task};
 use crate::tls::{self, Trust};
 use crate::ws;
 use futures_util::{SinkExt, StreamExt};
@@ -16,16 +14,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 fn hello(role: Role, token: &str) -> HelloBody {
-    HelloBody {
-        role,
-        token: token.into(),
-        name: "test".into(),
-        limits: DaemonLimits {
-            memory_bytes: 1 << 30,
-            ..Default::default()
-        },
-        caps: Capabilities::default(),
-    }
+    crate::common::peer_hello(role, token, "test", None)
 }
 
 /// TLS (pinned) and the WebSocket upgrade, no hello yet.

@@ -7,9 +7,7 @@
 use crate::common::{code, Host};
 use crate::dial::{self, Conn};
 use crate::linkframe as lf;
-use crate::protocol::{
-    Capabilities, DaemonLimits, FrameLimits, HelloBody, Message, Outcome, Role, TaskReport,
-};
+use crate::protocol::{FrameLimits, Message, Outcome, Role, TaskReport};
 use crate::tls::{self, Trust};
 use crate::ws;
 use std::time::Duration;
@@ -162,16 +160,7 @@ fn lying_results_are_refused_and_never_reach_the_client() {
     let target = dial::parse_url(&host.get("url")).unwrap();
     let trust = Trust::Pinned(tls::parse_fingerprint(&host.get("fingerprint")).unwrap());
     let rt = crate::common::runtime();
-    let hello = HelloBody {
-        role: Role::Daemon,
-        token: host.get("token"),
-        name: "liar".into(),
-        limits: DaemonLimits {
-            memory_bytes: 1 << 30,
-            ..Default::default()
-        },
-        caps: Capabilities::default(),
-    };
+    let hello = crate::common::peer_hello(Role::Daemon, host.get("token"), "liar", None);
     let limits = FrameLimits {
         control: 1 << 20,
         bulk: 64 << 20,

@@ -3,7 +3,7 @@
 
 use crate::common::{proc_status, Host};
 use crate::dial;
-use crate::protocol::{Capabilities, DaemonLimits, FrameLimits, HelloBody, Role};
+use crate::protocol::{FrameLimits, Role};
 use crate::tls::{self, Trust};
 use std::time::{Duration, Instant};
 
@@ -14,16 +14,7 @@ fn a_thousand_idle_daemons_cost_under_100_kib_each() {
     let target = dial::parse_url(&host.get("url")).unwrap();
     let trust = Trust::Pinned(tls::parse_fingerprint(&host.get("fingerprint")).unwrap());
     let token = host.get("token");
-    let hello = HelloBody {
-        role: Role::Daemon,
-        token,
-        name: "idle".into(),
-        limits: DaemonLimits {
-            memory_bytes: 1 << 30,
-            ..Default::default()
-        },
-        caps: Capabilities::default(),
-    };
+    let hello = crate::common::peer_hello(Role::Daemon, token, "idle", None);
     let rt = crate::common::runtime();
     let dial_many = |n: usize| {
         rt.block_on(async {

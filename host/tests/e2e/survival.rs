@@ -456,25 +456,14 @@ fn a_planted_link_file_symlink_is_never_followed() {
 #[test]
 fn peer_given_timeouts_of_2_pow_64_are_clamped() {
     use crate::dial;
-    use crate::protocol::{
-        Capabilities, DaemonLimits, FrameLimits, HelloBody, Message, Outcome, Role, Task,
-        TaskReport, MAX_TIMEOUT_MS,
-    };
+    use crate::protocol::{FrameLimits, Message, Outcome, Role, Task, TaskReport, MAX_TIMEOUT_MS};
     use crate::tls::{self, Trust};
     use crate::ws;
     let mut host = Host::start("timeout-clamp", &["--listen", "127.0.0.1:0"]);
     let target = dial::parse_url(&host.get("url")).unwrap();
     let trust = Trust::Pinned(tls::parse_fingerprint(&host.get("fingerprint")).unwrap());
-    let hello = |role, token: String, task_timeout_ms| HelloBody {
-        role,
-        token,
-        name: "fake".into(),
-        limits: DaemonLimits {
-            memory_bytes: 1 << 30,
-            task_timeout_ms,
-            ..Default::default()
-        },
-        caps: Capabilities::default(),
+    let hello = |role, token: String, task_timeout_ms| {
+        crate::common::peer_hello(role, token, "fake", task_timeout_ms)
     };
     let rt = crate::common::runtime();
     let (token, client_token) = (host.get("token"), host.get("client_token"));
