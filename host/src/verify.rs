@@ -1195,16 +1195,25 @@ impl<'a> Verifier<'a> {
         Ok(())
     }
 
-    fn symbol(&mut self) -> Result<Sum, Refusal> {
+    /// One CHARSXP (a string's bytes, or `None` for NA), as symbols,
+    /// namespace names and character vectors all hold them; `not_string` is
+    /// the refusal when the item there is something else.
+    fn string(&mut self, not_string: &'static str) -> Result<Option<Range<usize>>, Refusal> {
         let f = Flags::parse(self.input.int()?)?;
         if f.ty != CHARSXP || f.attr {
-            return Err(Refusal::Malformed("a symbol's name is not a string"));
+            return Err(Refusal::Malformed(not_string));
         }
-        let n = self.input.int()?;
-        if n < 0 {
-            return Err(Refusal::Malformed("a symbol's name is NA"));
+        match self.input.int()? {
+            -1 => Ok(None),
+            n if n < 0 => Err(Refusal::Malformed("a string has a negative length")),
+            n => Ok(Some(self.input.take(n as u64)?)),
         }
-        let r = self.input.take(n as u64)?;
+    }
+
+    fn symbol(&mut self) -> Result<Sum, Refusal> {
+        let r = self
+            .string("a symbol's name is not a string")?
+            .ok_or(Refusal::Malformed("a symbol's name is NA"))?;
         self.refs.push(Ref::Sym((r.start, r.end)));
         Ok(Sum {
             name: (r.start, r.end),
@@ -1243,15 +1252,9 @@ impl<'a> Verifier<'a> {
         }
         let mut first: Option<Range<usize>> = None;
         for _ in 0..n {
-            let f = Flags::parse(self.input.int()?)?;
-            if f.ty != CHARSXP || f.attr {
-                return Err(Refusal::Malformed("a namespace reference is malformed"));
-            }
-            let len = self.input.int()?;
-            if len < 0 {
-                return Err(Refusal::Malformed("a namespace reference names NA"));
-            }
-            let r = self.input.take(len as u64)?;
+            let r = self
+                .string("a namespace reference is malformed")?
+                .ok_or(Refusal::Malformed("a namespace reference names NA"))?;
             first.get_or_insert(r);
         }
         let name = &self.input.b[first.unwrap_or(0..0)];
@@ -1451,21 +1454,12 @@ impl<'a> Verifier<'a> {
                 self.input.room_for(n)?;
                 let mut s = Sum::vector(STRSXP, n);
                 for _ in 0..n {
-                    let e = Flags::parse(self.input.int()?)?;
-                    if e.ty != CHARSXP || e.attr {
-                        return Err(Refusal::Malformed(
-                            "a character vector holds something other than strings",
-                        ));
-                    }
-                    let len = self.input.int()?;
-                    if len == -1 {
-                        s.str_na = true;
-                    } else if len < 0 {
-                        return Err(Refusal::Malformed("a string has a negative length"));
-                    } else {
-                        let r = self.input.take(len as u64)?;
-                        if &self.input.b[r] == b"factor" {
-                            s.factor = true;
+                    match self.string("a character vector holds something other than strings")? {
+                        None => s.str_na = true,
+                        Some(r) => {
+                            if &self.input.b[r] == b"factor" {
+                                s.factor = true;
+                            }
                         }
                     }
                 }
