@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod dial;
 mod dispatcher;
 pub mod eval;
+pub mod pkg;
 pub mod host;
 mod identity;
 mod link;

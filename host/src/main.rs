@@ -1,7 +1,7 @@
 //! `hako`: sandboxed R workers on webR + wasmtime. Parses the command line
 //! and dispatches to the library (`hako::*`).
 
-use hako::{assets, bench, client, daemon, eval, host, startup};
+use hako::{assets, bench, client, daemon, eval, host, pkg, startup};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -37,6 +37,8 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     /// Bridge the client link on stdin/stdout to a remote host.
     Client(client::ClientArgs),
+    /// Compiled R packages for the sandbox: build, install, list, remove.
+    Pkg(pkg::PkgArgs),
     /// Measure task round trips and throughput through the client link.
     Bench(bench::BenchArgs),
 }
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Host(a) => host::run(a),
         Command::Daemon(a) => daemon::run(a),
         Command::Client(a) => client::run(a),
+        Command::Pkg(a) => pkg::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }

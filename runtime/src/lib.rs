@@ -9,6 +9,7 @@ pub mod limits;
 pub mod memory;
 pub mod modinfo;
 pub mod output;
+pub mod packages;
 pub mod pristine;
 pub mod rapi;
 pub mod sandbox;
