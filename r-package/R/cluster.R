@@ -7,7 +7,16 @@
 #' a PSOCK worker does), behind its own private host, so that what
 #' `clusterExport()` or `clusterEvalQ()` set on a node stays there.
 #'
+#' [status()] and [info()] accept the cluster (`status(cl)`). Unlike mirai's,
+#' nodes are local only: a node keeps its state, so it is one daemon behind
+#' a host of its own, and `url` and `remote` are an R error (for remote
+#' daemons use [daemons()]`(url = )` with [hako_map()] or
+#' `future::plan(hako_cluster)`).
+#'
 #' @param n Number of nodes.
+#' @param url,remote Not supported (an R error): see above.
+#' @param ... Further [daemons()] arguments for each node (e.g. `seed`,
+#'   `timeout`, `mount`, `output`).
 #' @param memory Memory cap of each node's sandbox, in MiB.
 #' @param packages R-only packages to make available on the nodes (see
 #'   [daemons()]); e.g. `"doParallel"` so that `foreach`'s `%dopar%` runs on
@@ -21,7 +30,12 @@
 #' parallel::stopCluster(cl)
 #' }
 #' @export
-make_cluster <- function(n = 2L, memory = NULL, packages = NULL) {
+make_cluster <- function(n = 2L, url = NULL, remote = NULL, ..., memory = NULL, packages = NULL) {
+  if (!is.null(url) || !is.null(remote)) {
+    refuse_arg("make_cluster", if (is.null(url)) "remote = " else "url = ",
+               "a node keeps its state, so it is one local daemon behind a host of its own; for remote daemons use daemons(url = host_url()) with hako_map() or future::plan(hako_cluster)")
+  }
+  if (!is.numeric(n) || length(n) != 1L) stop("hako: 'n' must be a positive integer", call. = FALSE)
   n <- as.integer(n)
   if (is.na(n) || n < 1L) stop("hako: 'n' must be a positive integer", call. = FALSE)
   .hako$ncluster <- if (is.null(.hako$ncluster)) 1L else .hako$ncluster + 1L
@@ -29,7 +43,7 @@ make_cluster <- function(n = 2L, memory = NULL, packages = NULL) {
   nodes <- vector("list", n)
   for (i in seq_len(n)) {
     name <- sprintf("%s.%d", base, i)
-    tryCatch(daemons(1L, keep_state = TRUE, memory = memory, packages = packages, .compute = name), error = function(e) {
+    tryCatch(daemons(1L, ..., keep_state = TRUE, memory = memory, packages = packages, .compute = name), error = function(e) {
       for (j in seq_len(i - 1L)) reset_profile(sprintf("%s.%d", base, j))
       stop(e)
     })

@@ -4,34 +4,64 @@
 #' the caps the volunteer sets here (the host cannot raise them). Blocks
 #' until the daemon exits (with `autoexit`, when the host goes away).
 #'
+#' mirai's arguments keep mirai's meaning and units: durations are in
+#' milliseconds (`idletime`, `walltime`, `timeout`). Those hako cannot honour
+#' are an R error that says what to use instead: `dispatcher = FALSE`,
+#' `asyncdial = FALSE` (a hako daemon always keeps dialling), `output =
+#' TRUE` (output is relayed to the R session that sent the task), `rs`
+#' (random streams come from the host), `autoexit = NA`.
+#'
 #' @param url The host's `wss://HOST:PORT`.
-#' @param token The host's join token.
+#' @param token The host's join token (default: the environment variable
+#'   `HAKO_TOKEN`).
 #' @param fingerprint The host's certificate fingerprint (`SHA256:...`).
+#' @param dispatcher `TRUE` only (as in mirai, the daemon takes tasks from
+#'   the host's queue).
+#' @param ... Further `hako daemon` options: `name`, `max_payload` (MiB),
+#'   `max_output` (MiB), `max_backoff` (milliseconds). Any other name is an
+#'   R error naming it.
+#' @param asyncdial `TRUE` only: the daemon keeps dialling until the host
+#'   answers.
+#' @param autoexit `TRUE`: exit when the host goes away; `FALSE`: keep
+#'   dialling the URL until a host answers again.
+#' @param cleanup `TRUE`: each task starts from a pristine R; `FALSE`: keep
+#'   state between tasks.
+#' @param output `FALSE` only: tasks' output is relayed to the R session
+#'   that sent them.
+#' @param idletime,walltime Leave after this many milliseconds without a
+#'   task, or in all (`Inf`: never).
+#' @param maxtasks Leave after this many tasks (`Inf`: never).
+#' @param tlscert Without `fingerprint`: a CA certificate (PEM file or text)
+#'   to trust besides the web PKI.
+#' @param rs Not supported (an R error): each task's random stream comes
+#'   from the host (`daemons(seed = )`).
 #' @param memory Memory cap of the sandbox in MiB.
-#' @param task_timeout Cap on any task's evaluation time, in seconds.
-#' @param max_tasks,idle_time,wall_time Leave after this many tasks, seconds
-#'   idle, or seconds in all.
-#' @param autoexit Exit when the host goes away instead of reconnecting.
+#' @param timeout Cap on any task's evaluation time, in milliseconds.
 #' @param mount Directories of this machine the host's tasks may read, as
 #'   `c("/host/dir" = "/guest/dir:ro")` (`:rw` to let them write); nothing
 #'   else of this machine's filesystem is visible to them.
 #' @param packages R-only packages installed here to make available to the
 #'   host's tasks (see [daemons()]).
-#' @param ... Further `hako daemon` options as `name = value`.
 #' @param log Where the daemon's log goes: `""` (the console) or a file.
 #' @return Invisibly, the exit status of `hako daemon`.
 #' @examples
 #' \dontrun{
-#' daemon("wss://host.example:5555", token = "...", fingerprint = "SHA256:...", memory = 512)
+#' daemon("wss://host.example:5555", token = "...", fingerprint = "SHA256:...",
+#'        memory = 512, idletime = 60000)
 #' }
 #' @export
-daemon <- function(url, token, fingerprint = NULL, memory = NULL, task_timeout = NULL, max_tasks = NULL,
-                   idle_time = NULL, wall_time = NULL, autoexit = TRUE, mount = NULL, packages = NULL, ...,
-                   log = "") {
+daemon <- function(url, token = Sys.getenv("HAKO_TOKEN"), fingerprint = NULL, dispatcher = TRUE, ...,
+                   asyncdial = TRUE, autoexit = TRUE, cleanup = TRUE, output = FALSE, idletime = Inf,
+                   walltime = Inf, maxtasks = Inf, tlscert = NULL, rs = NULL, memory = NULL, timeout = NULL,
+                   mount = NULL, packages = NULL, log = "") {
   parse_url(url)
-  opts <- c(list(fingerprint = fingerprint, memory = memory, task_timeout = task_timeout, max_tasks = max_tasks,
-                 idle_time = idle_time, wall_time = wall_time, autoexit = isTRUE(autoexit)), list(...))
-  args <- c("daemon", url, cli_options(opts))
+  if (!is.character(token) || length(token) != 1L || is.na(token) || !nzchar(token)) {
+    stop("hako: daemon() needs the host's join token (token = ), as printed by the host", call. = FALSE)
+  }
+  opts <- c(list(dispatcher = dispatcher, asyncdial = asyncdial, autoexit = autoexit, cleanup = cleanup,
+                 output = output, idletime = idletime, walltime = walltime, maxtasks = maxtasks,
+                 tlscert = tlscert, rs = rs, memory = memory, timeout = timeout), list(...))
+  args <- c("daemon", url, if (!is.null(fingerprint)) c("--fingerprint", fingerprint), daemon_cli("daemon", opts))
   if (length(mount)) args <- c(args, mount_args(mount))
   if (length(packages)) args <- c(args, package_mounts(packages))
   bin <- hako_binary()

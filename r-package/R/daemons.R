@@ -22,18 +22,39 @@
 #' @param url `NULL` for local daemons only; a `wss://HOST:PORT` URL (see
 #'   [host_url()]) to listen for remote daemons; or, with `token`, the URL of
 #'   a remote host to join as a client.
-#' @param ... Further `hako host` options as `name = value` (underscores
-#'   become dashes), e.g. `retries = 1`, `shutdown_grace = 1`,
-#'   `max_everywhere = 64` (MiB of everywhere() code kept), `max_unread = 256`
-#'   (MiB of results held unread before new tasks are refused); `TRUE` for a
-#'   flag. A refusal resolves the task to a 'hakoError' with the host's
-#'   reason (class "hakoRejected" in `$condition.class`).
+#' @param remote mirai's launch configuration: not supported (an R error);
+#'   run the commands of [launch_remote()] on the other machines.
+#' @param dispatcher `TRUE` only: hako's host always queues tasks first in,
+#'   first out, as mirai's dispatcher does; `FALSE` is an R error.
+#' @param ... mirai's [daemon()] arguments: `cleanup = FALSE` keeps state
+#'   between tasks (as `keep_state = TRUE`); with `url`, `idletime`,
+#'   `walltime` (milliseconds), `maxtasks`, `autoexit`, `tlscert` are kept
+#'   for [launch_local()] and [launch_remote()]; for local daemons (no `url`)
+#'   these caps are an R error (local daemons live in the host's process).
+#'   Also `hako host` options, durations in milliseconds: `retries`,
+#'   `shutdown_grace`, `heartbeat`, `handshake_timeout`, `max_everywhere`
+#'   (MiB of everywhere() code kept), `max_unread` (MiB of results held
+#'   unread before new tasks are refused), `max_queued`, `max_output`,
+#'   `identity`, `cert`, `key`, `advertise`, `no_clients`. Any other name is
+#'   an R error naming it. A refusal by the host resolves the task to a
+#'   'hakoError' with the host's reason (class "hakoRejected" in
+#'   `$condition.class`).
+#' @param sync `FALSE` only: tasks always run in a sandbox, never in this
+#'   session; `TRUE` is an R error.
+#' @param serial,pass Not supported (an R error): external pointers cannot
+#'   enter a sandbox; keys must be unencrypted.
+#' @param tls With `url`: the host's certificate as in mirai, a PEM file
+#'   holding the certificate (chain) and its private key, or
+#'   `c(certificate, key)` as PEM text. `NULL`: a fresh self-signed
+#'   certificate whose fingerprint daemons pin.
 #' @param token,fingerprint To join a remote host: its client token and its
 #'   certificate fingerprint (`SHA256:...`), as printed by that host.
 #' @param seed `NULL` or an integer: the seed of the L'Ecuyer-CMRG streams,
 #'   one per task in submission order, so that results are reproducible
 #'   whichever daemon runs which task.
 #' @param memory Memory cap of each local sandbox in MiB (default 1024).
+#'   Unlike mirai's `memory` (a bound on queued tasks, which is hako's
+#'   `max_queued` host option).
 #' @param timeout Default timeout of each task in milliseconds (`NULL`: none).
 #' @param mount Host directories to expose in local sandboxes, as
 #'   `c("/host/dir" = "/guest/dir:ro")` (`:rw` to let tasks write there).
@@ -45,7 +66,8 @@
 #'   `/library/<name>`. Packages with compiled code cannot run in the
 #'   WebAssembly sandbox and are refused.
 #' @param max_payload Largest task or result, in MiB (default 256).
-#' @param keep_state Keep state between tasks on local daemons (no reset).
+#' @param keep_state Keep state between tasks on local daemons (no reset);
+#'   mirai's `cleanup = FALSE`.
 #' @param output Relay the tasks' output (stdout, messages, warnings) in
 #'   this session.
 #' @param .compute Compute profile name (`NULL`: the default one).
@@ -63,10 +85,14 @@
 #' daemons(0, .compute = "remote")
 #' }
 #' @export
-daemons <- function(n, url = NULL, ..., token = NULL, fingerprint = NULL, seed = NULL,
-                    memory = NULL, timeout = NULL, mount = NULL, packages = NULL, max_payload = NULL,
+daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync = FALSE, seed = NULL,
+                    memory = NULL, serial = NULL, tls = NULL, pass = NULL, token = NULL, fingerprint = NULL,
+                    timeout = NULL, mount = NULL, packages = NULL, max_payload = NULL,
                     keep_state = FALSE, output = TRUE, .compute = NULL) {
   .compute <- compute_name(.compute)
+  check_daemons_args(remote, dispatcher, sync, serial, pass)
+  dots <- daemons_dots(list(...), listening = !is.null(url))
+  if (dots$keep_state) keep_state <- TRUE
   if (missing(n) && is.null(url)) return(status(.compute))
   if (!missing(n) && (!is.numeric(n) || length(n) != 1L || is.na(n) || n < 0)) {
     stop("hako: 'n' must be a single non-negative number", call. = FALSE)
@@ -84,7 +110,7 @@ daemons <- function(n, url = NULL, ..., token = NULL, fingerprint = NULL, seed =
     }
     reset_profile(.compute)
   }
-  extra <- cli_options(list(...))
+  extra <- dots$host
   env <- character()
   if (!is.null(url) && !is.null(token)) {
     # join a remote host as a client
@@ -92,8 +118,8 @@ daemons <- function(n, url = NULL, ..., token = NULL, fingerprint = NULL, seed =
     args <- c("client", url)
     if (!is.null(fingerprint)) args <- c(args, "--fingerprint", fingerprint)
     args <- c(args, extra)
-    if (length(mount) || length(packages)) {
-      stop("hako: 'mount' and 'packages' apply to daemons this session starts; a remote host's daemons choose their own",
+    if (length(mount) || length(packages) || length(tls)) {
+      stop("hako: 'mount', 'packages' and 'tls' apply to daemons and hosts this session starts; a remote host's daemons choose their own",
            call. = FALSE)
     }
     env <- c(HAKO_CLIENT_TOKEN = token)
@@ -108,7 +134,10 @@ daemons <- function(n, url = NULL, ..., token = NULL, fingerprint = NULL, seed =
       u <- parse_url(url)
       listen_host <- if (grepl("^[0-9.]+$", u$host) || u$host == "localhost") u$host else "0.0.0.0"
       if (listen_host == "localhost") listen_host <- "127.0.0.1"
-      args <- c(args, "--listen", paste0(listen_host, ":", u$port), "--advertise", u$host)
+      args <- c(args, "--listen", paste0(listen_host, ":", u$port), "--advertise", u$host, tls_args(tls))
+    }
+    if (is.null(url) && length(tls)) {
+      stop("hako: 'tls' is the certificate of a host that listens for daemons: give it with daemons(url = host_url(), tls = )", call. = FALSE)
     }
     if (!is.null(memory)) args <- c(args, "--memory", as.integer(memory))
     if (!is.null(max_payload)) args <- c(args, "--max-payload", as.integer(max_payload))
@@ -125,6 +154,7 @@ daemons <- function(n, url = NULL, ..., token = NULL, fingerprint = NULL, seed =
   p$output <- isTRUE(output)
   p$seed <- init_seed(seed)
   p$url <- p$ready[["url"]]
+  p$launch <- dots$launch
   assign(.compute, p, envir = .hako$profiles)
   if (nloc > 0L) wait_connections(p, nloc)
   out <- structure(list(compute = .compute, n = nloc, url = p$url, mode = mode,
@@ -220,20 +250,6 @@ init_seed <- function(seed) {
   get(".Random.seed", envir = genv)
 }
 
-cli_options <- function(opts) {
-  out <- character()
-  if (!length(opts)) return(out)
-  if (is.null(names(opts)) || any(!nzchar(names(opts)))) stop("hako: host options in '...' must be named", call. = FALSE)
-  for (k in names(opts)) {
-    v <- opts[[k]]
-    flag <- paste0("--", gsub("_", "-", k, fixed = TRUE))
-    if (isTRUE(v)) out <- c(out, flag)
-    else if (isFALSE(v) || is.null(v)) next
-    else out <- c(out, flag, as.character(v))
-  }
-  out
-}
-
 parse_url <- function(url) {
   m <- regmatches(url, regexec("^wss://([^:/]+|\\[[^]]+\\]):([0-9]+)/?$", url))[[1L]]
   if (!length(m)) {
@@ -291,15 +307,20 @@ package_mounts <- function(packages) {
 
 #' A URL to listen for remote daemons
 #'
+#' Unlike mirai's (whose default is plain `tcp://`), the URL is always a TLS
+#' WebSocket one: `ws` and `tls` are accepted as `TRUE` only.
+#'
 #' @param tls Must be `TRUE`: hako daemons dial over TLS WebSockets only.
 #' @param port Port (0: any free port; the host reports the one it took).
 #' @param host Host name or address daemons should dial.
+#' @param ws Must be `TRUE` (WebSockets), as in mirai's `host_url(ws = TRUE)`.
 #' @return A `wss://HOST:PORT` string for [daemons()]`(url = )`.
 #' @examples
 #' host_url()
 #' host_url(port = 5555, host = "127.0.0.1")
 #' @export
-host_url <- function(tls = TRUE, port = 0L, host = Sys.info()[["nodename"]]) {
+host_url <- function(tls = TRUE, port = 0L, host = Sys.info()[["nodename"]], ws = TRUE) {
   if (!isTRUE(tls)) stop("hako: daemons connect over TLS WebSockets only: host_url(tls = TRUE)", call. = FALSE)
+  if (!isTRUE(ws)) stop("hako: daemons connect over TLS WebSockets only: host_url(ws = TRUE)", call. = FALSE)
   sprintf("wss://%s:%d", host, as.integer(port))
 }

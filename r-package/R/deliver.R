@@ -25,7 +25,7 @@ deliver <- function(p, b) {
   }
   relay <- if (is.null(target)) batch$relay else target$relay
   if (length(chunks) && p$output && !isFALSE(relay)) relay_output(chunks)
-  value <- decode_value(status, payload)
+  value <- with_package_hint(decode_value(status, payload), p$name)
   if (is.null(target)) {
     i <- id - batch$lo + 1L
     if (!batch$done_flags[i]) {

@@ -119,3 +119,50 @@ unresolved <- function(x) {
   }
   FALSE
 }
+
+# The packages a task's error says the sandbox lacks ("there is no package
+# called 'X'" from library(), or the task runner's "not available in the
+# sandbox: X, Y"), or character() for any other error.
+missing_packages <- function(msg) {
+  if (!is.character(msg) || length(msg) != 1L || is.na(msg)) return(character())
+  m <- regmatches(msg, regexec("there is no package called [\u2018'`\"]?([A-Za-z0-9.]+)", msg))[[1L]]
+  if (length(m)) return(m[[2L]])
+  m <- regmatches(msg, regexec("not available in the sandbox: ([A-Za-z0-9., ]+)", msg))[[1L]]
+  if (length(m)) return(trimws(strsplit(m[[2L]], ",", fixed = TRUE)[[1L]]))
+  character()
+}
+
+# What to do about a package the sandbox lacks, for the compute profile
+# `compute` the task ran on (hako_multisession's daemons take no packages).
+package_hint <- function(pk, compute) {
+  q <- paste0("\"", pk, "\"", collapse = ", ")
+  how <- if (identical(compute, "hako_multisession")) {
+    sprintf("plan(hako_multisession) starts sandboxes with base R's packages only: for R-only packages set daemons(n, packages = c(%s)) and use future::plan(hako::hako_cluster)", q)
+  } else {
+    sprintf("the sandbox has base R's packages only: give R-only packages installed here with daemons(packages = c(%s)) (or make_cluster(packages = ))", q)
+  }
+  paste0("hint: ", how, "; packages with compiled code run only once built for the sandbox (hako pkg)")
+}
+
+# An error value whose message says the sandbox lacks a package gets the
+# hint appended (in its string and its $message), staying the task's value.
+with_package_hint <- function(v, compute) {
+  if (!is_hako_error(v)) return(v)
+  msg <- attr(v, "message", exact = TRUE)
+  pk <- missing_packages(msg)
+  if (!length(pk)) return(v)
+  hint <- package_hint(pk, compute)
+  a <- attributes(v)
+  v <- paste0(sub("\n$", "", unclass(v)[[1L]]), "\n", hint, "\n")
+  attributes(v) <- a
+  attr(v, "message") <- paste0(msg, "\n", hint)
+  v
+}
+
+# A condition relayed by a future: the same hint for its message.
+condition_with_hint <- function(cond, compute) {
+  if (!inherits(cond, "error")) return(cond)
+  pk <- missing_packages(conditionMessage(cond))
+  if (length(pk)) cond$message <- paste0(conditionMessage(cond), "\n", package_hint(pk, compute))
+  cond
+}

@@ -22,7 +22,8 @@
 #' the host's reason.
 #'
 #' @param expr,envir,substitute,lazy,seed,globals,packages,stdout,conditions,label,... As for [future::future()].
-#' @param workers Number of sandboxed daemons.
+#' @param workers Number of sandboxed daemons, or a function returning it
+#'   (as for `future::multisession`): a single number >= 1.
 #' @param .compute Compute profile of the daemons (`NULL`: default).
 #' @return A `HakoFuture` (a `Future`).
 #' @examples
@@ -38,6 +39,7 @@ hako_multisession <- function(expr, envir = parent.frame(), substitute = TRUE, l
                               globals = TRUE, packages = NULL, stdout = TRUE, conditions = "condition",
                               label = NULL, ..., workers = 2L) {
   if (substitute) expr <- substitute(expr)
+  workers <- future_workers(workers)
   ensure_future_daemons(workers)
   f <- HakoFuture(expr, envir = envir, substitute = FALSE, lazy = lazy, seed = seed, globals = globals,
                   packages = packages, stdout = stdout, conditions = conditions, label = label,
@@ -63,9 +65,18 @@ hako_cluster <- function(expr, envir = parent.frame(), substitute = TRUE, lazy =
 class(hako_cluster) <- c("hako_cluster", "hako_future", "multiprocess", "future", "function")
 attr(hako_cluster, "init") <- TRUE
 
+# future's rules for `workers`: a function is called for the number; the
+# number must be a single finite numeric >= 1 (TRUE, NA, "2" or 0 are errors).
+future_workers <- function(workers) {
+  if (is.function(workers)) workers <- workers()
+  if (!is.numeric(workers) || length(workers) != 1L || is.na(workers) || !is.finite(workers) || workers < 1) {
+    stop("hako: 'workers' must be a single number >= 1, or a function returning one (as for future::multisession)", call. = FALSE)
+  }
+  as.integer(workers)
+}
+
 ensure_future_daemons <- function(workers) {
-  workers <- as.integer(workers)
-  if (is.na(workers) || workers < 1L) stop("hako: 'workers' must be a positive integer", call. = FALSE)
+  workers <- future_workers(workers)
   p <- .hako$profiles[["hako_multisession"]]
   if (!is.null(p) && p$alive && identical(p$n, workers)) return(invisible(p))
   if (!is.null(p)) reset_profile("hako_multisession")
@@ -184,7 +195,7 @@ result.HakoFuture <- function(future, ...) {
     # controls are rendered visibly first
     stdout <- if (is.character(v$stdout)) safe_text(v$stdout) else v$stdout
     conds <- lapply(v$conditions, function(c) {
-      if (is.list(c)) c$condition <- tryCatch(safe_condition(c$condition), error = function(e) c$condition)
+      if (is.list(c)) c$condition <- tryCatch(safe_condition(condition_with_hint(c$condition, future$compute)), error = function(e) c$condition)
       c
     })
     r <- future::FutureResult(value = v$value, visible = isTRUE(v$visible), stdout = stdout,
@@ -225,7 +236,7 @@ HOST_FAILURES <- c("hakoRefused", "hakoRejected", "hakoCrashed", "hakoUnserializ
 #' @exportS3Method future::nbrOfWorkers
 nbrOfWorkers.hako_multisession <- function(evaluator) {
   w <- formals(evaluator)$workers
-  if (is.null(w)) 2L else as.integer(eval(w))
+  if (is.null(w)) 2L else future_workers(eval(w, enclos = baseenv()))
 }
 
 #' @exportS3Method future::nbrOfWorkers

@@ -14,6 +14,10 @@
 #' or an 'unresolved' NA while it runs), [call_hako()] or [collect_hako()].
 #' Interrupting a wait (Ctrl-C) only stops waiting, as in mirai: the task
 #' goes on and its value can be read later; [stop_hako()] cancels it.
+#' Without daemons for `.compute`, as in mirai, the task runs in a daemon of
+#' its own (a private host with one sandbox, about half a second to start)
+#' that goes once the task has resolved; set [daemons()] to reuse daemons.
+#'
 #' An error in the task resolves to a 'hakoError' (see [is_error_value()]):
 #' it is a value, not signalled. Output the task writes (stdout, stderr,
 #' messages and warnings) is relayed in this session when the result arrives.
@@ -23,7 +27,8 @@
 #'   or expression vector.
 #' @param ... Named objects the expression refers to, assigned in the
 #'   sandbox's global environment; or a single environment whose objects are.
-#' @param .args A named list of objects bound in the evaluation environment.
+#' @param .args A named list (or an environment, whose objects are taken)
+#'   of objects bound in the evaluation environment.
 #' @param .timeout Timeout of the evaluation in milliseconds (`NULL`: the
 #'   profile's default from [daemons()], otherwise none); on expiry the task
 #'   is interrupted and resolves to errorValue 5.
@@ -41,12 +46,36 @@
 hako <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
   expr <- substitute(.expr)
   expr <- task_expr(expr, parent.frame())
-  p <- get_profile(.compute)
   g <- dots_globals(...)
-  if (!is.list(.args) || (length(.args) && (is.null(names(.args)) || any(!nzchar(names(.args)))))) {
-    stop("hako: '.args' must be a named list", call. = FALSE)
+  a <- task_args(.args)
+  reap_ephemeral()
+  if (is.null(.hako$profiles[[compute_name(.compute)]])) return(ephemeral_hako(expr, a, g, .timeout))
+  submit(get_profile(.compute), expr, a = a, g = g, timeout = .timeout)
+}
+
+# Without daemons, as in mirai 2.x, a task runs in a daemon of its own
+# that goes once the task has resolved: one host and one sandbox for this
+# task alone (about half a second to start), reaped at the next hako() or
+# wait after it resolved, or with the session.
+ephemeral_hako <- function(expr, a, g, timeout) {
+  .hako$nephemeral <- if (is.null(.hako$nephemeral)) 1L else .hako$nephemeral + 1L
+  name <- sprintf(".ephemeral%d", .hako$nephemeral)
+  daemons(1L, .compute = name)
+  p <- .hako$profiles[[name]]
+  p$ephemeral <- TRUE
+  x <- submit(p, expr, a = a, g = g, timeout = timeout)
+  x$callbacks <- c(x$callbacks, list(function(v) p$done <- TRUE))
+  x
+}
+
+# Closes the ephemeral daemons whose task has resolved.
+reap_ephemeral <- function() {
+  for (name in grep("^\\.ephemeral", ls(.hako$profiles, all.names = TRUE), value = TRUE)) {
+    p <- .hako$profiles[[name]]
+    if (p$alive && !isTRUE(p$done)) poll(p, 0)
+    if (isTRUE(p$done) || !p$alive) reset_profile(name)
   }
-  submit(p, expr, a = .args, g = g, timeout = .timeout)
+  invisible()
 }
 
 task_expr <- function(expr, env) {
@@ -119,6 +148,7 @@ wait_hako <- function(x) {
     if (!x$p$alive) fail_all(x$p, x$p$why)
     poll(x$p, 0.5)
   }
+  if (isTRUE(x$p$ephemeral)) reap_ephemeral()
   invisible(x)
 }
 
@@ -143,8 +173,11 @@ print.hako <- function(x, ...) {
 #' interrupt leaves the task running.
 #'
 #' @param x A 'hako', a 'hako_map', or a list of 'hako' objects.
-#' @param options For 'hako_map' objects: options as for `x[...]`, e.g.
-#'   `".flat"`, `".progress"`, `".stop"`.
+#' @param options For a 'hako_map' or a list of 'hako': options as for
+#'   `x[...]`, e.g. `".flat"` or `c(".stop", ".progress")`; or, as in mirai,
+#'   a named list or vector whose names are the options, e.g.
+#'   `c(.stop = TRUE, .progress = "bar name")` (the `.progress` value names
+#'   the cli progress bar).
 #' @return `call_hako()`: `x`, invisibly... resolved. `collect_hako()`: the
 #'   value(s).
 #' @examples
@@ -168,7 +201,25 @@ call_hako <- function(x) {
 collect_hako <- function(x, options = NULL) {
   if (inherits(x, "hako")) return(x[])
   if (inherits(x, "hako_map")) return(collect_map(x, options))
-  if (is.list(x)) return(lapply(x, collect_hako))
+  if (is.list(x)) {
+    if (!length(options)) return(lapply(x, collect_hako))
+    opts <- map_options(options)
+    out <- vector("list", length(x))
+    for (i in seq_along(x)) {
+      out[[i]] <- collect_hako(x[[i]])
+      if ("stop" %in% opts && is_error_value(out[[i]])) {
+        stop_hako(x)
+        stop(sprintf("hako: %s failed: %s", element_label(i, names(x)), err_msg(out[[i]])), call. = FALSE)
+      }
+    }
+    names(out) <- names(x)
+    if ("flat" %in% opts) {
+      bad <- which(vapply(out, is_error_value, NA))
+      if (length(bad)) stop(sprintf("hako: cannot flatten: %s failed: %s", element_label(bad[[1L]], names(x)), err_msg(out[[bad[[1L]]]])), call. = FALSE)
+      out <- flatten(out, names(x))
+    }
+    return(out)
+  }
   x
 }
 
@@ -179,7 +230,8 @@ collect_hako <- function(x, options = NULL) {
 #' sandbox. It resolves at once to errorValue 20 (also a 'hakoInterrupt').
 #'
 #' @param x A 'hako', a 'hako_map' or a list of them.
-#' @return Invisibly, `TRUE` if something was cancelled.
+#' @return Invisibly, `TRUE` if something was cancelled; for a 'hako_map' or
+#'   a list, one such logical per element, as in mirai.
 #' @examples
 #' \dontrun{
 #' daemons(1)
@@ -198,7 +250,11 @@ stop_hako <- function(x) {
     resolve(x, mk_interrupt("cancelled by stop_hako()"))
     return(invisible(TRUE))
   }
-  if (inherits(x, "hako_map")) return(invisible(cancel_batch(x$p, x$b)))
-  if (is.list(x)) return(invisible(any(vapply(x, stop_hako, NA))))
+  if (inherits(x, "hako_map")) {
+    out <- !x$b$done_flags
+    cancel_batch(x$p, x$b)
+    return(invisible(out))
+  }
+  if (is.list(x)) return(invisible(vapply(x, function(e) any(stop_hako(e)), NA)))
   invisible(FALSE)
 }

@@ -6,7 +6,8 @@
 #' with `connections`, `daemons` (the listening URL or "local") and `hako`
 #' (awaiting, executing, completed), plus `table`, one row per daemon.
 #'
-#' @param .compute Compute profile (`NULL`: default).
+#' @param .compute Compute profile (`NULL`: default), or a cluster made by
+#'   [make_cluster()] (its nodes' counters summed, one table row per node).
 #' @return `info()`: a named integer vector, or `NULL` when no daemons are
 #'   set. `status()`: a list.
 #' @examples
@@ -18,6 +19,7 @@
 #' }
 #' @export
 info <- function(.compute = NULL) {
+  if (inherits(.compute, "hako_cluster_obj")) return(cluster_info(.compute)$counters)
   p <- .hako$profiles[[compute_name(.compute)]]
   if (is.null(p) || !p$alive) return(NULL)
   r <- query_info(p)
@@ -27,6 +29,12 @@ info <- function(.compute = NULL) {
 #' @rdname info
 #' @export
 status <- function(.compute = NULL) {
+  if (inherits(.compute, "hako_cluster_obj")) {
+    r <- cluster_info(.compute)
+    if (is.null(r)) return(list(connections = 0L, daemons = NULL, hako = c(awaiting = 0L, executing = 0L, completed = 0L)))
+    return(list(connections = unname(r$counters[["connections"]]), daemons = "local",
+                hako = r$counters[c("awaiting", "executing", "completed")], table = r$table))
+  }
   p <- .hako$profiles[[compute_name(.compute)]]
   if (is.null(p) || !p$alive) {
     return(list(connections = 0L, daemons = NULL, hako = c(awaiting = 0L, executing = 0L, completed = 0L)))
@@ -57,3 +65,17 @@ query_info <- function(p, wait = 30) {
   list(counters = counters, table = tab)
 }
 
+
+# A cluster's nodes each have a private host: their counters summed, their
+# daemons' rows together. NULL once every node is stopped.
+cluster_info <- function(cl) {
+  rs <- lapply(cl, function(nd) {
+    p <- .hako$profiles[[nd$env$compute]]
+    if (is.null(p) || !p$alive) NULL else query_info(p)
+  })
+  rs <- Filter(Negate(is.null), rs)
+  if (!length(rs)) return(NULL)
+  counters <- Reduce(`+`, lapply(rs, function(r) r$counters))
+  tabs <- Filter(Negate(is.null), lapply(rs, function(r) r$table))
+  list(counters = counters, table = if (length(tabs)) do.call(rbind, tabs))
+}

@@ -11,7 +11,13 @@
 #' @param .f A function.
 #' @param ... Named objects `.f` refers to, assigned in the sandbox's global
 #'   environment.
-#' @param .args A named list of further constant arguments to `.f`.
+#' @param .args A named list (or an environment) of further constant
+#'   arguments to `.f`.
+#' @param .promise As in mirai: a function, or a list of two (`onFulfilled`,
+#'   `onRejected`), registered with `promises::then()` against each element
+#'   (needs \pkg{promises} and \pkg{later}): each is called from
+#'   \pkg{later}'s event loop with that element's value, or an error
+#'   carrying the message of its error value.
 #' @param .timeout Timeout per element in milliseconds.
 #' @param .compute Compute profile (`NULL`: default).
 #' @return A 'hako_map' object.
@@ -23,12 +29,11 @@
 #' daemons(0)
 #' }
 #' @export
-hako_map <- function(.x, .f, ..., .args = list(), .timeout = NULL, .compute = NULL) {
+hako_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .timeout = NULL, .compute = NULL) {
   p <- get_profile(.compute)
   if (!is.function(.f)) stop("hako: '.f' must be a function", call. = FALSE)
-  if (!is.list(.args) || (length(.args) && (is.null(names(.args)) || any(!nzchar(names(.args)))))) {
-    stop("hako: '.args' must be a named list", call. = FALSE)
-  }
+  .args <- task_args(.args, "hako_map")
+  check_promise_arg(.promise)
   g <- c(dots_globals(...), list(.f = .f, .hako_args = .args))
   if (is.data.frame(.x)) {
     n <- nrow(.x)
@@ -87,6 +92,7 @@ hako_map <- function(.x, .f, ..., .args = list(), .timeout = NULL, .compute = NU
     send_raw(p, unlist(frames, use.names = FALSE))
     poll(p, 0)
   }
+  if (length(.promise)) map_then(x, .promise)
   x
 }
 
@@ -143,14 +149,25 @@ NULL
   collect_map(x, opts)
 }
 
-collect_map <- function(x, options = NULL) {
-  opts <- sub("^\\.", "", as.character(options))
+# Collection options as given to x[...] or collect_hako(): a character
+# vector, or (as in mirai) a named list or vector whose names are the
+# options; the `.progress` value then names the progress bar.
+map_options <- function(options) {
+  nm <- names(options)
+  opts <- if (length(nm) && all(nzchar(nm))) nm else as.character(unlist(options, use.names = FALSE))
+  opts <- sub("^\\.", "", opts)
   bad <- setdiff(opts, c("flat", "progress", "stop"))
   if (length(bad)) stop("hako: unknown hako_map option(s): ", paste(bad, collapse = ", "), call. = FALSE)
+  bar <- if (length(nm) && ".progress" %in% nm) options[[".progress"]]
+  structure(opts, bar = if (is.character(bar) && length(bar) == 1L) bar)
+}
+
+collect_map <- function(x, options = NULL) {
+  opts <- map_options(options)
   b <- x$b
   p <- x$p
   stop_early <- "stop" %in% opts
-  bar <- if ("progress" %in% opts) progress_bar(b$n) else NULL
+  bar <- if ("progress" %in% opts) progress_bar(b$n, attr(opts, "bar")) else NULL
   seen <- 0L
   on.exit(if (!is.null(bar)) bar$done())
   repeat {
@@ -206,9 +223,9 @@ err_msg <- function(v) {
   safe_text(m)
 }
 
-progress_bar <- function(n) {
+progress_bar <- function(n, name = NULL) {
   if (requireNamespace("cli", quietly = TRUE)) {
-    id <- cli::cli_progress_bar(total = n, .envir = globalenv(), clear = TRUE)
+    id <- cli::cli_progress_bar(name = name, total = n, .envir = globalenv(), clear = TRUE)
     list(update = function(k) cli::cli_progress_update(id = id, set = k, .envir = globalenv()),
          done = function() cli::cli_progress_done(id = id, .envir = globalenv()))
   } else {

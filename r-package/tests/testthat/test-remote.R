@@ -38,7 +38,7 @@ test_that("daemon() lends this session's machine; a client joins a remote host",
   d <- daemons(url = lh(), .compute = "h")
   m <- hako(6 * 7, .compute = "h")
   # blocks until it leaves, after a second without a task
-  st <- daemon(d$url, token = d$token, fingerprint = d$fingerprint, idle_time = 1, memory = 256, log = tempfile())
+  st <- daemon(d$url, token = d$token, fingerprint = d$fingerprint, idletime = 1000, memory = 256, log = tempfile())
   expect_equal(st, 0L)
   expect_equal(m[], 42)
   # a second R link joins the same host as a remote client
