@@ -38,6 +38,7 @@ pub struct PristineState {
 pub struct Pristine {
     pub state: PristineState,
     pub image: Arc<MemImage>,
+    /// Where it is persisted (empty for one kept only in memory).
     pub dir: PathBuf,
 }
 
@@ -55,6 +56,45 @@ impl Pristine {
         write_atomic(&dir.join("memory.img"), &img)?;
         write_atomic(&dir.join("state.bin"), &bincode::serialize(&state)?)?;
         Pristine::load(dir)
+    }
+
+    /// A snapshot kept only in memory, in an unlinked `memfd`: a sandbox's
+    /// own reset point once `everywhere()` code ran in it (see
+    /// `Sandbox::rebase`). All-zero pages are not written, so they cost
+    /// nothing; the file is freed when the last mapping of it goes.
+    pub fn in_memory(memory: &[u8], mut state: PristineState) -> Result<Pristine> {
+        use std::os::unix::fs::FileExt;
+        let page = page_size();
+        let len = memory.len().div_ceil(page) * page;
+        let file = memfd("hako-base")?;
+        file.set_len(len as u64)?;
+        // Runs of non-zero pages, written at their offsets (the rest stays a hole).
+        let mut at = 0;
+        while at < memory.len() {
+            let end = (at + page).min(memory.len());
+            if memory[at..end].iter().all(|&b| b == 0) {
+                at = end;
+                continue;
+            }
+            let mut run_end = end;
+            while run_end < memory.len() {
+                let next = (run_end + page).min(memory.len());
+                if memory[run_end..next].iter().all(|&b| b == 0) {
+                    break;
+                }
+                run_end = next;
+            }
+            file.write_all_at(&memory[at..run_end], at as u64)?;
+            at = run_end;
+        }
+        state.mem_len = len;
+        state.mem_sha256 = String::new();
+        let image = MemImage::new(file, len, state.mem_min_pages)?;
+        Ok(Pristine {
+            image: Arc::new(image),
+            state,
+            dir: PathBuf::new(),
+        })
     }
 
     /// Load and check a persisted snapshot.
@@ -79,6 +119,19 @@ impl Pristine {
             dir: dir.to_path_buf(),
         })
     }
+}
+
+/// An anonymous in-memory file, never linked into any directory.
+fn memfd(name: &str) -> Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let name = std::ffi::CString::new(name)?;
+    // SAFETY: a valid C string; on success the descriptor is new and ours.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("memfd_create");
+    }
+    // SAFETY: `fd` was just created and nothing else owns it.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 fn hash_file(file: &std::fs::File) -> Result<String> {
@@ -148,5 +201,19 @@ mod tests {
 
         std::fs::write(dir.path().join("state.bin"), b"junk").unwrap();
         assert!(Pristine::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn in_memory_snapshot_holds_the_bytes_zero_pages_included() {
+        let page = page_size();
+        let mut memory = vec![0u8; 5 * page + 100];
+        memory[page + 3] = 7;
+        memory[3 * page..4 * page].fill(9);
+        memory[5 * page + 99] = 1;
+        let p = Pristine::in_memory(&memory, state()).unwrap();
+        assert_eq!(p.image.len, 6 * page);
+        assert_eq!(p.state.mem_len, 6 * page);
+        assert_eq!(&p.image.bytes()[..memory.len()], &memory[..]);
+        assert!(p.image.bytes()[memory.len()..].iter().all(|&b| b == 0));
     }
 }

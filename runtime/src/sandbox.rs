@@ -161,7 +161,7 @@ pub struct Runtime {
 struct RuntimeInner {
     loader: Arc<Loader>,
     image: Arc<RoImage>,
-    pristine: Pristine,
+    pristine: Arc<Pristine>,
 }
 
 impl Runtime {
@@ -209,7 +209,7 @@ impl Runtime {
             inner: Arc::new(RuntimeInner {
                 loader,
                 image,
-                pristine,
+                pristine: Arc::new(pristine),
             }),
         })
     }
@@ -217,9 +217,11 @@ impl Runtime {
     /// A fresh sandbox in the pristine state.
     pub fn sandbox(&self, config: SandboxConfig) -> Result<Sandbox> {
         let interrupt = Arc::new(Interrupt::default());
-        let (store, api, mem) = instantiate(&self.inner, &config, interrupt.clone())?;
+        let base = self.inner.pristine.clone();
+        let (store, api, mem) = instantiate(&self.inner, &base, &config, interrupt.clone())?;
         Ok(Sandbox {
             rt: self.clone(),
+            base,
             config,
             store,
             api,
@@ -233,6 +235,9 @@ impl Runtime {
 /// One R, isolated: evaluate, reset, evaluate again.
 pub struct Sandbox {
     rt: Runtime,
+    /// What a reset returns to: the runtime's pristine state, or this
+    /// sandbox's own after [`Sandbox::rebase`].
+    base: Arc<Pristine>,
     config: SandboxConfig,
     store: Store<StoreData>,
     api: RApi,
@@ -361,10 +366,11 @@ impl Sandbox {
         Ok(TaskResult { outcome, output })
     }
 
-    /// Back to the pristine state: memory, linker, files, descriptors.
+    /// Back to the base state (pristine, or the one [`Sandbox::rebase`]
+    /// kept): memory, linker, files, descriptors.
     pub fn reset(&mut self) -> Result<()> {
-        let rt = self.rt.inner.clone();
-        let p = &rt.pristine.state;
+        let base = self.base.clone();
+        let p = &base.state;
         let structural = {
             let l = &self.store.data().linking;
             l.libs.len() != p.link.libs.len()
@@ -393,13 +399,84 @@ impl Sandbox {
         Ok(t.size(&mut self.store))
     }
 
+    /// A new instance in the base state. Should the sandbox's own base not
+    /// re-create, it falls back to the runtime's pristine state
+    /// ([`Sandbox::rebased`] then says false: the caller re-applies its code).
     fn rebuild(&mut self) -> Result<()> {
-        let (store, api, mem) = instantiate(&self.rt.inner, &self.config, self.interrupt.clone())?;
+        let made = instantiate(
+            &self.rt.inner,
+            &self.base,
+            &self.config,
+            self.interrupt.clone(),
+        );
+        let (store, api, mem) = match made {
+            Ok(m) => m,
+            Err(_) if self.rebased() => {
+                self.base = self.rt.inner.pristine.clone();
+                instantiate(
+                    &self.rt.inner,
+                    &self.base,
+                    &self.config,
+                    self.interrupt.clone(),
+                )?
+            }
+            Err(e) => return Err(e),
+        };
         self.store = store;
         self.api = api;
         self.mem = mem;
         self.poisoned = false;
         Ok(())
+    }
+
+    /// Make the current state the one every later reset returns to (what
+    /// `everywhere()` set up stays; a task's changes after it do not).
+    /// Between evaluations only. The state is copied into an in-memory
+    /// image and the instance re-created on it, so a reset costs what the
+    /// next task touches, as from the pristine state; the previous base is
+    /// dropped (the runtime's pristine state stays, shared).
+    pub fn rebase(&mut self) -> Result<()> {
+        if self.poisoned {
+            bail!("the sandbox was stopped by a trap: its state is not kept");
+        }
+        let link = dylink::capture(&mut self.store.as_context_mut())?;
+        let vfs = self.store.data().vfs.snapshot();
+        let memory = self.store.data().memory.context("no memory")?;
+        let p = &self.base.state;
+        let state = PristineState {
+            link,
+            vfs,
+            eval_fn: p.eval_fn,
+            task_fn: p.task_fn,
+            task_error_fn: p.task_error_fn,
+            mem_len: 0,
+            mem_min_pages: p.mem_min_pages,
+            mem_sha256: String::new(),
+        };
+        let base = Pristine::in_memory(memory.data(&self.store), state)?;
+        let old = std::mem::replace(&mut self.base, Arc::new(base));
+        if let Err(e) = self.rebuild() {
+            // The instance may be gone: rebuild on the old base.
+            self.base = old;
+            self.poisoned = true;
+            return Err(e.context("re-creating the sandbox on its new base"));
+        }
+        Ok(())
+    }
+
+    /// Whether a reset returns to a state of this sandbox's own (set by
+    /// [`Sandbox::rebase`]) rather than the runtime's pristine one.
+    pub fn rebased(&self) -> bool {
+        !Arc::ptr_eq(&self.base, &self.rt.inner.pristine)
+    }
+
+    /// Forget the state [`Sandbox::rebase`] kept: the next reset returns to
+    /// the runtime's pristine state.
+    pub fn unbase(&mut self) {
+        if self.rebased() {
+            self.base = self.rt.inner.pristine.clone();
+            self.poisoned = true;
+        }
     }
 
     fn begin(&mut self) -> Result<(), SandboxError> {
@@ -572,6 +649,7 @@ fn vfs_for(image: &Arc<RoImage>, config: &SandboxConfig) -> Result<Vfs> {
 /// A store in the pristine state.
 fn instantiate(
     rt: &RuntimeInner,
+    base: &Pristine,
     config: &SandboxConfig,
     interrupt: Arc<Interrupt>,
 ) -> Result<(Store<StoreData>, RApi, Arc<MemCtl>)> {
@@ -579,11 +657,11 @@ fn instantiate(
     let mut store = new_store(
         &rt.loader,
         vfs,
-        config.memory_bytes.max(rt.pristine.state.mem_len),
+        config.memory_bytes.max(base.state.mem_len),
         config.output_bytes,
         interrupt,
     );
-    let p = &rt.pristine;
+    let p = base;
     memory::set_pending_image(Some(p.image.clone()));
     let restored = dylink::restore(&mut store.as_context_mut(), &p.state.link);
     memory::set_pending_image(None);

@@ -1,0 +1,97 @@
+//! `Sandbox::rebase`: what `everywhere()` sets up becomes the state every
+//! reset returns to, while a task's own changes still go, through every
+//! kind of reset (in place, re-created after a new library, rebuilt after
+//! a crash); and an old base is freed, not kept.
+
+use hako_runtime::SandboxError;
+use hako_tests::{eval_ok, sandbox};
+
+/// Open descriptors and mappings of this process that are rebased images.
+fn base_images() -> (usize, usize) {
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().contains("memfd:hako-base"))
+        .count();
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("memfd:hako-base"))
+        .count();
+    (fds, maps)
+}
+
+fn state(sb: &mut hako_runtime::Sandbox) -> String {
+    eval_ok(
+        sb,
+        r#"cat(exists("kept"), exists("mine"), "package:stats4" %in% search(), "\n")"#,
+    )
+}
+
+#[test]
+fn everywhere_state_survives_resets_and_task_state_does_not() {
+    let mut sb = sandbox();
+    eval_ok(&mut sb, "kept <- 42; library(stats4)");
+    assert!(!sb.rebased());
+    sb.rebase().unwrap();
+    assert!(sb.rebased());
+
+    // An ordinary reset (memory copied back in place).
+    eval_ok(&mut sb, "mine <- 1; kept <- 0");
+    sb.reset().unwrap();
+    assert_eq!(state(&mut sb).trim(), "TRUE FALSE TRUE");
+    assert_eq!(eval_ok(&mut sb, "cat(kept)"), "42");
+
+    // A task that loads a shared library changes the linker's shape: the
+    // sandbox is re-created, on its own base.
+    eval_ok(&mut sb, "mine <- 1; library(splines)");
+    sb.reset().unwrap();
+    assert_eq!(state(&mut sb).trim(), "TRUE FALSE TRUE");
+    assert_eq!(
+        eval_ok(&mut sb, r#"cat("package:splines" %in% search())"#),
+        "FALSE"
+    );
+
+    // A task that ends R is rebuilt from the same base.
+    match sb.eval("mine <- 1; quit(status = 3)") {
+        Err(SandboxError::Crashed { .. }) => {}
+        other => panic!("expected a crash, got {other:?}"),
+    }
+    sb.reset().unwrap();
+    assert!(sb.rebased());
+    assert_eq!(state(&mut sb).trim(), "TRUE FALSE TRUE");
+
+    // A second rebase keeps both, and forgetting the base goes back to R's
+    // own start.
+    eval_ok(&mut sb, "also <- 1");
+    sb.rebase().unwrap();
+    eval_ok(&mut sb, "mine <- 1");
+    sb.reset().unwrap();
+    assert_eq!(
+        eval_ok(
+            &mut sb,
+            r#"cat(exists("also"), exists("kept"), exists("mine"))"#
+        ),
+        "TRUE TRUE FALSE"
+    );
+    sb.unbase();
+    sb.reset().unwrap();
+    assert!(!sb.rebased());
+    assert_eq!(state(&mut sb).trim(), "FALSE FALSE FALSE");
+}
+
+#[test]
+fn rebasing_again_frees_the_old_base() {
+    let mut sb = sandbox();
+    for i in 0..12 {
+        eval_ok(&mut sb, &format!("x{i} <- {i}"));
+        sb.rebase().unwrap();
+    }
+    // This sandbox's one base: its image's view and the memory mapped from
+    // it (other tests' sandboxes in this process hold at most as many).
+    let (fds, maps) = base_images();
+    assert!(fds <= 2, "{fds} rebased images still open");
+    assert!(maps <= 6, "{maps} mappings of rebased images");
+    assert_eq!(eval_ok(&mut sb, "cat(x0 + x11)"), "11");
+    drop(sb);
+}
