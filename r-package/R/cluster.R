@@ -35,6 +35,10 @@ make_cluster <- function(n = 2L, url = NULL, remote = NULL, ..., memory = NULL, 
     refuse_arg("make_cluster", if (is.null(url)) "remote = " else "url = ",
                "a node keeps its state, so it is one local daemon behind a host of its own; for remote daemons use daemons(url = host_url()) with hako_map() or future::plan(hako_cluster)")
   }
+  kept <- intersect(names(list(...)), c("cleanup", "keep_state"))
+  if (length(kept)) {
+    refuse_arg("make_cluster", paste0(kept[[1L]], " = "), "a node always keeps its state between calls, as a PSOCK worker (and mirai's cluster) does")
+  }
   if (!is.numeric(n) || length(n) != 1L) stop("hako: 'n' must be a positive integer", call. = FALSE)
   n <- as.integer(n)
   if (is.na(n) || n < 1L) stop("hako: 'n' must be a positive integer", call. = FALSE)

@@ -11,6 +11,14 @@
 #' webR's base R set (base, stats, utils, methods, graphics, grDevices,
 #' datasets, tools, compiler, splines, stats4, parallel, grid).
 #'
+#' Units, one rule as in mirai: every duration given from R is in
+#' milliseconds (`.timeout`, `daemons(timeout = )`, `idletime`, `walltime`,
+#' `daemon(timeout = )`, and the host options `shutdown_grace`, `heartbeat`,
+#' `handshake_timeout`); sizes are in MiB (`memory`, `max_payload`). mirai's
+#' arguments are accepted under mirai's names with mirai's meaning, or
+#' refused with an R error that names hako's equivalent (see the README's
+#' "mirai -> hako" table).
+#'
 #' @keywords internal
 #' @name hako-package
 #' @aliases hako-package
@@ -40,7 +48,7 @@ sandbox_packages <- function() {
 # S3method() in NAMESPACE: it takes effect if and when promises is loaded.
 
 .onUnload <- function(libpath) {
-  for (p in ls(.hako$profiles)) try(reset_profile(p), silent = TRUE)
+  for (p in ls(.hako$profiles, all.names = TRUE)) try(reset_profile(p), silent = TRUE)
 }
 
 #' Locate the hako binary

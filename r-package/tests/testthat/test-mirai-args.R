@@ -155,6 +155,7 @@ test_that("status(cl) and info(cl) on a cluster; make_cluster(url = ) refused", 
   expect_match(no_usage(make_cluster(1, url = lh())), "make_cluster\\(url = \\).*daemons\\(url = host_url\\(\\)\\)")
   expect_match(no_usage(make_cluster(1, remote = list())), "remote")
   expect_match(no_usage(make_cluster(1, bogus = 1)), "no argument 'bogus'")
+  expect_match(no_usage(make_cluster(1, cleanup = TRUE)), "keeps its state")
 })
 
 test_that("collect_hako() options on lists and mirai's named options; stop_hako() per element", {
@@ -196,4 +197,30 @@ test_that("plan(hako_multisession, workers = ) follows future's rules", {
   for (w in list(0L, NA_integer_, TRUE, NA_character_, "2", 1:2)) {
     expect_error(future::plan(hako::hako_multisession, workers = w))
   }
+})
+
+test_that("daemons(url = , tls = ) serves mirai's certificate-and-key PEM", {
+  skip_if(!nzchar(Sys.which("openssl")))
+  on.exit(reset_all())
+  dir <- tempfile()
+  dir.create(dir)
+  key <- file.path(dir, "key.pem")
+  crt <- file.path(dir, "crt.pem")
+  st <- system2("openssl", c("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                             "-keyout", key, "-out", crt, "-days", "1", "-subj", "/CN=127.0.0.1",
+                             "-addext", "subjectAltName=IP:127.0.0.1"), stdout = FALSE, stderr = FALSE)
+  skip_if(st != 0L)
+  both <- file.path(dir, "both.pem")
+  writeLines(c(readLines(crt), readLines(key)), both)
+  fp <- system2("openssl", c("x509", "-in", crt, "-noout", "-fingerprint", "-sha256"), stdout = TRUE)
+  fp <- tolower(gsub(":", "", sub(".*=", "", fp)))
+  # one file holding both, as mirai takes it
+  d <- daemons(url = lh(), tls = both, .compute = "t1")
+  expect_equal(d$fingerprint, paste0("SHA256:", fp))
+  launch_local(1, .compute = "t1")
+  expect_equal(hako(1 + 1, .compute = "t1")[], 2)
+  # or c(certificate, key) as PEM text
+  d2 <- daemons(url = lh(), tls = c(paste(readLines(crt), collapse = "\n"), paste(readLines(key), collapse = "\n")), .compute = "t2")
+  expect_equal(d2$fingerprint, paste0("SHA256:", fp))
+  expect_match(no_usage(daemons(1, tls = both, .compute = "t3")), "daemons\\(url = host_url\\(\\), tls = \\)")
 })
