@@ -117,7 +117,12 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
     parse_url(url)
     args <- c("client", url)
     if (!is.null(fingerprint)) args <- c(args, "--fingerprint", fingerprint)
-    args <- c(args, extra)
+    given <- c(if (!is.null(memory)) "memory", if (!is.null(max_payload)) "max_payload",
+               if (isTRUE(keep_state)) "keep_state", names(list(...)))
+    if (length(given)) {
+      stop(sprintf("hako: daemons(url, token = ) joins a remote host as a client: '%s' is set by that host and its daemons, not here",
+                   given[[1L]]), call. = FALSE)
+    }
     if (length(mount) || length(packages) || length(tls)) {
       stop("hako: 'mount', 'packages' and 'tls' apply to daemons and hosts this session starts; a remote host's daemons choose their own",
            call. = FALSE)

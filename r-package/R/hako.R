@@ -205,8 +205,11 @@ collect_hako <- function(x, options = NULL) {
     if (!length(options)) return(lapply(x, collect_hako))
     opts <- map_options(options)
     out <- vector("list", length(x))
+    bar <- if ("progress" %in% opts) progress_bar(length(x), attr(opts, "bar"))
+    if (!is.null(bar)) on.exit(bar$done())
     for (i in seq_along(x)) {
       out[[i]] <- collect_hako(x[[i]])
+      if (!is.null(bar)) bar$update(i)
       if ("stop" %in% opts && is_error_value(out[[i]])) {
         stop_hako(x)
         stop(sprintf("hako: %s failed: %s", element_label(i, names(x)), err_msg(out[[i]])), call. = FALSE)

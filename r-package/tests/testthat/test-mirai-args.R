@@ -23,6 +23,9 @@ test_that("daemons(): mirai's arguments are supported or refused, naming hako's 
   expect_match(no_usage(daemons(2, maxtasks = 2)), "launch_local\\(n, idletime")
   expect_match(no_usage(daemons(2, autoexit = FALSE)), "autoexit = FALSE")
   expect_match(no_usage(daemons(1, tls = "nope.pem")), "tls")
+  # a client of a remote host sets none of that host's options
+  expect_match(no_usage(daemons(url = "wss://127.0.0.1:1", token = "t", memory = 64)), "as a client: 'memory'")
+  expect_match(no_usage(daemons(url = "wss://127.0.0.1:1", token = "t", retries = 0)), "as a client: 'retries'")
   # none of those started anything
   expect_null(info())
   # dispatcher = TRUE is hako's only way, accepted
@@ -162,6 +165,8 @@ test_that("collect_hako() options on lists and mirai's named options; stop_hako(
   on.exit(reset_all())
   daemons(1)
   expect_equal(collect_hako(list(hako(1), hako(2)), ".flat"), c(1, 2))
+  expect_equal(collect_hako(list(a = hako(1), b = hako(2)), list(.progress = "bar", .flat = TRUE)), c(a = 1, b = 2))
+  expect_error(collect_hako(list(hako(1)), ".nope"), "unknown hako_map option")
   expect_equal(collect_hako(hako_map(1:2, identity), c(.flat = TRUE, .progress = "bar")), 1:2)
   expect_error(collect_hako(list(a = hako(1), b = hako(stop("no"))), ".stop"), "element 2 \\(.b.\\) failed: no")
   m <- hako_map(1:3, function(i) Sys.sleep(10))
