@@ -441,6 +441,19 @@ impl Sandbox {
         }
         let link = dylink::capture(&mut self.store.as_context_mut())?;
         let vfs = self.store.data().vfs.snapshot();
+        // Its own base, still the memory's size: written in place.
+        if self.rebased() && self.mem.image_len() == self.mem.size() {
+            if let Some(base) = Arc::get_mut(&mut self.base) {
+                if let Err(e) = self.mem.commit() {
+                    // The image may be half written: not a base any more.
+                    self.unbase();
+                    return Err(e).context("writing the sandbox's base");
+                }
+                base.state.link = link;
+                base.state.vfs = vfs;
+                return Ok(());
+            }
+        }
         let memory = self.store.data().memory.context("no memory")?;
         let p = &self.base.state;
         let state = PristineState {
