@@ -14,8 +14,10 @@
 
 use crate::engine::HakoEngine;
 use crate::modinfo::ModuleInfo;
+use crate::packages::{PackageModule, PackageModules, LIBRARY};
 use crate::store::StoreData;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -40,9 +42,12 @@ pub struct Loader {
 /// A module ready to instantiate.
 #[derive(Clone)]
 pub struct Loaded {
+    /// The asset path, or for a package module its guest path.
     pub rel_path: String,
     pub module: Module,
     pub info: Arc<ModuleInfo>,
+    /// A package's module: every import must resolve when it is loaded.
+    pub package: bool,
 }
 
 impl Loader {
@@ -93,6 +98,54 @@ impl Loader {
             rel_path: rel_path.to_string(),
             module,
             info,
+            package: false,
+        })
+    }
+
+    /// Compile (or fetch from cache, keyed by its sha256 like every module)
+    /// a package's side module. The bytes are hashed again when read, so a
+    /// file changed since its tree was verified is refused, never compiled.
+    pub fn load_package(&self, guest: &str, m: &PackageModule) -> Result<Loaded> {
+        let mut bytes_cache: Option<Vec<u8>> = None;
+        let mut read = || -> Result<Vec<u8>> {
+            if let Some(b) = &bytes_cache {
+                return Ok(b.clone());
+            }
+            let b =
+                std::fs::read(&m.host).with_context(|| format!("reading {}", m.host.display()))?;
+            let sum = hex::encode(Sha256::digest(&b));
+            if sum != m.sha256 {
+                bail!(
+                    "{guest} changed since its package was verified (sha256 {sum}, manifest {})",
+                    m.sha256
+                );
+            }
+            bytes_cache = Some(b.clone());
+            Ok(b)
+        };
+        let module = self
+            .engine
+            .module(&m.sha256, &mut read)
+            .with_context(|| format!("compiling {guest}"))?;
+        let info = {
+            let cached = self.infos.lock().unwrap().get(&m.sha256).cloned();
+            match cached {
+                Some(i) => i,
+                None => {
+                    let i = Arc::new(load_info(self.engine.cache_dir(), &m.sha256, &mut read)?);
+                    self.infos
+                        .lock()
+                        .unwrap()
+                        .insert(m.sha256.clone(), i.clone());
+                    i
+                }
+            }
+        };
+        Ok(Loaded {
+            rel_path: guest.to_string(),
+            module,
+            info,
+            package: true,
         })
     }
 
@@ -239,6 +292,8 @@ pub struct Linking {
     /// Table slots appended for functions that had none: (slot, lib, export).
     pub appended: Vec<(u32, usize, String)>,
     appended_index: HashMap<(usize, String), u32>,
+    /// The side modules of the sandbox's package set, by guest path.
+    pub packages: Arc<PackageModules>,
 }
 
 /// Marks a host function in [`Linking::appended`].
@@ -277,6 +332,7 @@ impl Linking {
             stack_pointer: None,
             appended: Vec::new(),
             appended_index: HashMap::new(),
+            packages: Arc::default(),
         }
     }
 
@@ -517,11 +573,7 @@ pub fn load_library(
         }
         return Ok(idx);
     }
-    let loader = ld(store).loader.clone();
-    let rel = loader.locate(name)?;
-    let loaded = loader
-        .load(&rel)
-        .with_context(|| format!("loading {name}"))?;
+    let loaded = locate_and_load(store, name)?;
     let mut my_local = Vec::new();
     for needed in &loaded.info.dylink.needed {
         load_library(store, needed, flags, &mut my_local)?;
@@ -531,6 +583,43 @@ pub fn load_library(
     local.extend(my_local);
     local.push(idx);
     Ok(idx)
+}
+
+/// The module `name` names: a package's side module when it lies in the
+/// package library, else an asset.
+fn locate_and_load(store: &mut Cx<'_>, name: &str) -> Result<Loaded> {
+    if let Some(guest) = normalize_abs(name) {
+        if let Some(rest) = guest.strip_prefix(LIBRARY) {
+            if rest.starts_with('/') {
+                let m = ld(store).packages.get(&guest).cloned();
+                let m = m.with_context(|| {
+                    format!("{guest} is not a side module of the sandbox's package set")
+                })?;
+                return ld(store).loader.clone().load_package(&guest, &m);
+            }
+        }
+    }
+    let loader = ld(store).loader.clone();
+    let rel = loader.locate(name)?;
+    loader.load(&rel).with_context(|| format!("loading {name}"))
+}
+
+/// An absolute guest path, normalised lexically; None for a relative one.
+fn normalize_abs(name: &str) -> Option<String> {
+    if !name.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in name.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
 }
 
 /// Placement of a side module: fresh when loading, recorded when restoring.
@@ -551,6 +640,13 @@ pub fn instantiate_side(
     placement: Option<Placement>,
 ) -> Result<usize> {
     let d = loaded.info.dylink.clone();
+    if loaded.package && placement.is_none() {
+        // Before anything is allocated or linked: refusing leaves no trace.
+        let missing = missing_imports(store, loaded, &local);
+        if !missing.is_empty() {
+            bail!("{}", undefined_message(&missing));
+        }
+    }
     let table = ld(store).table.context("main module not instantiated")?;
     let placement = match placement {
         Some(p) => {
@@ -606,6 +702,14 @@ pub fn instantiate_side(
                 let required = !d.weak_imports.contains(sym);
                 got_entry(store, sym, required)?.into()
             }
+            // C++ exceptions and wasm setjmp/longjmp must use R.wasm's own
+            // tags, or a throw would pass every handler of the other side.
+            ("env", tag @ ("__cpp_exception" | "__c_longjmp"), ExternType::Tag(_)) => {
+                let main = ld(store).main().context("no main module")?;
+                main.get_tag(&mut *store, tag)
+                    .with_context(|| format!("R.wasm exports no tag {tag}"))?
+                    .into()
+            }
             ("env" | "wasi_snapshot_preview1", sym, ExternType::Func(ty)) => {
                 match resolve_func_for_import(store, sym, &local) {
                     Some(f) => f.into(),
@@ -631,6 +735,81 @@ pub fn instantiate_side(
     });
     l.by_name.insert(name.to_string(), idx);
     Ok(idx)
+}
+
+/// Imports of a package module that nothing provides: not a host function,
+/// not an export of any loaded module or of the module itself, not weak.
+/// Emscripten would bind them to stubs that fail at the first call; a
+/// package's are refused at load instead, so that a symbol R 4.6 hid
+/// (`TRUELENGTH`, `R_nchar`, ...) is an error from `library()`, not a trap
+/// in the middle of a task.
+fn missing_imports(store: &mut Cx<'_>, loaded: &Loaded, local: &[usize]) -> Vec<String> {
+    let own: std::collections::HashSet<&str> = loaded
+        .info
+        .export_order
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let weak = &loaded.info.dylink.weak_imports;
+    let mut missing = std::collections::BTreeSet::new();
+    for imp in loaded.module.imports() {
+        let name = imp.name();
+        let ok = match (imp.module(), imp.ty()) {
+            (m @ ("env" | "wasi_snapshot_preview1"), ExternType::Func(_)) => {
+                own.contains(name)
+                    || host_func(store, m, name).is_some()
+                    || resolve_func_for_import(store, name, local).is_some()
+            }
+            ("GOT.mem" | "GOT.func", _) => {
+                weak.contains(name)
+                    || own.contains(name)
+                    || got_is_set(store, name)
+                    || defined_anywhere(store, name)
+                    || host_func(store, "env", name).is_some()
+            }
+            _ => continue,
+        };
+        if !ok {
+            missing.insert(name.to_string());
+        }
+    }
+    missing.into_iter().collect()
+}
+
+/// The dlerror text for unresolved symbols; bounded, as R keeps only the
+/// first few hundred bytes of it.
+fn undefined_message(missing: &[String]) -> String {
+    const SHOWN: usize = 12;
+    let mut msg = format!(
+        "undefined symbol{}: {}",
+        if missing.len() == 1 { "" } else { "s" },
+        missing[..missing.len().min(SHOWN)].join(", ")
+    );
+    if missing.len() > SHOWN {
+        msg.push_str(&format!(" and {} more", missing.len() - SHOWN));
+    }
+    msg.push_str(" (not provided by R.wasm or any loaded library)");
+    msg
+}
+
+fn got_is_set(store: &mut Cx<'_>, name: &str) -> bool {
+    let g = ld(store).got.get(name).map(|e| e.global);
+    g.is_some_and(|g| g.get(&mut *store).i32().is_some_and(|v| v != 0))
+}
+
+/// Whether any loaded module exports `name` (the GOT's namespace), without
+/// the side effects of computing its value.
+fn defined_anywhere(store: &mut Cx<'_>, name: &str) -> bool {
+    if is_internal(name) {
+        return false;
+    }
+    let instances: Vec<Instance> = ld(store).libs.iter().map(|l| l.instance).collect();
+    instances.into_iter().any(|i| {
+        matches!(
+            i.get_export(&mut *store, name),
+            Some(Extern::Func(_) | Extern::Global(_))
+        )
+    })
 }
 
 /// Function imports resolved at instantiation, when already defined.
@@ -817,7 +996,11 @@ pub fn restore(store: &mut Cx<'_>, state: &LinkState) -> Result<()> {
     }
     instantiate_main(store, &main)?;
     for lib in &state.libs[1..] {
-        let loaded = loader.load(&lib.rel_path)?;
+        let loaded = if lib.rel_path.starts_with('/') {
+            locate_and_load(store, &lib.rel_path)?
+        } else {
+            loader.load(&lib.rel_path)?
+        };
         let placement = Placement {
             mem_base: lib.mem_base,
             table_base: lib.table_base,

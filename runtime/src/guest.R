@@ -25,7 +25,9 @@ if (exists(".Random.seed", envir = globalenv(), inherits = FALSE)) rm(".Random.s
 # /library comes first in the library path even though it does not exist at
 # boot: R-only packages from the host are mounted there (one directory per
 # package, read-only) for the sandboxes that were given them.
-assign(".lib.loc", c("/library", .libPaths()), envir = environment(.libPaths))
+# The sandbox's verified package set (compiled packages, mounted read-only
+# at /hako/library) comes before both.
+assign(".lib.loc", c("/hako/library", "/library", .libPaths()), envir = environment(.libPaths))
 
 # R runs on one thread in the sandbox, and parallel::detectCores() would say
 # NA (it finds no /proc): it says 1, set here so the pristine snapshot has it.

@@ -24,6 +24,9 @@ pub fn add_to_linker(l: &mut Linker<StoreData>) -> Result<()> {
         |mut c: Caller<'_, StoreData>, handle: u32| -> Result<u32> {
             match dlopen(&mut c, handle) {
                 Ok(()) => Ok(handle),
+                // A trap or an exception in a constructor is not a load
+                // failure to report: it ends the call like any other.
+                Err(e) if escapes(&e) => Err(e),
                 Err(e) => {
                     set_error(&mut c, &format!("Could not load dynamic lib: {e:#}"))?;
                     Ok(0)
@@ -71,6 +74,12 @@ pub fn add_to_linker(l: &mut Linker<StoreData>) -> Result<()> {
     )?;
     l.func_wrap("env", "emscripten_promise_destroy", |_: u32| {})?;
     Ok(())
+}
+
+fn escapes(e: &wasmtime::Error) -> bool {
+    e.downcast_ref::<wasmtime::Trap>().is_some()
+        || e.downcast_ref::<wasmtime::ThrownException>().is_some()
+        || e.downcast_ref::<crate::trap::GuestTrap>().is_some()
 }
 
 fn dlopen(c: &mut Caller<'_, StoreData>, handle: u32) -> Result<()> {

@@ -1,0 +1,340 @@
+//! Compiled packages from a package set: verified before they are mounted,
+//! loaded by R's own `library()`, refused with an R error when a symbol is
+//! missing, never writable, and gone again after a reset.
+//!
+//! The packages are real installed R packages (made by native `R CMD
+//! INSTALL`, R code only) whose `libs/NAME.so` is a side module built here
+//! with wasm-encoder, in the shape emcc gives one.
+
+use hako_runtime::packages::{InstalledPackage, PackageSet};
+use hako_runtime::SandboxConfig;
+use hako_tests::{eval_err, eval_ok, runtime, sandbox_with};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use wasm_encoder::{
+    BlockType, Catch, CodeSection, CustomSection, EntityType, ExportKind, ExportSection, Function,
+    FunctionSection, GlobalType, ImportSection, Instruction, MemoryType, Module, RefType,
+    TableType, TagKind, TagType, TypeSection, ValType,
+};
+
+/// A side module exporting `<name>_one()` = `Rf_ScalarInteger(42)`, plus an
+/// import of each of `extra_funcs` (called nowhere). With `cpp`, it imports
+/// the exception tags and `__wasm_lpad_context` as emcc's C++ modules do, and
+/// `<name>_caught()` throws a C++ exception and catches it.
+fn side_module(name: &str, extra_funcs: &[&str], cpp: bool) -> Vec<u8> {
+    let mut m = Module::new();
+    // dylink.0 mem-info: no data, no table slots.
+    m.section(&CustomSection {
+        name: "dylink.0".into(),
+        data: vec![1, 4, 0, 0, 0, 0].into(),
+    });
+    let mut types = TypeSection::new();
+    types.ty().function([ValType::I32], [ValType::I32]); // 0: i32 -> i32
+    types.ty().function([], [ValType::I32]); // 1: () -> i32
+    types.ty().function([ValType::I32], []); // 2: tag payload
+    m.section(&types);
+
+    let mut imports = ImportSection::new();
+    imports.import(
+        "env",
+        "memory",
+        MemoryType {
+            minimum: 0,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        },
+    );
+    imports.import(
+        "env",
+        "__indirect_function_table",
+        TableType {
+            element_type: RefType::FUNCREF,
+            minimum: 0,
+            maximum: None,
+            table64: false,
+            shared: false,
+        },
+    );
+    let const_i32 = GlobalType {
+        val_type: ValType::I32,
+        mutable: false,
+        shared: false,
+    };
+    imports.import("env", "__memory_base", const_i32);
+    imports.import("env", "__table_base", const_i32);
+    imports.import("env", "Rf_ScalarInteger", EntityType::Function(0));
+    let mut funcs = 1u32;
+    for f in extra_funcs {
+        imports.import("env", f, EntityType::Function(0));
+        funcs += 1;
+    }
+    if cpp {
+        let tag = EntityType::Tag(TagType {
+            kind: TagKind::Exception,
+            func_type_idx: 2,
+        });
+        imports.import("env", "__cpp_exception", tag);
+        imports.import("env", "__c_longjmp", tag);
+        imports.import(
+            "GOT.mem",
+            "__wasm_lpad_context",
+            GlobalType {
+                val_type: ValType::I32,
+                mutable: true,
+                shared: false,
+            },
+        );
+    }
+    m.section(&imports);
+
+    let mut fsec = FunctionSection::new();
+    fsec.function(1);
+    if cpp {
+        fsec.function(1);
+    }
+    m.section(&fsec);
+    let mut exports = ExportSection::new();
+    exports.export(&format!("{name}_one"), ExportKind::Func, funcs);
+    if cpp {
+        exports.export(&format!("{name}_caught"), ExportKind::Func, funcs + 1);
+    }
+    m.section(&exports);
+
+    let mut code = CodeSection::new();
+    let mut one = Function::new([]);
+    one.instruction(&Instruction::I32Const(42));
+    one.instruction(&Instruction::Call(0));
+    one.instruction(&Instruction::End);
+    code.function(&one);
+    if cpp {
+        // block (result i32) try_table (catch __cpp_exception 0) throw 7 end
+        // unreachable end; Rf_ScalarInteger(payload)
+        let mut caught = Function::new([]);
+        caught.instruction(&Instruction::Block(BlockType::Result(ValType::I32)));
+        caught.instruction(&Instruction::TryTable(
+            BlockType::Empty,
+            vec![Catch::One { tag: 0, label: 0 }].into(),
+        ));
+        caught.instruction(&Instruction::I32Const(7));
+        caught.instruction(&Instruction::Throw(0));
+        caught.instruction(&Instruction::End);
+        caught.instruction(&Instruction::Unreachable);
+        caught.instruction(&Instruction::End);
+        caught.instruction(&Instruction::Call(0));
+        caught.instruction(&Instruction::End);
+        code.function(&caught);
+    }
+    m.section(&code);
+    m.finish()
+}
+
+/// An installed R package `name` (R code only, byte code off) whose
+/// namespace loads `libs/<name>.so`, with `module` as that file.
+fn installed_package(root: &Path, name: &str, module: &[u8]) -> PathBuf {
+    let src = root.join("src").join(name);
+    std::fs::create_dir_all(src.join("R")).unwrap();
+    std::fs::write(
+        src.join("DESCRIPTION"),
+        format!(
+            "Package: {name}\nVersion: 0.1\nTitle: Test\nDescription: Test.\n\
+             License: MIT\nAuthor: hako\nMaintainer: hako <hako@example.org>\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("NAMESPACE"),
+        format!("useDynLib({name})\nexport(one, caught)\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("R").join("f.R"),
+        format!(
+            "one <- function() .Call(\"{name}_one\", PACKAGE = \"{name}\")\n\
+             caught <- function() .Call(\"{name}_caught\", PACKAGE = \"{name}\")\n"
+        ),
+    )
+    .unwrap();
+    let lib = root.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let out = Command::new("R")
+        .args(["CMD", "INSTALL", "--no-test-load", "--no-byte-compile"])
+        .arg("--no-docs")
+        .arg("-l")
+        .arg(&lib)
+        .arg(&src)
+        .env("R_LIBS_USER", "")
+        .output()
+        .expect("native R (tests/setup.sh installs r-base-core)");
+    assert!(
+        out.status.success(),
+        "R CMD INSTALL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = lib.join(name);
+    std::fs::create_dir_all(dir.join("libs")).unwrap();
+    std::fs::write(dir.join("libs").join(format!("{name}.so")), module).unwrap();
+    dir
+}
+
+fn set(dirs: &[&Path]) -> Arc<PackageSet> {
+    Arc::new(PackageSet {
+        packages: dirs
+            .iter()
+            .map(|d| InstalledPackage::from_dir(d).unwrap())
+            .collect(),
+    })
+}
+
+fn config(packages: Arc<PackageSet>) -> SandboxConfig {
+    SandboxConfig {
+        packages,
+        ..SandboxConfig::default()
+    }
+}
+
+#[test]
+fn a_package_set_loads_through_library_and_is_read_only() {
+    let t = tempfile::tempdir().unwrap();
+    let good = installed_package(t.path(), "hakogood", &side_module("hakogood", &[], true));
+    let mut sb = sandbox_with(config(set(&[&good])));
+    assert_eq!(
+        eval_ok(&mut sb, r#"cat(.libPaths()[1], find.package("hakogood"))"#),
+        "/hako/library /hako/library/hakogood"
+    );
+    assert_eq!(
+        eval_ok(&mut sb, "library(hakogood); cat(one(), caught())"),
+        "42 7"
+    );
+    // Nothing in the tree can be changed from inside.
+    assert_eq!(
+        eval_ok(
+            &mut sb,
+            r#"w <- function(f) !inherits(try(suppressWarnings(f), silent = TRUE), "try-error") && !isFALSE(f)
+cat(w(writeLines("x", "/hako/library/hakogood/x")),
+    w(writeLines("x", "/hako/library/hakogood/libs/hakogood.so")),
+    suppressWarnings(file.remove("/hako/library/hakogood/DESCRIPTION")),
+    suppressWarnings(dir.create("/hako/library/other")),
+    file.exists("/hako/library/hakogood/libs/hakogood.so"), sep = ",")"#
+        ),
+        "FALSE,FALSE,FALSE,FALSE,TRUE"
+    );
+}
+
+#[test]
+fn a_missing_symbol_is_an_r_error_naming_it_and_the_sandbox_survives() {
+    let t = tempfile::tempdir().unwrap();
+    let bad = installed_package(
+        t.path(),
+        "hakobad",
+        &side_module("hakobad", &["TRUELENGTH", "R_nchar"], false),
+    );
+    let mut sb = sandbox_with(config(set(&[&bad])));
+    for code in [
+        "library(hakobad)",
+        r#"dyn.load("/hako/library/hakobad/libs/hakobad.so")"#,
+    ] {
+        let err = eval_err(&mut sb, code);
+        assert!(
+            err.contains("TRUELENGTH") && err.contains("R_nchar") && err.contains("undefined"),
+            "{code}: {err}"
+        );
+        assert_eq!(eval_ok(&mut sb, "cat(6 * 7)"), "42");
+    }
+    // Refusing it left nothing behind: the DLL is not registered.
+    assert_eq!(
+        eval_ok(
+            &mut sb,
+            r#"cat("hakobad" %in% names(getLoadedDLLs()), is.loaded("hakobad_one"))"#
+        ),
+        "FALSE FALSE"
+    );
+}
+
+#[test]
+fn reset_unloads_packages_loaded_by_a_task() {
+    let t = tempfile::tempdir().unwrap();
+    let good = installed_package(t.path(), "hakoreset", &side_module("hakoreset", &[], false));
+    let mut sb = sandbox_with(config(set(&[&good])));
+    let loaded = r#"cat("hakoreset" %in% loadedNamespaces(), is.loaded("hakoreset_one"))"#;
+    assert_eq!(eval_ok(&mut sb, loaded), "FALSE FALSE");
+    assert_eq!(eval_ok(&mut sb, "cat(hakoreset::one())"), "42");
+    assert_eq!(eval_ok(&mut sb, loaded), "TRUE TRUE");
+    sb.reset().unwrap();
+    assert_eq!(eval_ok(&mut sb, loaded), "FALSE FALSE");
+    // And it loads again, at the same place as the first time.
+    assert_eq!(eval_ok(&mut sb, "cat(hakoreset::one())"), "42");
+    sb.reset().unwrap();
+    assert_eq!(eval_ok(&mut sb, "cat(6 * 7)"), "42");
+}
+
+#[test]
+fn tampered_trees_are_refused_before_any_sandbox_is_built() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = installed_package(
+        t.path(),
+        "hakotamper",
+        &side_module("hakotamper", &[], false),
+    );
+    let packages = set(&[&dir]);
+    let so = dir.join("libs/hakotamper.so");
+    let refused = |what: &str| {
+        let e = match runtime().sandbox(config(packages.clone())) {
+            Ok(_) => panic!("{what}: a sandbox was built"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(e.contains("hakotamper"), "{what}: {e}");
+        e
+    };
+
+    // A changed side module (same size).
+    let orig = std::fs::read(&so).unwrap();
+    let mut changed = orig.clone();
+    *changed.last_mut().unwrap() ^= 1;
+    std::fs::write(&so, &changed).unwrap();
+    let e = refused("changed .so");
+    assert!(
+        e.contains("libs/hakotamper.so") && e.contains("sha256"),
+        "{e}"
+    );
+    std::fs::write(&so, &orig).unwrap();
+
+    // A changed R file.
+    let desc = dir.join("DESCRIPTION");
+    let text = std::fs::read_to_string(&desc).unwrap();
+    std::fs::write(&desc, format!("{text}X: 1\n")).unwrap();
+    let e = refused("changed DESCRIPTION");
+    assert!(e.contains("DESCRIPTION"), "{e}");
+    std::fs::write(&desc, &text).unwrap();
+
+    // A file the manifest does not list.
+    std::fs::write(dir.join("R/extra.R"), "x <- 1\n").unwrap();
+    let e = refused("extra file");
+    assert!(e.contains("R/extra.R") && e.contains("not listed"), "{e}");
+    std::fs::remove_file(dir.join("R/extra.R")).unwrap();
+
+    // A symlink, even to a file of the tree.
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("libs/passwd")).unwrap();
+    let e = refused("symlink");
+    assert!(e.contains("libs/passwd") && e.contains("symlink"), "{e}");
+    std::fs::remove_file(dir.join("libs/passwd")).unwrap();
+
+    // Restored: accepted again.
+    let mut sb = sandbox_with(config(packages));
+    assert_eq!(eval_ok(&mut sb, "cat(hakotamper::one())"), "42");
+}
+
+#[test]
+fn only_the_sets_modules_load_from_the_package_library() {
+    // The library directory of a sandbox without a set does not exist, and
+    // dyn.load cannot reach a host file through it.
+    let mut sb = sandbox_with(SandboxConfig::default());
+    let err = eval_err(
+        &mut sb,
+        r#"dyn.load("/hako/library/../../usr/lib/R/library/stats/libs/stats.so.x")"#,
+    );
+    assert!(err.contains("Error"), "{err}");
+    assert_eq!(eval_ok(&mut sb, r#"cat(file.exists("/hako"))"#), "FALSE");
+}
