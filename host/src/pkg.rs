@@ -4,9 +4,16 @@
 //! `list`, `remove`), and the package sets a sandbox is given.
 
 mod build;
+mod exnref;
+mod fetch;
+mod imports;
+mod index;
 mod install;
-mod store;
+pub mod store;
 mod toolchain;
+mod unpack;
+
+pub use store::resolve_set;
 
 use clap::{Args, Subcommand};
 use std::process::ExitCode;

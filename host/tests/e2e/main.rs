@@ -11,6 +11,7 @@ mod dispatch;
 mod failures;
 mod hostile_host;
 mod links;
+mod packages;
 mod refusals;
 mod results;
 mod scale;
