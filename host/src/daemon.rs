@@ -23,7 +23,7 @@ use crate::worker::{Exit, Worker, WorkerConfig, WorkerEvent};
 use crate::ws::{self, Flow};
 use crate::{paths, shutdown};
 use clap::Args;
-use hako_runtime::{Runtime, SandboxConfig};
+use hako_runtime::SandboxConfig;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -145,8 +145,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let sandbox_config = settings.sandbox.clone();
     let assets_dir = paths::assets_dir(args.sandbox.assets.as_deref());
     let sandbox = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let assets = paths::ensure_assets(&assets_dir)?;
-        let runtime = Runtime::new(&assets, &paths::cache_dir())?;
+        let runtime = crate::progress::open_runtime(&assets_dir)?;
         Ok(runtime.sandbox(sandbox_config)?)
     })
     .await??;
@@ -164,13 +163,19 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     tokio::pin!(signal);
 
     let mut backoff = Duration::from_millis(250);
+    // Whether this daemon has worked for the host at this URL: a different
+    // certificate there afterwards is a new host, not a passing fault.
+    let joined = std::cell::Cell::new(false);
     loop {
         let dialled = Instant::now();
         let attempt = async {
             match dial::dial_within(&target, &trust, limits, hello.clone(), handshake_timeout).await
             {
                 Err(e) => Err(e),
-                Ok((conn, welcome)) => Ok(session(conn, welcome, &worker, &route, limits).await),
+                Ok((conn, welcome)) => {
+                    joined.set(true);
+                    Ok(session(conn, welcome, &worker, &route, limits).await)
+                }
             }
         };
         tokio::pin!(attempt);
@@ -205,9 +210,21 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             });
         }
         match outcome {
-            Err(DialError::Untrusted(e)) | Err(DialError::Refused(e)) => {
+            Err(DialError::Untrusted(e)) if joined.get() => {
                 tracing::error!("{}: {e}", target.url);
-                eprintln!("hako: {}", DialError::Refused(e));
+                eprintln!(
+                    "hako: the host at {} is not the one this daemon joined ({}): it was \
+                     restarted with a new certificate (a host keeps its certificate only with \
+                     --identity). This daemon cannot join it and exits: run the daemon command \
+                     the new host prints.",
+                    target.url,
+                    dial::printable(&e)
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(e @ DialError::Untrusted(_)) | Err(e @ DialError::Refused(_)) => {
+                tracing::error!("{}: {e}", target.url);
+                eprintln!("hako: {}: {e}", target.url);
                 return Ok(ExitCode::FAILURE);
             }
             Err(DialError::Unreachable(e)) => {

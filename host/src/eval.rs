@@ -2,11 +2,11 @@
 //!
 //! Exit status: 0 success, 1 R error, 2 usage error, 3 a limit was hit.
 
-use crate::paths;
 use crate::sandbox_args::SandboxArgs;
+use crate::{paths, progress};
 use anyhow::{bail, Context};
 use clap::Args;
-use hako_runtime::{Runtime, SandboxError, Stream};
+use hako_runtime::{SandboxError, Stream};
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,8 +56,7 @@ fn run_inner(args: EvalArgs) -> anyhow::Result<ExitCode> {
         .map(|t| crate::sandbox_args::seconds(t, "--timeout"))
         .transpose()?;
     let config = args.sandbox.config(timeout)?;
-    let assets = paths::ensure_assets(&paths::assets_dir(args.sandbox.assets.as_deref()))?;
-    let runtime = Runtime::new(&assets, &paths::cache_dir())?;
+    let runtime = progress::open_runtime(&paths::assets_dir(args.sandbox.assets.as_deref()))?;
     let mut sandbox = runtime.sandbox(config)?;
     let result = sandbox.eval(&code);
     let (status, output, note) = match result {

@@ -12,7 +12,7 @@ use crate::worker::WorkerConfig;
 use crate::{identity, local, paths, token};
 use anyhow::bail;
 use clap::Args;
-use hako_runtime::{Runtime, SandboxConfig};
+use hako_runtime::SandboxConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -307,8 +307,7 @@ fn start_local(args: &HostArgs, settings: &Settings, handle: &Handle) {
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
         let r = (|| -> anyhow::Result<()> {
-            let assets = paths::ensure_assets(&assets_dir)?;
-            let runtime = Runtime::new(&assets, &paths::cache_dir())?;
+            let runtime = crate::progress::open_runtime(&assets_dir)?;
             local::start(&runtime, n, &sandbox, &config, &h)?;
             Ok(())
         })();

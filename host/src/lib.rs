@@ -26,6 +26,7 @@ mod logging;
 mod mount;
 mod paths;
 mod peer;
+mod progress;
 pub mod protocol;
 pub mod rser;
 mod sandbox_args;

@@ -18,6 +18,10 @@ use wasmtime::{Config, Engine, Module};
 /// R's own C-stack check stops recursion well before this.
 pub const MAX_WASM_STACK: usize = 8 << 20;
 
+/// Modules at least this large (bytes) have their compilation reported as
+/// progress: it takes seconds to minutes.
+const REPORTED_COMPILE: usize = 4 << 20;
+
 /// An engine plus a process-wide table of compiled modules, shared by every
 /// sandbox of the process.
 #[derive(Clone)]
@@ -119,7 +123,19 @@ impl HakoEngine {
             return Ok(module);
         }
         let wasm = bytes()?;
-        let module = Module::new(&self.inner.engine, &wasm).context("compiling wasm module")?;
+        let compile = || Module::new(&self.inner.engine, &wasm);
+        // Only R.wasm is large enough to keep a first start waiting.
+        let module = if wasm.len() >= REPORTED_COMPILE {
+            let what = format!(
+                "compiling {:.0} MB of WebAssembly to machine code (once; kept in {})",
+                wasm.len() as f64 / 1e6,
+                dir.display()
+            );
+            crate::progress::step(&what, compile)
+        } else {
+            compile()
+        }
+        .context("compiling wasm module")?;
         let serialized = module.serialize()?;
         std::fs::create_dir_all(&dir)?;
         let sum = hex::encode(Sha256::digest(&serialized));

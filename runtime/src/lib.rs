@@ -11,6 +11,7 @@ pub mod modinfo;
 pub mod output;
 pub mod packages;
 pub mod pristine;
+pub mod progress;
 pub mod rapi;
 pub mod sandbox;
 pub mod stack;

@@ -9,6 +9,8 @@ mod common;
 mod caps;
 mod dispatch;
 mod failures;
+mod first_start;
+mod host_gone;
 mod hostile_host;
 mod links;
 mod packages;
