@@ -163,7 +163,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   assign(.compute, p, envir = .hako$profiles)
   if (nloc > 0L) wait_connections(p, nloc)
   out <- structure(list(compute = .compute, n = nloc, url = p$url, mode = mode,
-                        daemon_command = p$ready[["daemon_command"]],
+                        daemon_command = if (mode == "listen") launch_remote(1L, .compute = .compute),
                         fingerprint = p$ready[["fingerprint"]],
                         token = p$ready[["token"]],
                         client_token = p$ready[["client_token"]],
@@ -180,7 +180,9 @@ print.hakoDaemons <- function(x, ...) {
   }
   cat(sprintf("hako daemons, compute profile '%s': %s, %d local sandboxed daemon(s)\n", x$compute, x$mode, x$n))
   if (!is.null(x$url)) cat("  url: ", x$url, "\n", sep = "")
-  if (!is.null(x$daemon_command)) cat("  launch a daemon with:\n    ", x$daemon_command, "\n", sep = "")
+  if (!is.null(x$daemon_command)) {
+    cat("  launch a daemon with (", attr(x$daemon_command, "note"), "):\n    ", x$daemon_command, "\n", sep = "")
+  }
   invisible(x)
 }
 

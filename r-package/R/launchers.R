@@ -2,7 +2,16 @@
 #'
 #' `launch_local()` starts `n` `hako daemon` processes on this machine that
 #' dial the host of a compute profile set with `daemons(url = ...)`.
-#' `launch_remote()` returns the commands to run on other machines.
+#' `launch_remote()` returns the commands to run on other machines, printed
+#' with what they need there.
+#'
+#' The commands work as printed. For a host listening on a loopback address
+#' they are for this machine and name this session's `hako` binary by its
+#' absolute path; otherwise they run `hako` from the other machine's `PATH`,
+#' unless `command` gives its path there. Each daemon has `--autoexit`: it
+#' leaves when this host goes (`daemons(0)`, or this R session ending) rather
+#' than dialling a URL where no host will take it again (a new host has a new
+#' certificate); pass `autoexit = FALSE` to keep it dialling.
 #'
 #' @param n Number of daemons.
 #' @param ... [daemon()]'s arguments, mirai's names and units: e.g.
@@ -11,9 +20,13 @@
 #'   `autoexit`. Without any, those given to [daemons()]`(url = , ...)`.
 #' @param remote mirai's launch configuration: not supported (an R error);
 #'   run the commands `launch_remote()` returns.
+#' @param command The `hako` binary on the machines that run the commands
+#'   (`NULL`: this session's binary for a loopback host, else `hako` from
+#'   their `PATH`).
 #' @param .compute Compute profile (`NULL`: default).
 #' @return `launch_local()`: invisibly, the process ids of the daemons.
-#'   `launch_remote()`: a character vector of `n` shell commands.
+#'   `launch_remote()`: a character vector of `n` shell commands (class
+#'   'hakoCommands', printed with a note on where to run them).
 #' @examples
 #' \dontrun{
 #' daemons(url = host_url(host = "127.0.0.1"))
@@ -39,16 +52,57 @@ launch_local <- function(n = 1L, ..., .compute = NULL) {
 
 #' @rdname launch_local
 #' @export
-launch_remote <- function(n = 1L, remote = NULL, ..., .compute = NULL) {
+launch_remote <- function(n = 1L, remote = NULL, ..., command = NULL, .compute = NULL) {
   if (!is.null(remote)) {
     refuse_arg("launch_remote", "remote = ", "hako has no remote launch configurations; run the commands it returns on the other machines")
   }
+  if (!is.null(command) && (!is.character(command) || length(command) != 1L || is.na(command) || !nzchar(command))) {
+    stop("hako: 'command' must be the path of the hako binary on the machines that run the commands", call. = FALSE)
+  }
   p <- get_profile(.compute)
-  cmd <- p$ready[["daemon_command"]]
-  if (is.null(cmd)) stop("hako: this compute profile's host does not listen for daemons: set it with daemons(url = host_url())", call. = FALSE)
-  extra <- launch_args("launch_remote", p, list(...), FALSE)
-  if (grepl("--autoexit", cmd, fixed = TRUE)) extra <- setdiff(extra, "--autoexit")
-  if (length(extra)) cmd <- paste(cmd, paste(vapply(extra, shQuote, ""), collapse = " "))
-  rep(cmd, n)
+  r <- p$ready
+  if (is.null(r[["token"]]) || is.null(r[["url"]])) {
+    stop("hako: this compute profile's host does not listen for daemons: set it with daemons(url = host_url())", call. = FALSE)
+  }
+  daemon_command_line(r, launch_args("launch_remote", p, list(...), TRUE), command, n)
 }
+
+# `n` copies of the `hako daemon` command that joins the host of READY
+# lines `r`, with the daemon options `extra`, run by `command` (see
+# launch_remote()), as a 'hakoCommands' vector carrying where to run it.
+daemon_command_line <- function(r, extra = character(), command = NULL, n = 1L) {
+  url <- r[["url"]]
+  here <- is_loopback(parse_url(url)$host)
+  bin <- if (!is.null(command)) command else if (here) hako_binary() else "hako"
+  # A CA-signed host (daemons(tls = )) is checked without a pin.
+  pin <- !is.null(r[["daemon_command"]]) && grepl("--fingerprint", r[["daemon_command"]], fixed = TRUE)
+  words <- c(bin, "daemon", url, "--token", r[["token"]], if (pin) c("--fingerprint", r[["fingerprint"]]), extra)
+  line <- paste(vapply(words, sh_word, ""), collapse = " ")
+  where <- if (here) {
+    "run on this machine (the host listens on a loopback address)"
+  } else if (is.null(command)) {
+    "run on each machine that lends its cores; `hako` must be on its PATH there (or give launch_remote(command = \"/path/to/hako\"))"
+  } else {
+    "run on each machine that lends its cores"
+  }
+  note <- paste0(where, "; ", if ("--autoexit" %in% extra) "each daemon leaves when this host goes" else
+                   "each daemon keeps dialling the URL until a host with this certificate answers")
+  structure(rep(line, n), note = note, class = "hakoCommands")
+}
+
+#' @export
+print.hakoCommands <- function(x, ...) {
+  cat("hako daemon command(s): ", attr(x, "note"), ":\n", sep = "")
+  cat(paste0("  ", unclass(x)), sep = "\n")
+  invisible(x)
+}
+
+# Whether a host name or address can only be this machine.
+is_loopback <- function(host) {
+  host <- sub("^\\[(.*)\\]$", "\\1", host)
+  host == "localhost" || grepl("^127\\.", host) || host == "::1"
+}
+
+# A word for sh: as it is when it needs no quoting.
+sh_word <- function(w) if (grepl("^[A-Za-z0-9_./:=@%+,-]+$", w)) w else shQuote(w)
 

@@ -3,7 +3,10 @@
 # delivery in deliver.R.
 
 # Start the child (`hako host ...` or `hako client ...`), connect and
-# exchange HELLO / READY. Returns the profile environment, ready to use.
+# exchange HELLO / READY, and wait for its local daemons. Returns the profile
+# environment, ready to use. A first start on a machine takes a minute or
+# two (fetching webR, compiling R.wasm): its steps are shown as the child
+# reports them. If the child stops first, its own words are the R error.
 link_open <- function(name, args, env = character()) {
   bin <- hako_binary()
   dir <- tempfile("hako-")
@@ -12,32 +15,71 @@ link_open <- function(name, args, env = character()) {
   log <- file.path(dir, "host.log")
   args <- c(args, "--link", "127.0.0.1:0", "--link-file", link_file)
   pid <- with_envvars(env, spawn(bin, args, log))
-  deadline <- Sys.time() + getOption("hako.start_timeout", 120)
+  pr <- startup_progress(log)
+  on.exit(progress_done(pr))
+  what <- sprintf("`hako %s` stopped before it was ready; it said", args[[1L]])
+  wait <- getOption("hako.start_timeout", 120)
+  deadline <- Sys.time() + wait
   while (!file.exists(link_file)) {
-    if (!pid_alive(pid) || Sys.time() > deadline) {
-      if (pid_alive(pid)) tools::pskill(pid, tools::SIGKILL)
-      stop(sprintf("hako: `hako %s` did not start; its log says:\n%s", args[[1L]], log_tail(log)), call. = FALSE)
+    progress_poll(pr)
+    if (!pid_alive(pid)) stop_startup(pid, log, what)
+    if (Sys.time() > deadline) {
+      tools::pskill(pid, tools::SIGKILL)
+      stop_startup(pid, log, sprintf("`hako %s` did not start within %s s; its log says", args[[1L]], wait))
     }
     Sys.sleep(0.02)
   }
   ready <- parse_kv(readLines(link_file, warn = FALSE))
   addr <- strsplit(ready[["link"]], ":", fixed = TRUE)[[1L]]
-  con <- socketConnection(addr[[1L]], as.integer(addr[[2L]]), open = "a+b", blocking = FALSE, timeout = 60)
+  # Refused when the child stopped right after writing the link file (its
+  # local daemons could not start): its log says why, R's socket error not.
+  con <- tryCatch(suppressWarnings(socketConnection(addr[[1L]], as.integer(addr[[2L]]), open = "a+b",
+                                                    blocking = FALSE, timeout = 60)),
+                  error = function(e) NULL)
+  if (is.null(con)) stop_startup(pid, log, what)
   p <- new_link(name, con)
   p$pid <- pid
   p$dir <- dir
   p$log <- log
   send_frame(p, T_HELLO, c(charToRaw("HAKO"), u32(LINK_VERSION), charToRaw(ready[["link_token"]])))
   while (is.null(p$ready)) {
-    poll(p, 1)
-    if (!p$alive || Sys.time() > deadline) {
+    poll(p, 0.2)
+    progress_poll(pr)
+    if (!p$alive) stop_startup(pid, log, what)
+    if (Sys.time() > deadline) {
       link_close(p)
       stop(sprintf("hako: no READY from `hako %s`: %s\n%s", args[[1L]],
                    paste(p$notices, collapse = "; "), log_tail(log)), call. = FALSE)
     }
   }
   p$max_payload <- as.numeric(p$ready[["max_payload"]])
+  nloc <- suppressWarnings(as.integer(p$ready[["local"]]))
+  if (length(nloc) && !is.na(nloc) && nloc > 0L) wait_local(p, pr, nloc, what)
   p
+}
+
+# Waits until the host's `n` local daemons are up: at once from the cache,
+# a minute or two on a first start, whose steps `pr` shows. Gives up after
+# `hako.start_timeout` seconds without news from the host.
+wait_local <- function(p, pr, n, what) {
+  stall <- getOption("hako.start_timeout", 120)
+  repeat {
+    cn <- tryCatch(query_info(p)$counters[["connections"]], error = function(e) NA_integer_)
+    if (!p$alive || is.na(cn)) {
+      link_close(p)
+      stop_startup(p$pid, p$log, what)
+    }
+    if (cn >= n) {
+      progress_poll(pr) # the host's last word ("R is ready ...") came before its daemons
+      return(invisible())
+    }
+    if (!progress_poll(pr) && difftime(Sys.time(), pr$seen, units = "secs") > stall) {
+      link_close(p)
+      stop(sprintf("hako: the host's %d local daemon(s) did not start and it said nothing for %s s; its log says:\n%s",
+                   n, stall, log_tail(p$log)), call. = FALSE)
+    }
+    Sys.sleep(0.05)
+  }
 }
 
 # A link's state (the compute profile's environment) over connection `con`:

@@ -47,3 +47,52 @@ test_that("daemon() lends this session's machine; a client joins a remote host",
   expect_equal(hako(1 + 1, .compute = "client")[], 2)
   expect_error(daemons(url = d$url, token = "wrong", fingerprint = d$fingerprint, .compute = "bad"))
 })
+
+# A live process (a zombie waiting for its reaper counts as gone).
+alive <- function(pid) {
+  st <- suppressWarnings(system2("ps", c("-o", "stat=", "-p", pid), stdout = TRUE, stderr = FALSE))
+  length(st) > 0L && nzchar(trimws(st[[1L]])) && !startsWith(trimws(st[[1L]]), "Z")
+}
+
+test_that("launch_remote() prints a command that works as printed; its daemon leaves with the host", {
+  on.exit(reset_all())
+  d <- daemons(url = lh(), .compute = "p")
+  cmd <- launch_remote(1, .compute = "p")
+  expect_s3_class(cmd, "hakoCommands")
+  # a loopback host: the command is for this machine and names the binary
+  expect_true(startsWith(cmd[[1]], paste(hako:::sh_word(hako_binary()), "daemon wss://127.0.0.1:")))
+  expect_match(cmd[[1]], " --autoexit( |$)")
+  expect_output(print(cmd), "run on this machine.*leaves when this host goes")
+  expect_output(print(d), "launch a daemon with \\(run on this machine")
+  expect_identical(unclass(d$daemon_command), unclass(cmd))
+  # run exactly as printed, from a shell whose PATH has no hako of ours
+  log <- tempfile()
+  pid <- as.integer(system(sprintf("PATH=/usr/bin:/bin %s >%s 2>&1 </dev/null & echo $!", cmd[[1]], shQuote(log)),
+                           intern = TRUE))
+  for (i in 1:600) if (isTRUE(info(.compute = "p")[["connections"]] == 1L)) break else Sys.sleep(0.05)
+  expect_equal(hako(6 * 7, .compute = "p")[], 42)
+  daemons(0, .compute = "p")
+  for (i in 1:300) if (!alive(pid)) break else Sys.sleep(0.05)
+  expect_false(alive(pid), info = paste(readLines(log), collapse = "\n"))
+})
+
+test_that("launch_remote(): the binary's path there, or what must be on PATH; autoexit = FALSE keeps dialling", {
+  on.exit(reset_all())
+  daemons(url = lh(), .compute = "q")
+  cmd <- launch_remote(2, command = "/opt/hako tools/hako", .compute = "q")
+  expect_length(cmd, 2)
+  expect_match(cmd[[2]], "^'/opt/hako tools/hako' daemon wss://127\\.0\\.0\\.1:[0-9]+ --token [0-9a-f]{64} --fingerprint SHA256:[0-9a-f]{64} --autoexit$")
+  kept <- launch_remote(1, autoexit = FALSE, .compute = "q")
+  expect_false(grepl("--autoexit", kept[[1]], fixed = TRUE))
+  expect_output(print(kept), "keeps dialling")
+  expect_error(launch_remote(1, command = "", .compute = "q"), "path of the hako binary")
+  # a host other machines dial: `hako` from their PATH, and the print says so
+  r <- list(url = "wss://lab.example:7000", token = "t0k", fingerprint = "SHA256:ab",
+            daemon_command = "hako daemon wss://lab.example:7000 --token t0k --fingerprint SHA256:ab")
+  far <- hako:::daemon_command_line(r, "--autoexit")
+  expect_identical(unclass(far)[[1]], "hako daemon wss://lab.example:7000 --token t0k --fingerprint SHA256:ab --autoexit")
+  expect_output(print(far), "`hako` must be on its PATH there (or give launch_remote(command = ", fixed = TRUE)
+  # a CA-signed host has no pin in its command
+  r$daemon_command <- "hako daemon wss://lab.example:7000 --token t0k"
+  expect_false(grepl("--fingerprint", hako:::daemon_command_line(r)[[1]]))
+})
