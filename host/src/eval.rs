@@ -22,6 +22,11 @@ pub struct EvalArgs {
     /// Stop the evaluation after SECONDS.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
+    /// Compiled packages the sandbox may load: installed package
+    /// directories (comma-separated or repeated), mounted read-only at
+    /// /hako/library after every file is checked.
+    #[arg(long, value_name = "DIR,...", value_delimiter = ',')]
+    packages: Vec<String>,
     #[command(flatten)]
     sandbox: SandboxArgs,
 }
@@ -55,7 +60,8 @@ fn run_inner(args: EvalArgs) -> anyhow::Result<ExitCode> {
         .timeout
         .map(|t| crate::sandbox_args::seconds(t, "--timeout"))
         .transpose()?;
-    let config = args.sandbox.config(timeout)?;
+    let mut config = args.sandbox.config(timeout)?;
+    config.packages = std::sync::Arc::new(crate::sandbox_args::package_set(&args.packages)?);
     let runtime = progress::open_runtime(&paths::assets_dir(args.sandbox.assets.as_deref()))?;
     let mut sandbox = runtime.sandbox(config)?;
     let result = sandbox.eval(&code);

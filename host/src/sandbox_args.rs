@@ -2,10 +2,11 @@
 //! `hako daemon` share, and the one place they become a [`SandboxConfig`].
 
 use crate::mount;
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
+use hako_runtime::packages::{InstalledPackage, PackageSet};
 use hako_runtime::SandboxConfig;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Args, Clone, Debug)]
@@ -57,6 +58,26 @@ impl SandboxArgs {
     }
 }
 
+/// The package set `--packages` names, each item either a directory
+/// holding an installed package tree, taken as it is now (its manifest is
+/// made here, so the runtime's check before mounting guards against changes
+/// from then on), or the name of a package installed with `hako pkg
+/// install`, with what it needs.
+pub fn package_set(items: &[String]) -> anyhow::Result<PackageSet> {
+    let mut set = PackageSet::default();
+    for item in items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let dir = Path::new(item);
+        if item.contains('/') || dir.is_dir() {
+            let p =
+                InstalledPackage::from_dir(dir).with_context(|| format!("--packages {item}"))?;
+            set.packages.push(p);
+        } else {
+            bail!("--packages {item}: no such package directory (installed names need `hako pkg install`)");
+        }
+    }
+    Ok(set)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +97,22 @@ mod tests {
         }
         assert_eq!(seconds(1.5, "--t").unwrap(), Duration::from_millis(1500));
         assert!(seconds(MAX_SECONDS, "--t").is_ok());
+    }
+
+    #[test]
+    fn packages_are_directories_checked_now() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("pkg");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("DESCRIPTION"), "Package: pkg\nVersion: 1\n").unwrap();
+        let arg = dir.display().to_string();
+        let set = package_set(&[arg.clone(), " ".into()]).unwrap();
+        assert_eq!(set.packages.len(), 1);
+        assert_eq!(set.packages[0].manifest.name, "pkg");
+        set.verify().unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("x")).unwrap();
+        let e = format!("{:#}", package_set(&[arg]).unwrap_err());
+        assert!(e.contains("symlink") && e.contains('x'), "{e}");
+        assert!(package_set(&["surely-not-a-dir".into()]).is_err());
     }
 }
