@@ -266,6 +266,14 @@ fn dechunk(raw: &[u8], out: &mut Vec<u8>, limit: u64) -> anyhow::Result<bool> {
     }
 }
 
+/// Refuses a URL hako would not fetch from, before anything else happens.
+pub fn check_url(url: &str) -> anyhow::Result<()> {
+    if file_path(url)?.is_none() {
+        Url::parse(url)?;
+    }
+    Ok(())
+}
+
 /// `file:///dir/x`, `file://localhost/dir/x` or an absolute path: the local
 /// path. `None` for `https://`; other schemes are an error.
 fn file_path(url: &str) -> anyhow::Result<Option<PathBuf>> {

@@ -61,6 +61,9 @@ pub fn run(args: InstallArgs) -> anyhow::Result<()> {
             bail!("{n:?} is not a package name");
         }
     }
+    for r in &args.repos {
+        super::fetch::check_url(r).with_context(|| format!("--repo {r}"))?;
+    }
     let store = Store::open_default();
     let _lock = store.lock()?;
     let mut installed = store.installed()?;

@@ -220,6 +220,12 @@ fn install_with_dependencies_is_idempotent_offline_and_removable() {
     );
     assert_eq!(std::fs::read(s.join("installed.json")).unwrap(), before);
 
+    // Plain http is refused even when nothing would be fetched.
+    refused(
+        pkg(s, &["install", "pkgA", "--repo", "http://127.0.0.1:9/"]),
+        &["plain http is refused"],
+    );
+
     // A package others need stays until they go too.
     refused(pkg(s, &["remove", "pkgB"]), &["pkgB (needed by pkgA)"]);
     refused(pkg(s, &["remove", "nope"]), &["not installed: nope"]);
@@ -532,4 +538,55 @@ fn concurrent_installs_take_turns() {
         .unwrap()
         .count();
     assert_eq!(trees, 3);
+}
+
+/// A side module whose one function uses the legacy exception encoding
+/// (`try` … `catch_all`), as emcc 3.1.x builds C++ code.
+fn legacy_eh_module() -> Vec<u8> {
+    use wasm_encoder::*;
+    let mut m = Module::new();
+    m.section(&CustomSection {
+        name: "dylink.0".into(),
+        data: std::borrow::Cow::Borrowed(&[1, 4, 0, 0, 0, 0]),
+    });
+    let mut t = TypeSection::new();
+    t.ty().function([], []);
+    m.section(&t);
+    let mut i = ImportSection::new();
+    i.import("env", "Rf_eval", EntityType::Function(0));
+    m.section(&i);
+    let mut f = FunctionSection::new();
+    f.function(0);
+    m.section(&f);
+    let mut e = ExportSection::new();
+    e.export("R_init_pkgL", ExportKind::Func, 1);
+    m.section(&e);
+    let mut c = CodeSection::new();
+    let mut body = Function::new([]);
+    body.instruction(&Instruction::Try(BlockType::Empty))
+        .instruction(&Instruction::Call(0))
+        .instruction(&Instruction::CatchAll)
+        .instruction(&Instruction::End)
+        .instruction(&Instruction::End);
+    c.function(&body);
+    m.section(&c);
+    m.finish()
+}
+
+#[test]
+fn a_legacy_exception_module_is_translated_once_at_install() {
+    let legacy = legacy_eh_module();
+    assert!(hako_assets::wasm::has_legacy_eh("fixture", &legacy).unwrap());
+    let mut repo = Repo::new();
+    repo.add("pkgL", "1.0", "", &[("libs/pkgL.so", &legacy)]);
+    let store = tempfile::tempdir().unwrap();
+    ok(pkg(
+        store.path(),
+        &["install", "pkgL", "--repo", &repo.url()],
+    ));
+    let set = resolve_set_in(&Store::at(store.path().to_path_buf()), &["pkgL".into()]).unwrap();
+    set.verify().unwrap();
+    let stored = std::fs::read(set.packages[0].dir.join("libs/pkgL.so")).unwrap();
+    assert!(!hako_assets::wasm::has_legacy_eh("stored", &stored).unwrap());
+    hako_assets::wasm::validate_exnref(&stored).unwrap();
 }
