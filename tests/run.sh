@@ -15,6 +15,10 @@ cargo build --release --workspace --all-targets
 echo "== webR assets"
 cargo run --release -q -p hako -- assets fetch
 
+echo "== wasm test repository (hako pkg build; cached under a key)"
+HAKO_TEST_WASM_REPO=$(bash tests/wasm-repo.sh)
+export HAKO_TEST_WASM_REPO
+
 echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets -q -- -D warnings
 

@@ -12,6 +12,10 @@ for p in r-cran-testthat r-cran-future r-cran-future.apply r-cran-furrr r-cran-f
          r-cran-promises r-cran-later r-cran-cli r-cran-knitr r-cran-rmarkdown pandoc; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
+# hako pkg build's compilers (its toolchain adds emcc privately, see `hako pkg toolchain`).
+for p in clang-19 lld-19 llvm-19 curl xz-utils perl; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive
