@@ -127,9 +127,8 @@ impl HakoEngine {
         // Only R.wasm is large enough to keep a first start waiting.
         let module = if wasm.len() >= REPORTED_COMPILE {
             let what = format!(
-                "compiling {:.0} MB of WebAssembly to machine code (once; kept in {})",
-                wasm.len() as f64 / 1e6,
-                dir.display()
+                "compiling {:.0} MB of WebAssembly to machine code (once)",
+                wasm.len() as f64 / 1e6
             );
             crate::progress::step(&what, compile)
         } else {

@@ -60,11 +60,7 @@ pub(crate) fn build(
     }
 
     let embedded = embedded_files(&outputs[0].data)?;
-    let total: usize = embedded.iter().map(|f| f.data.len()).sum();
-    progress(&format!(
-        "R.wasm embeds {} files ({total} bytes); writing them to rootfs",
-        embedded.len()
-    ));
+    let n_embedded = embedded.len();
     outputs.extend(embedded.into_iter().map(|f| rootfs_output(&f.path, f.data)));
 
     let mut unpacked = 0;
@@ -75,9 +71,9 @@ pub(crate) fn build(
         unpacked += files.len();
         outputs.extend(files.into_iter().map(|f| rootfs_output(&f.path, f.data)));
     }
-    // One line for all: each takes milliseconds, and a first start shows these.
+    // One line for all: each takes milliseconds, and a first start shows it.
     progress(&format!(
-        "unpacked {} file-packager images ({unpacked} files)",
+        "unpacked R's files: {n_embedded} embedded in R.wasm, {unpacked} from {} file-packager images",
         SHIPPED_IMAGES.len()
     ));
 

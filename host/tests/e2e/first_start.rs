@@ -116,7 +116,7 @@ fn compiling_r_and_starting_it_are_reported_and_later_starts_are_quiet() {
         .iter()
         .position(|l| {
             l.starts_with("hako: compiling ")
-                && l.contains(" MB of WebAssembly to machine code (once; kept in ")
+                && l.contains(" MB of WebAssembly to machine code (once)")
                 && !l.contains(": done in")
         })
         .unwrap_or_else(|| panic!("no start of compiling in:\n{err}"));
