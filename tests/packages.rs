@@ -338,3 +338,25 @@ fn only_the_sets_modules_load_from_the_package_library() {
     assert!(err.contains("Error"), "{err}");
     assert_eq!(eval_ok(&mut sb, r#"cat(file.exists("/hako"))"#), "FALSE");
 }
+
+#[test]
+fn a_rebased_sandbox_keeps_its_packages_and_drops_later_ones() {
+    let t = tempfile::tempdir().unwrap();
+    let kept = installed_package(t.path(), "hakokept", &side_module("hakokept", &[], true));
+    let later = installed_package(t.path(), "hakolater", &side_module("hakolater", &[], false));
+    let mut sb = sandbox_with(config(set(&[&kept, &later])));
+    assert_eq!(eval_ok(&mut sb, "library(hakokept); cat(one())"), "42");
+    // The base now holds the loaded module: re-created from the link state.
+    sb.rebase().unwrap();
+    let state = r#"cat(c("hakokept", "hakolater") %in% loadedNamespaces())"#;
+    assert_eq!(eval_ok(&mut sb, state), "TRUE FALSE");
+    assert_eq!(eval_ok(&mut sb, "cat(one(), caught())"), "42 7");
+    assert_eq!(eval_ok(&mut sb, "cat(hakolater::one())"), "42");
+    assert_eq!(eval_ok(&mut sb, state), "TRUE TRUE");
+    sb.reset().unwrap();
+    assert_eq!(eval_ok(&mut sb, state), "TRUE FALSE");
+    assert_eq!(
+        eval_ok(&mut sb, "cat(hakokept::one(), hakokept::caught())"),
+        "42 7"
+    );
+}
