@@ -88,8 +88,11 @@ impl Repo {
     }
 }
 
+/// A binary package archive as rwasm writes them: the tar, then webR's
+/// filesystem-image metadata (JSON, `webR`, reserved, block, length) after
+/// the end-of-archive blocks, all gzipped.
 fn tgz(entries: &[Raw]) -> Vec<u8> {
-    let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+    let mut b = tar::Builder::new(Vec::new());
     for (path, kind, data) in entries {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(*kind);
@@ -109,7 +112,17 @@ fn tgz(entries: &[Raw]) -> Vec<u8> {
             b.append(&h, &data[..]).unwrap();
         }
     }
-    b.into_inner().unwrap().finish().unwrap()
+    let mut tar = b.into_inner().unwrap();
+    let blocks = (tar.len() / 512) as u32;
+    let json = b"{\"files\":[],\"gzip\":true,\"remote_package_size\":0}";
+    tar.extend_from_slice(json);
+    tar.resize(tar.len().next_multiple_of(4), 0);
+    tar.extend_from_slice(b"webR\0\0\0\0");
+    tar.extend_from_slice(&blocks.to_be_bytes());
+    tar.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap()
 }
 
 /// `hako pkg ARGS` with the store at `store`.
