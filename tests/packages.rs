@@ -360,3 +360,103 @@ fn a_rebased_sandbox_keeps_its_packages_and_drops_later_ones() {
         "42 7"
     );
 }
+
+/// The test repository tests/wasm-repo.sh builds (tests/run.sh exports it),
+/// its binary packages extracted into `into`; None when not built.
+fn wasm_repo_packages(into: &Path) -> Option<Vec<PathBuf>> {
+    let Some(repo) = std::env::var_os("HAKO_TEST_WASM_REPO") else {
+        eprintln!(
+            "HAKO_TEST_WASM_REPO is not set (tests/run.sh builds it): real packages not checked"
+        );
+        return None;
+    };
+    let contrib = PathBuf::from(repo).join("bin/emscripten/contrib/4.6");
+    let mut dirs = Vec::new();
+    for e in std::fs::read_dir(&contrib).expect("the test repository") {
+        let path = e.unwrap().path();
+        let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        let Some((name, _)) = file.strip_suffix(".tgz").and_then(|f| f.split_once('_')) else {
+            continue;
+        };
+        let ok = Command::new("tar")
+            .arg("xzf")
+            .arg(&path)
+            .arg("-C")
+            .arg(into)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "extracting {file}");
+        dirs.push(into.join(name));
+    }
+    Some(dirs)
+}
+
+#[test]
+fn real_compiled_packages_load_and_run() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(dirs) = wasm_repo_packages(t.path()) else {
+        return;
+    };
+    let has = |n: &str| dirs.iter().any(|d| d.ends_with(n));
+    assert!(has("hakotest"), "the test repository has hakotest");
+    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    let mut sb = sandbox_with(config(set(&dirs)));
+    let started = std::time::Instant::now();
+    eval_ok(&mut sb, "library(hakotest)");
+    eprintln!(
+        "library(hakotest) in a fresh sandbox: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        eval_ok(
+            &mut sb,
+            r#"cat(add(1, 2), cpp_catch("x"), cpp_unwind(5), c_setjmp(7),
+    tryCatch(c_error("boom"), error = conditionMessage), sep = "|")"#
+        ),
+        "3|caught: x|5|7|hakotest: boom"
+    );
+    // C code in a package is inside the sandbox like R code.
+    assert_eq!(
+        eval_ok(
+            &mut sb,
+            r#"x <- open_file("/etc/passwd"); cat(length(x), !is.null(attr(x, "error")))"#
+        ),
+        "0 TRUE"
+    );
+    if has("Rcpp") {
+        let started = std::time::Instant::now();
+        eval_ok(&mut sb, "library(Rcpp)");
+        eprintln!("library(Rcpp): {:?}", started.elapsed());
+    }
+    if has("digest") {
+        assert_eq!(
+            eval_ok(
+                &mut sb,
+                r#"cat(digest::digest("a", algo = "md5", serialize = FALSE))"#
+            ),
+            "0cc175b9c0f1b6a831c399e269772661"
+        );
+    }
+    if has("glue") && has("magrittr") {
+        assert_eq!(
+            eval_ok(
+                &mut sb,
+                r#"library(magrittr); cat(glue::glue("n={1:3 %>% sum}"))"#
+            ),
+            "n=6"
+        );
+    }
+    // A reset unloads every one of them; they load again.
+    sb.reset().unwrap();
+    assert_eq!(
+        eval_ok(
+            &mut sb,
+            r#"cat(any(grepl("^/hako", sapply(getLoadedDLLs(), `[[`, "path"))))"#
+        ),
+        "FALSE"
+    );
+    assert_eq!(eval_ok(&mut sb, "cat(hakotest::cpp_unwind(3))"), "3");
+}
