@@ -172,6 +172,9 @@ struct DaemonRec {
     /// Said bye or failed a send: gets nothing more.
     leaving: bool,
     in_idle: bool,
+    /// `everywhere()` outcomes it owes a client (sent while it was
+    /// connected): the host's everywhere id -> (client, the client's id).
+    owed: HashMap<u64, (ConnId, u64)>,
 }
 
 impl DaemonRec {
@@ -335,6 +338,7 @@ impl Dispatcher {
                 assigned: 0,
                 leaving: false,
                 in_idle: false,
+                owed: HashMap::new(),
             },
         );
         self.make_idle(id);
@@ -467,7 +471,7 @@ impl Dispatcher {
                     }));
                     return;
                 }
-                let ack = self.add_everywhere(e.payload);
+                let ack = self.add_everywhere(e.payload, (cid, e.id));
                 if let Some(c) = self.clients.get(&cid) {
                     c.peer.send(Message::EverywhereAck {
                         id: e.id,
@@ -489,16 +493,18 @@ impl Dispatcher {
     }
 
     /// Record `payload` to run on every daemon, now and later. Returns how
-    /// many daemons it was sent to now.
-    fn add_everywhere(&mut self, payload: Bytes) -> u32 {
+    /// many daemons it was sent to now: each owes `origin` (the client and
+    /// its id) one outcome, forwarded as a `Result` of that id.
+    fn add_everywhere(&mut self, payload: Bytes, origin: (ConnId, u64)) -> u32 {
         self.everywhere_bytes = self.everywhere_bytes.saturating_add(payload.len() as u64);
         let e = Everywhere {
             id: self.everywhere.len() as u64 + 1,
             payload,
         };
         let mut n = 0;
-        for d in self.daemons.values() {
+        for d in self.daemons.values_mut() {
             if !d.leaving && d.peer.send(Message::Everywhere(e.clone())) {
+                d.owed.insert(e.id, origin);
                 n += 1;
             }
         }
@@ -576,6 +582,31 @@ impl Dispatcher {
                 }
                 self.make_idle(did);
             }
+            Message::EverywhereDone(r) => {
+                if r.id == 0 || r.id > self.everywhere.len() as u64 {
+                    let reason =
+                        format!("an everywhere() outcome for id {} it was never sent", r.id);
+                    self.violation(did, &reason);
+                    return;
+                }
+                let outcome = crate::verify::checked(r.outcome);
+                match d.owed.remove(&r.id) {
+                    Some((cid, id)) => {
+                        if let Some(c) = self.clients.get(&cid) {
+                            c.peer.send(Message::Result(TaskReport {
+                                id,
+                                outcome,
+                                output: r.output,
+                            }));
+                        }
+                    }
+                    // Code sent when it joined: nobody waits for it.
+                    None if !matches!(outcome, Outcome::Value(_)) => {
+                        tracing::warn!(daemon = did, name = %d.info.name, everywhere = r.id, "everywhere() code failed on a daemon that joined later");
+                    }
+                    None => {}
+                }
+            }
             Message::Started { id } => {
                 // Only the task it runs counts; anything else is stale
                 // (a task the host already gave up on) and ignored.
@@ -622,6 +653,24 @@ impl Dispatcher {
     fn left(&mut self, id: ConnId, reason: &str) {
         if let Some(d) = self.daemons.remove(&id) {
             tracing::info!(daemon = id, name = %d.info.name, %reason, "daemon left");
+            let mut owed: Vec<_> = d.owed.values().copied().collect();
+            owed.sort_unstable();
+            for (cid, eid) in owed {
+                if let Some(c) = self.clients.get(&cid) {
+                    c.peer.send(Message::Result(TaskReport {
+                        id: eid,
+                        outcome: Outcome::Failed {
+                            kind: FailKind::ConnectionReset,
+                            message: format!(
+                                "daemon {} was lost before it reported on everywhere() ({})",
+                                printable(&d.info.name),
+                                printable(reason)
+                            ),
+                        },
+                        output: vec![],
+                    }));
+                }
+            }
             if let Some(b) = d.busy {
                 if b.abandoned.is_none() {
                     self.lost_task(b.task, b.started, &d.info.name, reason);
@@ -1505,6 +1554,74 @@ mod tests {
         let b = w.daemon(2, info(None, None));
         let got = b.take();
         assert!(matches!(&got[..], [Message::Everywhere(_)]), "{got:?}");
+    }
+
+    /// Each daemon's everywhere() outcome reaches the client as a result of
+    /// the client's id (verified like any value); a daemon lost before it
+    /// reported is reported as such; a daemon that joined later owes
+    /// nobody; an outcome for code never sent closes the daemon.
+    #[test]
+    fn everywhere_outcomes_are_forwarded_per_daemon() {
+        let mut w = World::new(2);
+        let c = w.client(100);
+        let a = w.daemon(1, info(None, None));
+        let b = w.daemon(2, info(None, None));
+        w.ev(Event::FromClient {
+            id: 100,
+            msg: Message::Everywhere(Everywhere {
+                id: 9,
+                payload: Bytes::from_static(b"e"),
+            }),
+        });
+        assert_eq!(c.take(), vec![Message::EverywhereAck { id: 9, daemons: 2 }]);
+        let sent = a.take();
+        let [Message::Everywhere(e)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        b.take();
+        let done = |id, outcome| {
+            Message::EverywhereDone(TaskReport {
+                id,
+                outcome,
+                output: vec![],
+            })
+        };
+        w.ev(Event::FromDaemon {
+            id: 1,
+            msg: done(e.id, value("ok")),
+        });
+        assert_eq!(c.results(), vec![(9, value("ok"))]);
+        // Not R's serialization: refused by the verifier, not forwarded.
+        let bad = Outcome::Error(Bytes::from_static(b"junk"));
+        w.lose(2);
+        let got = c.results();
+        assert!(
+            matches!(&got[..], [(9, Outcome::Failed { kind: FailKind::ConnectionReset, message })] if message.contains("before it reported")),
+            "{got:?}"
+        );
+        let late = w.daemon(3, info(None, None));
+        assert_eq!(late.take().len(), 1);
+        w.ev(Event::FromDaemon {
+            id: 3,
+            msg: done(e.id, bad.clone()),
+        });
+        assert!(c.take().is_empty(), "a later daemon's outcome is nobody's");
+        w.ev(Event::FromDaemon {
+            id: 1,
+            msg: done(e.id, bad),
+        });
+        assert!(
+            c.take().is_empty(),
+            "a second outcome of the same code is dropped"
+        );
+        w.ev(Event::FromDaemon {
+            id: 1,
+            msg: done(7, value("x")),
+        });
+        assert!(
+            a.closed.lock().unwrap().is_some(),
+            "an outcome for code never sent is a violation"
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@ use std::fmt;
 
 /// Bumped on any incompatible change of a message body. 2: `Started`
 /// (kind 14) and `FailKind::Refused`, which a version-1 peer cannot read.
-pub const VERSION: u32 = 2;
+/// 3: `EverywhereDone` (kind 15): a daemon reports each `everywhere()`
+/// outcome, and runs that code once (not after every reset).
+pub const VERSION: u32 = 3;
 /// First bytes of a `Hello` body.
 pub const MAGIC: [u8; 4] = *b"HAKO";
 
@@ -68,10 +70,13 @@ pub enum Kind {
     Bye = 13,
     /// Daemon → host: evaluation of this task began (see `Message::Started`).
     Started = 14,
+    /// Daemon → host: the outcome of one `Everywhere` (see
+    /// `Message::EverywhereDone`).
+    EverywhereDone = 15,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Hello,
         Kind::Welcome,
         Kind::Refused,
@@ -87,6 +92,7 @@ impl Kind {
         Kind::Shutdown,
         Kind::Bye,
         Kind::Started,
+        Kind::EverywhereDone,
     ];
 
     pub fn from_u8(b: u8) -> Option<Kind> {
@@ -97,7 +103,7 @@ impl Kind {
     pub fn is_bulk(self) -> bool {
         matches!(
             self,
-            Kind::Task | Kind::Result | Kind::Everywhere | Kind::Info
+            Kind::Task | Kind::Result | Kind::Everywhere | Kind::Info | Kind::EverywhereDone
         )
     }
 }
@@ -242,8 +248,10 @@ pub struct TaskReport {
     pub output: Vec<OutputChunk>,
 }
 
-/// Code that runs on every daemon, now and on those that join later, and
-/// again after every reset: a task payload whose value is discarded.
+/// Code that runs on every daemon, now and on those that join later, once:
+/// a daemon keeps the state it leaves as the one its resets return to. A
+/// task payload; each daemon reports its outcome (`EverywhereDone`), which
+/// the host forwards to the client as a `Result` of the client's id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Everywhere {
     pub id: u64,
@@ -285,21 +293,37 @@ pub struct DaemonRow {
 pub enum Message {
     Hello(Hello),
     Welcome(Welcome),
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
     Task(Task),
     Result(TaskReport),
-    Cancel { id: u64 },
+    Cancel {
+        id: u64,
+    },
     Everywhere(Everywhere),
-    EverywhereAck { id: u64, daemons: u32 },
+    EverywhereAck {
+        id: u64,
+        daemons: u32,
+    },
     Status,
     Info(InfoReport),
     Ping(u64),
     Pong(u64),
-    Shutdown { reason: String },
-    Bye { reason: String },
+    Shutdown {
+        reason: String,
+    },
+    Bye {
+        reason: String,
+    },
     // A daemon began evaluating this task: from now on, losing the daemon
     // is charged to the task (retried once, then 'crashed its daemon').
-    Started { id: u64 },
+    Started {
+        id: u64,
+    },
+    /// A daemon ran the `Everywhere` of this id (as the host numbered it):
+    /// its value, R error or failure, once per `Everywhere` it was sent.
+    EverywhereDone(TaskReport),
 }
 
 impl Message {
@@ -320,6 +344,7 @@ impl Message {
             Message::Shutdown { .. } => Kind::Shutdown,
             Message::Bye { .. } => Kind::Bye,
             Message::Started { .. } => Kind::Started,
+            Message::EverywhereDone(_) => Kind::EverywhereDone,
         }
     }
 }
@@ -400,7 +425,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
         Message::Welcome(w) => put(&mut out, w),
         Message::Refused { reason } => put(&mut out, reason),
         Message::Task(t) => put(&mut out, t),
-        Message::Result(r) => put(&mut out, r),
+        Message::Result(r) | Message::EverywhereDone(r) => put(&mut out, r),
         Message::Cancel { id } | Message::Started { id } => put(&mut out, id),
         Message::Everywhere(e) => put(&mut out, e),
         Message::EverywhereAck { id, daemons } => put(&mut out, &(id, daemons)),
@@ -460,6 +485,7 @@ pub fn decode(frame: &[u8], limits: &FrameLimits) -> Result<Message, DecodeError
         },
         Kind::Task => Message::Task(body(kind, rest)?),
         Kind::Result => Message::Result(body(kind, rest)?),
+        Kind::EverywhereDone => Message::EverywhereDone(body(kind, rest)?),
         Kind::Cancel => Message::Cancel {
             id: body(kind, rest)?,
         },
@@ -575,6 +601,11 @@ mod tests {
                 reason: "idle".into(),
             },
             Message::Started { id: 5 },
+            Message::EverywhereDone(TaskReport {
+                id: 2,
+                outcome: Outcome::Error(Bytes::from_static(b"X\n")),
+                output: vec![],
+            }),
         ]
     }
 

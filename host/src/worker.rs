@@ -12,11 +12,14 @@
 //! (a larger one is answered as "result too large"). Cancels of ids that
 //! are neither running nor waiting are ignored; no message starts a thread.
 //!
-//! `everywhere` code is kept in a list and replayed after every reset: the
-//! runtime cannot yet capture a new pristine state, so "persists into the
-//! pristine state" is emulated by re-applying it.
+//! `everywhere()` code runs once: the state it leaves becomes the sandbox's
+//! own base ([`Sandbox::rebase`]), which every reset after a task returns
+//! to, so it costs nothing per task. Its outcome is reported
+//! (`EverywhereDone`); side effects up to an R error stay, as in mirai. The
+//! code is kept too, only to apply it again should the sandbox lose its
+//! base (it could not be re-created) and for the session's bound.
 
-use crate::protocol::{FailKind, Message, Outcome, OutputChunk, Task, TaskReport};
+use crate::protocol::{Everywhere, FailKind, Message, Outcome, OutputChunk, Task, TaskReport};
 use bytes::Bytes;
 use hako_runtime::{InterruptHandle, Limit, Sandbox, SandboxError, TaskOutcome};
 use std::collections::VecDeque;
@@ -76,8 +79,8 @@ pub type Outbound = Arc<dyn Fn(u64, WorkerEvent) + Send + Sync>;
 /// reset is under way is all it ever needs; any more are refused at once.
 pub const MAX_WAITING: usize = 1;
 
-/// Most `everywhere()` payloads a worker keeps per session: each is
-/// replayed after every reset.
+/// Most `everywhere()` payloads a worker keeps per session (the host keeps
+/// no more for daemons that join later).
 pub const MAX_EVERYWHERE: usize = 1024;
 
 /// Bytes counted for each kept `everywhere()` payload beyond its length, so
@@ -93,7 +96,7 @@ pub fn everywhere_bound(memory_bytes: usize) -> u64 {
 /// Work in arrival order, not started yet.
 enum Work {
     Task(Task),
-    Everywhere(Bytes),
+    Everywhere(Everywhere),
     /// A new connection: forget the old one's `everywhere` list, reset.
     Session(u64),
 }
@@ -190,6 +193,7 @@ impl Worker {
                     session: 0,
                     done: 0,
                     dirty: false,
+                    based: false,
                 };
                 let exit = state.run();
                 tracing::debug!(%exit, "worker thread ends");
@@ -226,7 +230,7 @@ impl Worker {
     pub fn deliver(&self, session: u64, m: Message) -> bool {
         match m {
             Message::Task(t) => self.task(session, t),
-            Message::Everywhere(e) => self.everywhere(session, e.payload),
+            Message::Everywhere(e) => self.everywhere(session, e),
             Message::Cancel { id } => {
                 self.cancel(id);
                 !self.shared.lock().stop
@@ -272,7 +276,7 @@ impl Worker {
         true
     }
 
-    fn everywhere(&self, session: u64, payload: Bytes) -> bool {
+    fn everywhere(&self, session: u64, e: Everywhere) -> bool {
         let mut s = self.shared.lock();
         if s.stop {
             return false;
@@ -281,7 +285,7 @@ impl Worker {
             return true;
         }
         let (n, bytes) = s.everywhere;
-        let cost = payload.len() as u64 + EVERYWHERE_OVERHEAD;
+        let cost = e.payload.len() as u64 + EVERYWHERE_OVERHEAD;
         if n >= MAX_EVERYWHERE || bytes.saturating_add(cost) > self.everywhere_bound {
             let why = format!(
                 "this daemon keeps at most {} bytes in {MAX_EVERYWHERE} everywhere() payloads, \
@@ -296,7 +300,7 @@ impl Worker {
             return true;
         }
         s.everywhere = (n + 1, bytes + cost);
-        s.inbox.push_back(Work::Everywhere(payload));
+        s.inbox.push_back(Work::Everywhere(e));
         self.shared.work.notify_one();
         true
     }
@@ -388,11 +392,14 @@ struct Thread {
     config: WorkerConfig,
     out: Outbound,
     shared: Arc<Shared>,
+    /// This session's `everywhere()` code, in order.
     everywhere: Vec<Bytes>,
     session: u64,
     done: u64,
     /// Something ran since the last reset.
     dirty: bool,
+    /// The sandbox's base holds this session's `everywhere()` state.
+    based: bool,
 }
 
 impl Thread {
@@ -454,6 +461,12 @@ impl Thread {
                 Work::Session(s) => {
                     self.session = s;
                     self.everywhere.clear();
+                    // Nothing of an old connection's everywhere() stays.
+                    if self.sandbox.rebased() {
+                        self.sandbox.unbase();
+                        self.dirty = true;
+                    }
+                    self.based = false;
                     if self.dirty {
                         if let Err(e) = self.sandbox.reset() {
                             return Exit::Failed(format!("reset failed: {e:#}"));
@@ -461,10 +474,10 @@ impl Thread {
                         self.dirty = false;
                     }
                 }
-                Work::Everywhere(payload) => {
-                    self.apply_everywhere(&payload);
-                    self.finished();
-                    self.everywhere.push(payload);
+                Work::Everywhere(e) => {
+                    if let Err(exit) = self.everywhere(e) {
+                        return exit;
+                    }
                 }
                 Work::Task(t) => {
                     let t0 = Instant::now();
@@ -483,7 +496,9 @@ impl Thread {
                             return Exit::Failed(format!("reset failed: {e:#}"));
                         }
                         self.dirty = false;
-                        self.replay_everywhere();
+                        if let Err(exit) = self.restore_base() {
+                            return exit;
+                        }
                         tracing::trace!(
                             ran_us = ran.as_micros() as u64,
                             reset_us = t1.elapsed().as_micros() as u64,
@@ -508,36 +523,99 @@ impl Thread {
         (self.out)(self.session, WorkerEvent::Send(m));
     }
 
-    /// Re-apply this session's `everywhere()` code after a reset; each piece
-    /// can be interrupted like a task, and a session that ended stops it.
-    fn replay_everywhere(&mut self) {
+    /// Run one `everywhere()` (already claimed as running), keep what it
+    /// left as the sandbox's base, and report its outcome. Err: the worker
+    /// must end.
+    fn everywhere(&mut self, e: Everywhere) -> Result<(), Exit> {
+        self.dirty = true;
+        let timeout = self.config.task_timeout_cap;
+        self.sandbox.set_timeout(timeout);
+        let r = self.sandbox.eval_task(&e.payload);
+        self.finished();
+        // A crash (or a failure of the host side) leaves the sandbox to be
+        // rebuilt: nothing of this code stays. Otherwise what it did up to
+        // an R error or a limit stays, as in mirai.
+        let kept = matches!(r, Ok(_) | Err(SandboxError::Limit { .. }));
+        let mut report = report(e.id, r, timeout, self.sandbox.config().memory_bytes);
+        if let Outcome::Error(_) | Outcome::Failed { .. } = report.outcome {
+            tracing::info!(everywhere = e.id, "an everywhere() expression failed");
+        }
+        self.everywhere.push(e.payload);
+        if kept && !self.config.keep_state {
+            if let Err(why) = self.rebase() {
+                report.outcome = Outcome::Failed {
+                    kind: FailKind::Crashed,
+                    message: format!(
+                        "the daemon could not keep the state everywhere() left: {why}"
+                    ),
+                };
+                report.output.clear();
+                self.everywhere.pop();
+            }
+        } else if !kept {
+            self.everywhere.pop();
+            if let Err(e) = self.sandbox.reset() {
+                return Err(Exit::Failed(format!("reset failed: {e:#}")));
+            }
+            self.dirty = false;
+        }
+        let max_result = self.shared.lock().max_result;
+        self.send(Message::EverywhereDone(bound_result(report, max_result)));
+        Ok(())
+    }
+
+    /// Make the sandbox's state its base; on failure it returns to its
+    /// previous base (what ran since is lost) and says why.
+    fn rebase(&mut self) -> Result<(), String> {
+        let t0 = Instant::now();
+        match self.sandbox.rebase() {
+            Ok(()) => {
+                self.dirty = false;
+                self.based = true;
+                tracing::debug!(us = t0.elapsed().as_micros() as u64, "rebased");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!("could not keep the state everywhere() left: {e:#}");
+                // The sandbox is back on its previous base at its next reset.
+                let _ = self.sandbox.reset();
+                self.dirty = false;
+                Err(format!("{e:#}"))
+            }
+        }
+    }
+
+    /// After a reset: should the sandbox have lost its base (it could not be
+    /// re-created from it), apply this session's everywhere() code again,
+    /// once, and make that the base again. Err: the worker must end.
+    fn restore_base(&mut self) -> Result<(), Exit> {
+        if !self.based || self.sandbox.rebased() || self.config.keep_state {
+            return Ok(());
+        }
+        tracing::warn!(
+            calls = self.everywhere.len(),
+            "the sandbox lost its everywhere() base: applying the code again"
+        );
         for p in self.everywhere.clone() {
             {
                 let mut s = self.shared.lock();
                 if s.session != self.session || s.stop {
-                    return;
+                    return Ok(());
                 }
                 s.running = Some(Running {
                     task: None,
                     stop: false,
                 });
             }
-            self.apply_everywhere(&p);
+            self.dirty = true;
+            self.sandbox.set_timeout(self.config.task_timeout_cap);
+            let _ = self.sandbox.eval_task(&p);
             self.finished();
         }
-    }
-
-    fn apply_everywhere(&mut self, payload: &[u8]) {
-        self.dirty = true;
-        self.sandbox.set_timeout(self.config.task_timeout_cap);
-        match self.sandbox.eval_task(payload) {
-            Ok(r) => {
-                if let TaskOutcome::Error(_) = r.outcome {
-                    tracing::warn!("an everywhere() expression raised an R error");
-                }
-            }
-            Err(e) => tracing::warn!("an everywhere() expression failed: {e}"),
+        if self.rebase().is_err() {
+            self.based = false;
         }
+        Ok(())
     }
 
     /// Evaluate a task already claimed as running.

@@ -210,7 +210,9 @@ impl FakeHost {
                     let len = protocol::encode(&Message::Result(r.clone())).len();
                     return (r, len);
                 }
-                Some(Message::Started { .. }) | Some(Message::Pong(_)) => {}
+                Some(Message::Started { .. })
+                | Some(Message::Pong(_))
+                | Some(Message::EverywhereDone(_)) => {}
                 Some(other) => panic!("unexpected {:?} from the daemon", other.kind()),
                 None => panic!(
                     "no result from the daemon in {timeout:?}; its log:\n{}",

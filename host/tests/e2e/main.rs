@@ -8,6 +8,7 @@ mod common;
 
 mod caps;
 mod dispatch;
+mod everywhere;
 mod failures;
 mod first_start;
 mod host_gone;
