@@ -67,6 +67,14 @@ pub fn run(args: InstallArgs) -> anyhow::Result<()> {
     let store = Store::open_default();
     let _lock = store.lock()?;
     let mut installed = store.installed()?;
+    // A record whose tree was deleted by hand is not installed: fetch it again.
+    installed.packages.retain(|name, r| {
+        let there = store.entry_dir(&r.id).join("manifest.json").is_file();
+        if !there {
+            eprintln!("hako pkg: {name}'s files are gone from the store; installing it again");
+        }
+        there
+    });
 
     let assets_dir = crate::paths::assets_dir(args.assets.as_deref());
     let assets = match hako_assets::Assets::open(&assets_dir) {

@@ -248,6 +248,22 @@ fn install_with_dependencies_is_idempotent_offline_and_removable() {
     assert!(err.to_string().contains("hako pkg install pkgA"), "{err}");
     ok(pkg(s, &["remove", "pkgB", "pkgC"]));
     store_is_empty(s);
+
+    // A tree deleted by hand is fetched again, not reported installed.
+    let repo = abc_repo();
+    ok(pkg(s, &["install", "pkgC", "--repo", &repo.url()]));
+    let set = resolve_set_in(&Store::at(s.to_path_buf()), &["pkgC".into()]).unwrap();
+    std::fs::remove_dir_all(set.packages[0].dir.parent().unwrap()).unwrap();
+    let o = ok(pkg(s, &["install", "pkgC", "--repo", &repo.url()]));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("installed pkgC 1.10"),
+        "{}",
+        text(&o)
+    );
+    resolve_set_in(&Store::at(s.to_path_buf()), &["pkgC".into()])
+        .unwrap()
+        .verify()
+        .unwrap();
 }
 
 #[test]
@@ -470,6 +486,13 @@ fn https_server(root: PathBuf) -> (u16, String) {
                     .trim_start_matches('/')
                     .to_string();
                 let file = root.join(&path);
+                // /moved/X answers with a redirect to /X, as mirrors do.
+                if let Some(rest) = path.strip_prefix("moved/") {
+                    let r = format!("HTTP/1.1 302 Found\r\nLocation: /{rest}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = s.write_all(r.as_bytes());
+                    let _ = s.flush();
+                    return;
+                }
                 let resp = match (path.contains(".."), std::fs::read(&file)) {
                     (false, Ok(body)) => {
                         let mut r = format!(
@@ -498,10 +521,17 @@ fn https_server(root: PathBuf) -> (u16, String) {
 #[test]
 fn https_repositories_need_a_trusted_certificate() {
     let repo = abc_repo();
+    // Only the compressed index, as some repositories publish it.
+    let index = repo.contrib().join("PACKAGES");
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(&std::fs::read(&index).unwrap()).unwrap();
+    std::fs::write(repo.contrib().join("PACKAGES.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::remove_file(index).unwrap();
     let (port, cert) = https_server(repo.dir.path().to_path_buf());
     let ca = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(ca.path(), cert).unwrap();
-    let url = format!("https://localhost:{port}");
+    // Through a redirect, as mirrors answer.
+    let url = format!("https://localhost:{port}/moved");
     let store = tempfile::tempdir().unwrap();
     // Self-signed and not given as a CA: refused, never used unverified.
     refused(
