@@ -1042,3 +1042,56 @@ pub fn restore(store: &mut Cx<'_>, state: &LinkState) -> Result<()> {
     sp.set(&mut *store, Val::I32(state.stack_pointer as i32))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+    fn loader(cache: &Path) -> Loader {
+        let engine = HakoEngine::new(cache).unwrap();
+        let linker = Linker::new(engine.engine());
+        Loader::new(engine, linker, cache.to_path_buf(), HashMap::new())
+    }
+
+    /// A package's side module is compiled once per content: a new process
+    /// (fresh engine) finds the code on disk by the manifest's hash.
+    #[test]
+    fn package_modules_are_cached_on_disk_by_hash_and_checked_when_read() {
+        let t = tempfile::tempdir().unwrap();
+        let cache = t.path().join("cache");
+        let so = t.path().join("pkg.so");
+        std::fs::write(&so, EMPTY_MODULE).unwrap();
+        let m = PackageModule {
+            host: so.clone(),
+            sha256: hex::encode(Sha256::digest(EMPTY_MODULE)),
+            size: EMPTY_MODULE.len() as u64,
+        };
+        let guest = "/hako/library/pkg/libs/pkg.so";
+        let first = loader(&cache).load_package(guest, &m).unwrap();
+        assert!(first.package);
+        assert_eq!(first.rel_path, guest);
+
+        // The file is not even read again.
+        std::fs::remove_file(&so).unwrap();
+        loader(&cache).load_package(guest, &m).unwrap();
+
+        // Without cached code, bytes that do not hash to the manifest's
+        // sum are refused, never compiled.
+        std::fs::write(&so, b"\0asm\x01\0\0\0\0\x01\0").unwrap();
+        let other = t.path().join("other-cache");
+        let e = loader(&other).load_package(guest, &m).err().unwrap();
+        assert!(format!("{e:#}").contains("changed since"), "{e:#}");
+    }
+
+    #[test]
+    fn guest_paths_normalise_lexically() {
+        assert_eq!(
+            normalize_abs("/hako//library/./x/../pkg/libs/pkg.so").as_deref(),
+            Some("/hako/library/pkg/libs/pkg.so")
+        );
+        assert_eq!(normalize_abs("/../..").as_deref(), Some("/"));
+        assert_eq!(normalize_abs("pkg.so"), None);
+    }
+}
