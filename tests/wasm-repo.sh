@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds hako's test repository of wasm binary packages with `hako pkg build`:
 # CRAN sources of glue, magrittr, rlang, cli, vctrs, lifecycle, purrr,
-# digest and Rcpp (the .orig tarballs of Debian trixie's r-cran-* source
-# packages, fetched through the toolchain's private apt configuration) and
+# digest and Rcpp (the .orig tarballs of Debian's r-cran-* source packages,
+# sid's where the archive serves them, else trixie's, fetched through the
+# toolchain's private apt configuration) and
 # tests/wasm-pkgs/hakotest (C and C++: exceptions, setjmp/longjmp, an R error
 # from C, fopen of a file the sandbox hides).
 #
@@ -38,15 +39,24 @@ trap 'rm -rf "$tmp"' EXIT
 for p in "${PACKAGES[@]}"; do
   if ls "$SRC/${p}_"*.tar.gz >/dev/null 2>&1; then continue; fi
   deb=r-cran-$(echo "$p" | tr '[:upper:]' '[:lower:]')
-  echo "wasm-repo: fetching the source of $p ($deb, trixie)" >&2
-  # Only the .orig tarball, checked against the sha256 of trixie's signed
-  # Sources index (`apt-get source --download-only` also wants the Debian
-  # diff, which the archive no longer serves for some packages).
-  read -r url file _ sum < <("$TC/bin/hako-apt-get" source --print-uris -qq "$deb/trixie" | grep '\.orig\.tar\.' | head -n1)
-  url=${url//\'/}
-  curl -fsSL --retry 3 -o "$tmp/$file" "$url"
-  echo "${sum#SHA256:}  $tmp/$file" | sha256sum -c --quiet
-  orig="$tmp/$file"
+  # Only the .orig tarball, checked against the sha256 of the signed Sources
+  # index (`apt-get source --download-only` also wants the Debian diff, which
+  # the archive does not always serve). sid first (sources closest to R 4.6),
+  # else trixie.
+  orig=
+  for suite in sid trixie; do
+    read -r url file _ sum < <("$TC/bin/hako-apt-get" source --print-uris -qq "$deb/$suite" 2>/dev/null \
+      | grep '\.orig\.tar\.' | head -n1) || continue
+    url=${url//\'/}
+    echo "wasm-repo: fetching the source of $p ($file, $suite)" >&2
+    if curl -fsSL --retry 2 -o "$tmp/$file" "$url" 2>/dev/null; then
+      echo "${sum#SHA256:}  $tmp/$file" | sha256sum -c --quiet
+      orig="$tmp/$file"
+      break
+    fi
+    echo "wasm-repo: $suite's $file is not served; trying the next suite" >&2
+  done
+  [ -n "$orig" ] || { echo "wasm-repo: no source for $p" >&2; exit 1; }
   ver=$(basename "$orig" | sed -E "s/^${deb}_(.*)\.orig\.tar\..*$/\1/; s/\+dfsg.*$//")
   case "$orig" in
     *.tar.gz) cp "$orig" "$SRC/${p}_$ver.tar.gz" ;;

@@ -159,6 +159,7 @@ fn build_all(
             }
         }
         let _ = fs::remove_dir_all(&work);
+        let _ = fs::remove_dir_all(work.with_extension("deps"));
     }
     write_index(contrib)?;
     if !failed.is_empty() {
@@ -261,7 +262,10 @@ fn build_one(
     work: &Path,
 ) -> anyhow::Result<PathBuf> {
     let _ = fs::remove_dir_all(work);
-    let deps = work.join("deps");
+    // Outside the sandbox's writable mount: the R half gets them as a
+    // package set, checked and mounted read-only like any other.
+    let deps = work.with_extension("deps");
+    let _ = fs::remove_dir_all(&deps);
     let lib = work.join("lib");
     let libs_out = work.join("libs");
     for d in [&deps, &lib, &libs_out] {
@@ -275,8 +279,9 @@ fn build_one(
         "copy the source",
     )?;
     let repo = read_repo(contrib)?;
-    for dep in closure(&src.needs, &repo) {
-        let entry = &repo[&dep];
+    let dep_names = closure(&src.needs, &repo);
+    for dep in &dep_names {
+        let entry = &repo[dep];
         run_quiet(
             Command::new("tar")
                 .arg("-xzf")
@@ -329,7 +334,7 @@ fn build_one(
     fs::write(
         &job,
         format!(
-            "hako_name <- \"{}\"\nhako_src <- \"/w/src/{}\"\nhako_lib <- \"/w/lib\"\nhako_deps <- \"/w/deps\"\n{INSTALL_R}",
+            "hako_name <- \"{}\"\nhako_src <- \"/w/src/{}\"\nhako_lib <- \"/w/lib\"\n{INSTALL_R}",
             src.name, src.name
         ),
     )?;
@@ -346,6 +351,13 @@ fn build_one(
         .arg(format!("{}:/w:rw", work.display()))
         .arg("-f")
         .arg(&job);
+    if !dep_names.is_empty() {
+        let dirs: Vec<String> = dep_names
+            .iter()
+            .map(|d| deps.join(d).display().to_string())
+            .collect();
+        cmd.arg("--packages").arg(dirs.join(","));
+    }
     if let Some(a) = &args.assets {
         cmd.arg("--assets").arg(a);
     }

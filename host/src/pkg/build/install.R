@@ -1,6 +1,7 @@
 # The R half of `hako pkg build` for one package, inside the sandbox with
 # R.wasm's own R 4.6: R code, lazy-load database, byte code, Meta, help
-# indices. The caller defines hako_name, hako_src, hako_lib and hako_deps.
+# indices. The caller defines hako_name, hako_src and hako_lib; the packages
+# the build needs are the sandbox's package set (first in .libPaths()).
 # R CMD INSTALL runs some steps in a child R; the sandbox has no processes,
 # so those run here, in this R.
 local({
@@ -14,8 +15,8 @@ local({
   }
   install <- tools:::.install_packages
   environment(install) <- env
-  .libPaths(c(hako_lib, hako_deps))
-  Sys.setenv(R_INSTALL_STAGED = "false", R_LIBS = paste(hako_lib, hako_deps, sep = ":"))
+  .libPaths(c(hako_lib, .libPaths()))
+  Sys.setenv(R_INSTALL_STAGED = "false", R_LIBS = paste(.libPaths(), collapse = ":"))
   ok <- tryCatch({
     install(c("--no-libs", "--no-test-load", "--no-multiarch", "--no-staged-install",
               "--no-configure", "--no-html", "-l", hako_lib, hako_src), no.q = TRUE)

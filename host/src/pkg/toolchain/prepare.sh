@@ -39,6 +39,7 @@ cat > "$A/sources.list" <<SRC
 deb [signed-by=$KEY] $MIRROR trixie main
 deb-src [signed-by=$KEY] $MIRROR trixie main
 deb [signed-by=$KEY] $MIRROR sid main
+deb-src [signed-by=$KEY] $MIRROR sid main
 SRC
 touch "$A/status"
 cat > "$A/apt.conf" <<CONF
