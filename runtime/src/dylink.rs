@@ -742,7 +742,9 @@ pub fn instantiate_side(
 /// Emscripten would bind them to stubs that fail at the first call; a
 /// package's are refused at load instead, so that a symbol R 4.6 hid
 /// (`TRUELENGTH`, `R_nchar`, ...) is an error from `library()`, not a trap
-/// in the middle of a task.
+/// in the middle of a task. webR's own modules keep lazy binding: parallel.so
+/// (`sched_getaffinity`, loaded at boot), internet.so and webr.so import
+/// functions no module defines, on paths R never takes here.
 fn missing_imports(store: &mut Cx<'_>, loaded: &Loaded, local: &[usize]) -> Vec<String> {
     let own: std::collections::HashSet<&str> = loaded
         .info
