@@ -33,6 +33,8 @@ deliver <- function(p, b) {
       batch$ndone <- batch$ndone + 1L
       if (batch$ndone == batch$n) p$batches <- Filter(function(x) !identical(x, batch), p$batches)
     }
+  } else if (is.function(target$each)) {
+    target$each(value, chunks) # everywhere(): one RESULT per daemon
   } else {
     resolve(target, value, chunks)
   }

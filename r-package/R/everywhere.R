@@ -1,21 +1,35 @@
 #' Evaluate an expression on every daemon
 #'
-#' Evaluates `.expr` on every daemon connected now and on every daemon that
-#' joins later, and (as daemons reset their sandbox between tasks) again
-#' after each reset, so that what it sets up persists: assign into the
-#' global environment (`x <<- 1`, `assign(..., envir = globalenv())`) or
-#' attach packages (`library(stats4)`). Its value is discarded. The host
-#' keeps everywhere() code for daemons that join later, up to a bound: past
-#' it, everywhere() signals an error with the host's reason.
+#' Evaluates `.expr` once on every daemon connected now and on every daemon
+#' that joins later. What it leaves behind (objects assigned in the global
+#' environment, `x <<- 1` or `assign(..., envir = globalenv())`; attached
+#' packages, `library(stats4)`; options) becomes part of the state each
+#' daemon's sandbox returns to after every task, at no cost per task: a
+#' task's own changes still go, `everywhere()`'s stay. Tasks sent after
+#' `everywhere()` see its effects. The host keeps everywhere() code for
+#' daemons that join later, up to a bound: past it, everywhere() signals an
+#' error with the host's reason.
+#'
+#' As in mirai, the result is a 'hako_map' with one element per daemon it
+#' was sent to now: the value of `.expr` there, or its error value. Unlike
+#' mirai's, `everywhere()` waits for those outcomes (at most `.timeout`
+#' seconds) and signals an R error of class 'hakoEverywhereError' when
+#' `.expr` failed on any daemon (its `$results` is the map). As in mirai,
+#' what `.expr` did before the error stays on that daemon. A daemon that has
+#' not reported within `.timeout` (it runs the code after its current task)
+#' is a warning, not an error: the code still runs there.
 #'
 #' @inheritParams hako
-#' @param .timeout Seconds to wait for the host's acknowledgement.
-#' @return Invisibly, the number of daemons it was sent to now.
+#' @param .timeout Seconds to wait for every daemon's outcome.
+#' @return Invisibly, a 'hako_map' of the daemons' outcomes (collect it with
+#'   `x[]` or `x[.flat]`).
 #' @examples
 #' \dontrun{
 #' daemons(2)
 #' everywhere(z <<- 10)
 #' hako(z + 1)[]
+#' everywhere(library(stats4))[]
+#' try(everywhere(stop("nope")))
 #' daemons(0)
 #' }
 #' @export
@@ -30,23 +44,72 @@ everywhere <- function(.expr, ..., .args = list(), .compute = NULL, .timeout = 3
   check_size(p, payload)
   id <- new_id(p)
   key <- as.character(id)
-  # the host refuses an everywhere() (e.g. past its bound on the code it
-  # keeps) with a RESULT of the same id instead of the acknowledgement
-  refusal <- new_hako(p, id, relay = FALSE)
+  col <- everywhere_collector(p, key)
   suspendInterrupts({
-    assign(key, refusal, envir = p$pending)
+    assign(key, col, envir = p$pending)
     send_frame(p, T_EVERYWHERE, c(u32(id), payload))
   })
-  on.exit(pending_take(p, key))
+  on.exit({
+    pending_take(p, key)
+    if (exists(key, envir = p$acks, inherits = FALSE)) rm(list = key, envir = p$acks)
+  })
   deadline <- Sys.time() + .timeout
-  while (!exists(key, envir = p$acks, inherits = FALSE)) {
-    poll(p, 0.2)
+  n <- NULL
+  repeat {
+    if (!is.null(col$refused)) stop("hako: ", err_msg(col$refused), call. = FALSE)
+    if (is.null(n) && exists(key, envir = p$acks, inherits = FALSE)) n <- get(key, envir = p$acks)
+    if (!is.null(n) && length(col$vals) >= n) break
     if (!p$alive) stop_dead(p)
-    if (refusal$resolved) stop("hako: ", err_msg(refusal$value), call. = FALSE)
-    if (Sys.time() > deadline) stop("hako: no acknowledgement of everywhere() from the host", call. = FALSE)
+    if (Sys.time() > deadline) {
+      if (is.null(n)) stop("hako: no acknowledgement of everywhere() from the host", call. = FALSE)
+      break
+    }
+    poll(p, 0.2)
   }
-  n <- get(key, envir = p$acks)
-  rm(list = key, envir = p$acks)
-  invisible(n)
+  vals <- col$vals
+  late <- n - length(vals)
+  if (late > 0L) {
+    warning(sprintf("hako: everywhere(): %d of %d daemons did not report within %s s (busy with a task?); the code still runs there",
+                    late, n, format(.timeout)), call. = FALSE)
+    vals <- c(vals, rep(list(mk_error_value(5L, "no outcome from this daemon within everywhere()'s .timeout")), late))
+  }
+  x <- everywhere_map(p, vals)
+  bad <- which(vapply(col$vals, is_error_value, NA))
+  if (length(bad)) {
+    msg <- sprintf("hako: everywhere() failed on %d of %d daemons: %s", length(bad), n, err_msg(col$vals[[bad[[1L]]]]))
+    stop(structure(class = c("hakoEverywhereError", "error", "condition"),
+                   list(message = msg, call = NULL, results = x)))
+  }
+  invisible(x)
 }
 
+# Collects the RESULTs of one everywhere() id: before the host's
+# acknowledgement, a RESULT is its refusal; after it, one daemon's outcome
+# each (deliver() hands every one to `each`, which stays registered).
+everywhere_collector <- function(p, key) {
+  col <- new.env(parent = emptyenv())
+  col$relay <- FALSE
+  col$refused <- NULL
+  col$vals <- list()
+  col$each <- function(value, chunks) {
+    if (exists(key, envir = p$acks, inherits = FALSE)) {
+      col$vals[length(col$vals) + 1L] <- list(value)
+    } else {
+      col$refused <- value
+    }
+    assign(key, col, envir = p$pending)
+    invisible()
+  }
+  col
+}
+
+# A resolved 'hako_map' of the outcomes, collected like any map.
+everywhere_map <- function(p, vals) {
+  b <- new.env(parent = emptyenv())
+  b$n <- length(vals)
+  b$ndone <- b$n
+  b$vals <- vals
+  b$done_flags <- rep(TRUE, b$n)
+  b$relay <- FALSE
+  structure(list(p = p, b = b, names = NULL), class = "hako_map")
+}

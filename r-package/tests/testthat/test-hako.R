@@ -206,10 +206,10 @@ test_that("info(), status() and everywhere()", {
   s <- status()
   expect_equal(s$daemons, "local")
   expect_equal(nrow(s$table), 2L)
-  expect_equal(everywhere({ helper <- function(x) x * 100; library(stats4) }), 2L)
+  expect_length(everywhere({ helper <- function(x) x * 100; library(stats4) })[], 2L)
   expect_equal(hako(helper(2))[], 200)
   expect_true(hako("package:stats4" %in% search())[])
-  expect_equal(everywhere(k <- kk, kk = 5), 2L)
+  expect_equal(everywhere(k <- kk, kk = 5)[.flat], c(5, 5))
   expect_equal(hako_map(1:2, function(i) k + i)[.flat], c(6, 7))
 })
 
