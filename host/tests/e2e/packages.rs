@@ -269,8 +269,9 @@ fn install_with_dependencies_is_idempotent_offline_and_removable() {
 #[test]
 fn a_corrupt_binary_is_refused_and_nothing_is_stored() {
     let mut repo = abc_repo();
-    // pkgC's bytes change after the index was written: one flipped byte.
-    let f = repo.contrib().join("pkgC_1.10.tgz");
+    // pkgA's bytes change after the index was written: one flipped byte.
+    // It is installed last, after pkgC and pkgB passed their checks.
+    let f = repo.contrib().join("pkgA_0.1.tgz");
     let mut b = std::fs::read(&f).unwrap();
     let last = b.len() - 5;
     b[last] ^= 0x20;
@@ -278,9 +279,17 @@ fn a_corrupt_binary_is_refused_and_nothing_is_stored() {
     let store = tempfile::tempdir().unwrap();
     refused(
         pkg(store.path(), &["install", "pkgA", "--repo", &repo.url()]),
-        &["pkgC", "does not match the index's SHA256sum"],
+        &["pkgA", "does not match the index's SHA256sum"],
     );
     store_is_empty(store.path());
+
+    // What a killed install leaves (staging, an unreferenced tree) goes at
+    // the next change to the store.
+    let s = store.path();
+    std::fs::create_dir_all(s.join("tmp/1-0/pkgC")).unwrap();
+    std::fs::create_dir_all(s.join("store/feedface/pkgC")).unwrap();
+    refused(pkg(s, &["remove", "pkgC"]), &["not installed: pkgC"]);
+    assert!(!s.join("tmp").exists() && !s.join("store/feedface").exists());
 
     // An index without checksums is not trusted either.
     repo.records = repo
@@ -633,3 +642,4 @@ fn a_legacy_exception_module_is_translated_once_at_install() {
     assert!(!hako_assets::wasm::has_legacy_eh("stored", &stored).unwrap());
     hako_assets::wasm::validate_exnref(&stored).unwrap();
 }
+
