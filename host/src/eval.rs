@@ -22,10 +22,11 @@ pub struct EvalArgs {
     /// Stop the evaluation after SECONDS.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
-    /// Compiled packages the sandbox may load: installed package
-    /// directories (comma-separated or repeated), mounted read-only at
-    /// /hako/library after every file is checked.
-    #[arg(long, value_name = "DIR,...", value_delimiter = ',')]
+    /// Compiled packages the sandbox may load, comma-separated or repeated:
+    /// names installed with `hako pkg install` (their dependencies come
+    /// too) or installed package directories (a path with a `/`). Mounted
+    /// read-only at /hako/library after every file is checked.
+    #[arg(long, value_name = "NAME|DIR,...", value_delimiter = ',')]
     packages: Vec<String>,
     #[command(flatten)]
     sandbox: SandboxArgs,

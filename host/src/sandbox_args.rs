@@ -58,21 +58,34 @@ impl SandboxArgs {
     }
 }
 
-/// The package set `--packages` names, each item either a directory
+/// The package set `--packages` names. An item with a `/` is a directory
 /// holding an installed package tree, taken as it is now (its manifest is
 /// made here, so the runtime's check before mounting guards against changes
-/// from then on), or the name of a package installed with `hako pkg
-/// install`, with what it needs.
+/// from then on); any other item is the name of a package installed with
+/// `hako pkg install`, which brings what it needs.
 pub fn package_set(items: &[String]) -> anyhow::Result<PackageSet> {
     let mut set = PackageSet::default();
+    let mut names = Vec::new();
     for item in items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        let dir = Path::new(item);
-        if item.contains('/') || dir.is_dir() {
-            let p =
-                InstalledPackage::from_dir(dir).with_context(|| format!("--packages {item}"))?;
+        if item.contains('/') {
+            let p = InstalledPackage::from_dir(Path::new(item))
+                .with_context(|| format!("--packages {item}"))?;
             set.packages.push(p);
         } else {
-            bail!("--packages {item}: no such package directory (installed names need `hako pkg install`)");
+            names.push(item.to_string());
+        }
+    }
+    if !names.is_empty() {
+        let dirs: Vec<String> = set
+            .packages
+            .iter()
+            .map(|p| p.manifest.name.clone())
+            .collect();
+        for p in crate::pkg::resolve_set(&names)?.packages {
+            // A directory given for a package the store also has wins.
+            if !dirs.contains(&p.manifest.name) {
+                set.packages.push(p);
+            }
         }
     }
     Ok(set)
@@ -113,6 +126,6 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", dir.join("x")).unwrap();
         let e = format!("{:#}", package_set(&[arg]).unwrap_err());
         assert!(e.contains("symlink") && e.contains('x'), "{e}");
-        assert!(package_set(&["surely-not-a-dir".into()]).is_err());
+        assert!(package_set(&["./surely-not-a-dir".into()]).is_err());
     }
 }
