@@ -543,14 +543,17 @@ impl Thread {
         self.everywhere.push(e.payload);
         if kept && !self.config.keep_state {
             if let Err(why) = self.rebase() {
-                report.outcome = Outcome::Failed {
-                    kind: FailKind::Crashed,
-                    message: format!(
-                        "the daemon could not keep the state everywhere() left: {why}"
-                    ),
-                };
-                report.output.clear();
+                // Its effects are gone: so is it, from what the base holds.
                 self.everywhere.pop();
+                if !matches!(report.outcome, Outcome::Failed { .. }) {
+                    report.outcome = Outcome::Failed {
+                        kind: FailKind::Crashed,
+                        message: format!(
+                            "the daemon could not keep the state everywhere() left: {why}"
+                        ),
+                    };
+                    report.output.clear();
+                }
             }
         } else if !kept {
             self.everywhere.pop();

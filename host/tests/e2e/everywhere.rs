@@ -84,3 +84,29 @@ fn everywhere_errors_come_back_per_daemon_and_their_effects_up_to_the_error_stay
         assert_eq!(host.result(Duration::from_secs(30)).value(), 6.0);
     }
 }
+
+#[test]
+fn an_everywhere_past_the_time_limit_is_a_timeout_and_what_it_did_stays() {
+    let mut host = Host::start(
+        "ew-timeout",
+        &["--no-listen", "--local", "1", "--task-timeout", "1"],
+    );
+    host.wait_connections(1);
+    let (_, out) = everywhere(
+        &mut host,
+        1,
+        "assign('started', 1, envir = globalenv()); Sys.sleep(30)",
+    );
+    assert_eq!(out[0].0, lf::status::TIMEOUT, "{:?}", out[0].1);
+    host.submit(2, code("started + 1"), 0);
+    assert_eq!(host.result(Duration::from_secs(30)).value(), 2.0);
+    // A crash in everywhere() code leaves nothing, and the daemon serves on.
+    let (_, out) = everywhere(
+        &mut host,
+        3,
+        "assign('gone', 1, envir = globalenv()); quit(status = 4)",
+    );
+    assert_eq!(out[0].0, lf::status::CRASHED);
+    host.submit(4, code("if (exists('gone')) -1 else started"), 0);
+    assert_eq!(host.result(Duration::from_secs(30)).value(), 1.0);
+}
