@@ -268,3 +268,60 @@ fn purrr_runs_on_rlang_vctrs_and_cli() {
         "0cc175b9c0f1b6a831c399e269772661"
     );
 }
+
+/// The hako binary the repository was built with.
+fn hako_bin() -> PathBuf {
+    std::env::var_os("HAKO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/hako"))
+}
+
+#[test]
+fn build_refuses_a_module_that_imports_what_r_wasm_lacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = tmp.path().join("hakobad");
+    std::fs::create_dir_all(pkg.join("src")).unwrap();
+    std::fs::create_dir_all(pkg.join("R")).unwrap();
+    std::fs::write(
+        pkg.join("DESCRIPTION"),
+        "Package: hakobad\nVersion: 0.1\nTitle: Bad\nDescription: Calls SETLENGTH.\n\
+         License: MIT\nAuthors@R: person('a', 'b', role = c('aut', 'cre'), email = 'a@b.c')\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("NAMESPACE"),
+        "useDynLib(hakobad)\nexport(shorten)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("R/shorten.R"),
+        "shorten <- function(x) .Call('bad_shorten', x)\n",
+    )
+    .unwrap();
+    // R 4.6's headers hide SETLENGTH and R.wasm does not export it.
+    std::fs::write(
+        pkg.join("src/bad.c"),
+        "#include <Rinternals.h>\nvoid SETLENGTH(SEXP, R_xlen_t);\n\
+         SEXP bad_shorten(SEXP x) { SETLENGTH(x, 1); return x; }\n",
+    )
+    .unwrap();
+    let out_repo = tmp.path().join("repo");
+    let out = Command::new(hako_bin())
+        .args(["pkg", "build", "--repo"])
+        .arg(&out_repo)
+        .arg(&pkg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "built anyway: {stderr}");
+    assert!(
+        stderr.contains("SETLENGTH"),
+        "the missing symbol is not named: {stderr}"
+    );
+    let contrib = out_repo.join(CONTRIB);
+    assert!(!contrib.join("hakobad_0.1.tgz").exists());
+    assert_eq!(
+        std::fs::read_to_string(contrib.join("PACKAGES")).unwrap(),
+        ""
+    );
+}

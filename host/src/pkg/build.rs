@@ -71,6 +71,11 @@ const INDEX_FIELDS: &[&str] = &[
 ];
 
 #[derive(Args)]
+#[command(
+    after_help = "Building runs the packages' configure scripts and compilers on this \
+machine, outside the sandbox, as R CMD INSTALL does: build only sources you trust. The R half \
+of the install runs in the sandbox with R.wasm's R 4.6, and every package is test-loaded there."
+)]
 pub struct BuildArgs {
     /// Source packages: `NAME_VERSION.tar.gz` as CRAN serves them, or a
     /// package directory.
@@ -92,6 +97,10 @@ pub struct BuildArgs {
     /// Memory cap of the sandbox that runs the R half, in MiB.
     #[arg(long, default_value_t = 2048)]
     memory: usize,
+    /// Skip loading each built package in a sandbox (which catches side
+    /// modules that import what R.wasm lacks).
+    #[arg(long)]
+    no_test_load: bool,
     /// Asset directory (default: $HAKO_ASSETS or the per-user cache).
     #[arg(long, value_name = "DIR")]
     assets: Option<PathBuf>,
@@ -338,29 +347,12 @@ fn build_one(
             src.name, src.name
         ),
     )?;
-    // This very binary, even if a rebuild replaced the file meanwhile.
-    let exe = match Path::new("/proc/self/exe") {
-        p if p.exists() => p.to_path_buf(),
-        _ => std::env::current_exe().context("find the hako binary")?,
-    };
-    let mut cmd = Command::new(exe);
-    cmd.arg("eval")
-        .arg("--memory")
-        .arg(args.memory.to_string())
-        .arg("--mount")
+    let mut set: Vec<PathBuf> = dep_names.iter().map(|d| deps.join(d)).collect();
+    let mut cmd = sandbox_eval(args, &set)?;
+    cmd.arg("--mount")
         .arg(format!("{}:/w:rw", work.display()))
         .arg("-f")
         .arg(&job);
-    if !dep_names.is_empty() {
-        let dirs: Vec<String> = dep_names
-            .iter()
-            .map(|d| deps.join(d).display().to_string())
-            .collect();
-        cmd.arg("--packages").arg(dirs.join(","));
-    }
-    if let Some(a) = &args.assets {
-        cmd.arg("--assets").arg(a);
-    }
     let out = run_logged(&mut cmd, &log, "R half")?;
     if !out.contains("hako-build: R half done") {
         bail!(
@@ -379,6 +371,23 @@ fn build_one(
                 .arg(installed.join("libs")),
             "copy libs",
         )?;
+    }
+    if !args.no_test_load {
+        eprintln!("hako pkg build: {}: test load (sandbox)", src.name);
+        set.push(installed.clone());
+        let mut cmd = sandbox_eval(args, &set)?;
+        cmd.arg(format!(
+            "invisible(loadNamespace(\"{}\")); cat(\"hako-build: test load ok\\n\")",
+            src.name
+        ));
+        let out = run_logged(&mut cmd, &log, "test load")?;
+        if !out.contains("hako-build: test load ok") {
+            bail!(
+                "loading {} in the sandbox failed:\n{}",
+                src.name,
+                tail(&out)
+            );
+        }
     }
     let file = format!("{}_{}.tgz", src.name, src.version);
     let tmp = contrib.join(format!(".{file}.tmp"));
@@ -405,6 +414,26 @@ fn build_one(
     let dest = contrib.join(&file);
     fs::rename(&tmp, &dest)?;
     Ok(dest)
+}
+
+/// `hako eval` in a sandbox given `set` (installed package directories) as
+/// its package set, with the build's memory cap and assets.
+fn sandbox_eval(args: &BuildArgs, set: &[PathBuf]) -> anyhow::Result<Command> {
+    // This very binary, even if a rebuild replaced the file meanwhile.
+    let exe = match Path::new("/proc/self/exe") {
+        p if p.exists() => p.to_path_buf(),
+        _ => std::env::current_exe().context("find the hako binary")?,
+    };
+    let mut cmd = Command::new(exe);
+    cmd.arg("eval").arg("--memory").arg(args.memory.to_string());
+    if !set.is_empty() {
+        let dirs: Vec<String> = set.iter().map(|d| d.display().to_string()).collect();
+        cmd.arg("--packages").arg(dirs.join(","));
+    }
+    if let Some(a) = &args.assets {
+        cmd.arg("--assets").arg(a);
+    }
+    Ok(cmd)
 }
 
 /// Translates every side module in `libs` that uses legacy exception
@@ -536,8 +565,9 @@ pub fn parse_dcf(text: &str) -> BTreeMap<String, String> {
     out
 }
 
-/// Rewrites `PACKAGES` and `PACKAGES.gz` from the binaries present, with
-/// `MD5sum` (what R's `available.packages` checks) and `SHA256sum`.
+/// Rewrites `PACKAGES`, `PACKAGES.gz` and `PACKAGES.rds` from the binaries
+/// present, with `MD5sum` (what R's `available.packages` checks) and
+/// `SHA256sum`.
 fn write_index(contrib: &Path) -> anyhow::Result<()> {
     let repo = read_repo(contrib)?;
     let mut text = String::new();
@@ -570,6 +600,20 @@ fn write_index(contrib: &Path) -> anyhow::Result<()> {
     let tmp = contrib.join(".PACKAGES.gz.tmp");
     fs::write(&tmp, &gz.stdout)?;
     fs::rename(&tmp, contrib.join("PACKAGES.gz"))?;
+    // PACKAGES.rds, which R's available.packages() reads first: the same
+    // records as a character matrix, as tools::write_PACKAGES saves them
+    // (the host's R, which the compile half needs anyway).
+    let tmp = contrib.join(".PACKAGES.rds.tmp");
+    run_quiet(
+        Command::new("Rscript")
+            .arg("--vanilla")
+            .arg("-e")
+            .arg("a <- commandArgs(TRUE); saveRDS(read.dcf(a[1]), a[2], compress = 'xz')")
+            .arg(contrib.join("PACKAGES"))
+            .arg(&tmp),
+        "write PACKAGES.rds with Rscript",
+    )?;
+    fs::rename(&tmp, contrib.join("PACKAGES.rds"))?;
     Ok(())
 }
 
