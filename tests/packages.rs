@@ -270,6 +270,46 @@ fn reset_unloads_packages_loaded_by_a_task() {
     assert_eq!(eval_ok(&mut sb, "cat(6 * 7)"), "42");
 }
 
+/// A side module in the legacy exception encoding (`try`/`catch_all`), as
+/// emcc 3.1 writes C++ modules; the runtime's engine only runs exnref.
+fn legacy_eh_module(name: &str) -> Vec<u8> {
+    let mut m = Module::new();
+    m.section(&CustomSection {
+        name: "dylink.0".into(),
+        data: vec![1, 4, 0, 0, 0, 0].into(),
+    });
+    let mut types = TypeSection::new();
+    types.ty().function([], [ValType::I32]);
+    m.section(&types);
+    let mut fsec = FunctionSection::new();
+    fsec.function(0);
+    m.section(&fsec);
+    let mut exports = ExportSection::new();
+    exports.export(&format!("{name}_one"), ExportKind::Func, 0);
+    m.section(&exports);
+    let mut code = CodeSection::new();
+    let mut f = Function::new([]);
+    f.instruction(&Instruction::Try(BlockType::Result(ValType::I32)));
+    f.instruction(&Instruction::I32Const(1));
+    f.instruction(&Instruction::CatchAll);
+    f.instruction(&Instruction::I32Const(0));
+    f.instruction(&Instruction::End);
+    f.instruction(&Instruction::End);
+    code.function(&f);
+    m.section(&code);
+    m.finish()
+}
+
+#[test]
+fn a_legacy_exception_module_is_an_r_error_that_says_so() {
+    let t = tempfile::tempdir().unwrap();
+    let old = installed_package(t.path(), "hakolegacy", &legacy_eh_module("hakolegacy"));
+    let mut sb = sandbox_with(config(set(&[&old])));
+    let err = eval_err(&mut sb, "library(hakolegacy)");
+    assert!(err.contains("legacy wasm exception encoding"), "{err}");
+    assert_eq!(eval_ok(&mut sb, "cat(6 * 7)"), "42");
+}
+
 #[test]
 fn tampered_trees_are_refused_before_any_sandbox_is_built() {
     let t = tempfile::tempdir().unwrap();

@@ -123,10 +123,15 @@ impl Loader {
             bytes_cache = Some(b.clone());
             Ok(b)
         };
-        let module = self
-            .engine
-            .module(&m.sha256, &mut read)
-            .with_context(|| format!("compiling {guest}"))?;
+        let module = match self.engine.module(&m.sha256, &mut read) {
+            Ok(module) => module,
+            // emcc 3.1's C++ modules, untranslated: say what to do.
+            Err(e) if format!("{e:#}").contains("legacy_exceptions") => bail!(
+                "{guest} uses the legacy wasm exception encoding, which hako does not run: \
+                 install its package with `hako pkg install` (which translates it to exnref)"
+            ),
+            Err(e) => return Err(e.context(format!("compiling {guest}"))),
+        };
         let info = {
             let cached = self.infos.lock().unwrap().get(&m.sha256).cloned();
             match cached {
