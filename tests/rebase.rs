@@ -80,6 +80,22 @@ fn everywhere_state_survives_resets_and_task_state_does_not() {
     assert_eq!(state(&mut sb).trim(), "FALSE FALSE FALSE");
 }
 
+/// A base holds no RNG state: tasks after it do not all draw the same
+/// numbers (their own seed, or fresh entropy, decides).
+#[test]
+fn a_base_keeps_no_rng_state() {
+    let mut sb = sandbox();
+    eval_ok(&mut sb, "invisible(runif(1)); kept <- 1");
+    sb.rebase().unwrap();
+    let mut draws = Vec::new();
+    for _ in 0..3 {
+        draws.push(eval_ok(&mut sb, "cat(kept, runif(1))"));
+        sb.reset().unwrap();
+    }
+    assert!(draws.iter().all(|d| d.starts_with("1 ")), "{draws:?}");
+    assert!(draws[0] != draws[1] && draws[1] != draws[2], "{draws:?}");
+}
+
 #[test]
 fn rebasing_again_frees_the_old_base() {
     let mut sb = sandbox();

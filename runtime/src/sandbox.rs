@@ -439,6 +439,15 @@ impl Sandbox {
         if self.poisoned {
             bail!("the sandbox was stopped by a trap: its state is not kept");
         }
+        // No RNG state in a base, as at boot: each task after it is seeded
+        // afresh (or by its own seed), not from one stream they all share.
+        let dropped = self.eval(
+            "if (exists('.Random.seed', envir = globalenv(), inherits = FALSE)) \
+             rm('.Random.seed', envir = globalenv())",
+        );
+        if !matches!(dropped, Ok(EvalResult { ok: true, .. })) {
+            bail!("could not drop the RNG state before keeping the sandbox's state");
+        }
         let link = dylink::capture(&mut self.store.as_context_mut())?;
         let vfs = self.store.data().vfs.snapshot();
         // Its own base, still the memory's size: written in place.
