@@ -103,8 +103,10 @@ progress_show <- function(pr, step) {
     message("hako: ", step)
     return(invisible())
   }
-  # cli times each step itself; the host's own "done in" lines add nothing.
-  if (grepl(": done in [0-9.]+ s$", step)) return(invisible())
+  # cli times each step itself: the host's lines that only say how long the
+  # step before took ("...: done in 12.9 s", "translated R.wasm ... in 6.5 s")
+  # add nothing.
+  if (grepl(" in [0-9.]+ s$", step)) return(invisible())
   if (startsWith(step, "R is ready")) {
     progress_done(pr)
     cli::cli_alert_success(escape_braces(step))

@@ -73,7 +73,7 @@ pub(crate) fn build(
     }
     // One line for all: each takes milliseconds, and a first start shows it.
     progress(&format!(
-        "unpacked R's files: {n_embedded} embedded in R.wasm, {unpacked} from {} file-packager images",
+        "unpacked R's files ({n_embedded} from R.wasm, {unpacked} from {} images)",
         SHIPPED_IMAGES.len()
     ));
 
@@ -162,9 +162,8 @@ fn translate_legacy_eh(
         })
         .collect();
     progress(&format!(
-        "translating {} to exnref with binaryen {} wasm-opt (takes a while)",
-        names_of(&jobs),
-        BINARYEN.version
+        "translating {} to exnref with binaryen's wasm-opt (takes a while)",
+        names_of(&jobs)
     ));
     let translated = translate_all(&wasm_opt, work, &jobs, progress)?;
     for (&i, data) in legacy.iter().zip(translated) {
