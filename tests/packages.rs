@@ -7,7 +7,7 @@
 //! with wasm-encoder, in the shape emcc gives one.
 
 use hako_runtime::packages::{InstalledPackage, PackageSet};
-use hako_runtime::SandboxConfig;
+use hako_runtime::{Limit, SandboxConfig, SandboxError};
 use hako_tests::{eval_err, eval_ok, runtime, sandbox_with};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -307,6 +307,73 @@ fn a_legacy_exception_module_is_an_r_error_that_says_so() {
     let mut sb = sandbox_with(config(set(&[&old])));
     let err = eval_err(&mut sb, "library(hakolegacy)");
     assert!(err.contains("legacy wasm exception encoding"), "{err}");
+    assert_eq!(eval_ok(&mut sb, "cat(6 * 7)"), "42");
+}
+
+/// A side module whose constructor runs `body` (e.g. a trap or a loop).
+fn ctor_module(body: &[Instruction]) -> Vec<u8> {
+    let mut m = Module::new();
+    m.section(&CustomSection {
+        name: "dylink.0".into(),
+        data: vec![1, 4, 0, 0, 0, 0].into(),
+    });
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    m.section(&types);
+    let mut fsec = FunctionSection::new();
+    fsec.function(0);
+    m.section(&fsec);
+    let mut exports = ExportSection::new();
+    exports.export("__wasm_call_ctors", ExportKind::Func, 0);
+    m.section(&exports);
+    let mut code = CodeSection::new();
+    let mut f = Function::new([]);
+    for i in body {
+        f.instruction(i);
+    }
+    f.instruction(&Instruction::End);
+    code.function(&f);
+    m.section(&code);
+    m.finish()
+}
+
+/// A trap or the deadline inside a package's constructor ends the
+/// evaluation as any trap or deadline does (it is not a load failure R
+/// could carry on from), and the sandbox is whole again afterwards.
+#[test]
+fn a_trap_or_deadline_in_a_constructor_ends_the_evaluation() {
+    let t = tempfile::tempdir().unwrap();
+    let trap = installed_package(
+        t.path(),
+        "hakotrap",
+        &ctor_module(&[Instruction::Unreachable]),
+    );
+    let spin = installed_package(
+        t.path(),
+        "hakospin",
+        &ctor_module(&[
+            Instruction::Loop(BlockType::Empty),
+            Instruction::Br(0),
+            Instruction::End,
+        ]),
+    );
+    let mut sb = sandbox_with(SandboxConfig {
+        timeout: Some(std::time::Duration::from_secs(1)),
+        ..config(set(&[&trap, &spin]))
+    });
+    match sb.eval("library(hakotrap)") {
+        Err(SandboxError::Crashed { message, .. }) => {
+            assert!(message.contains("unreachable"), "{message}")
+        }
+        other => panic!("expected a crash, got {other:?}"),
+    }
+    assert_eq!(eval_ok(&mut sb, "cat(6 * 7)"), "42");
+    match sb.eval("library(hakospin)") {
+        Err(SandboxError::Limit {
+            limit: Limit::Time, ..
+        }) => {}
+        other => panic!("expected the deadline, got {other:?}"),
+    }
     assert_eq!(eval_ok(&mut sb, "cat(6 * 7)"), "42");
 }
 
