@@ -141,7 +141,7 @@ package_hint <- function(pk, compute) {
   } else {
     sprintf("the sandbox has base R's packages only: give R-only packages installed here with daemons(packages = c(%s)) (or make_cluster(packages = ))", q)
   }
-  paste0("hint: ", how, "; packages with compiled code run only once built for the sandbox (hako pkg)")
+  paste0("hint: ", how, "; packages with compiled code need a WebAssembly build (hako pkg install)")
 }
 
 # An error value whose message says the sandbox lacks a package gets the
