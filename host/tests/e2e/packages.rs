@@ -643,3 +643,62 @@ fn a_legacy_exception_module_is_translated_once_at_install() {
     hako_assets::wasm::validate_exnref(&stored).unwrap();
 }
 
+/// The test repository `tests/wasm-repo.sh` builds from CRAN sources with
+/// `hako pkg build`: `$HAKO_TEST_WASM_REPO` (tests/run.sh sets it), else the
+/// script is run here (cached under a key, so only the first run builds).
+fn test_repository() -> PathBuf {
+    if let Some(d) = std::env::var_os("HAKO_TEST_WASM_REPO") {
+        return PathBuf::from(d);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/wasm-repo.sh");
+    let o = std::process::Command::new("bash")
+        .arg(&script)
+        .env("HAKO", env!("CARGO_BIN_EXE_hako"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("running tests/wasm-repo.sh");
+    assert!(
+        o.status.success(),
+        "tests/wasm-repo.sh failed: {}",
+        text(&o)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    PathBuf::from(
+        out.lines()
+            .last()
+            .expect("the repository's directory")
+            .trim(),
+    )
+}
+
+#[test]
+fn purrr_installed_from_a_built_repository_runs_in_the_sandbox() {
+    let repo = test_repository();
+    let store = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", repo.display());
+    let o = ok(pkg(store.path(), &["install", "purrr", "--repo", &url]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for dep in ["rlang", "vctrs", "cli", "lifecycle", "magrittr"] {
+        assert!(
+            err.contains(&format!("installed {dep} ")),
+            "{dep}: {}",
+            text(&o)
+        );
+    }
+    let o = hako()
+        .args([
+            "eval",
+            "--packages",
+            "purrr",
+            "purrr::map_dbl(1:3, function(x) x^2)",
+        ])
+        .env("HAKO_PACKAGES", store.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "[1] 1 4 9\n",
+        "{}",
+        text(&o)
+    );
+}
