@@ -3,7 +3,9 @@
 //! once per machine, and a command that says nothing for that long looks
 //! hung. Reports go to standard error: on a terminal as one status line
 //! that counts the seconds; otherwise (a log an R session reads) one
-//! `hako: …` line per step. A start with everything cached shows nothing.
+//! `hako: [start-up] …` line per step, marked so that a reader can tell them
+//! from the error that may follow. A start with everything cached shows
+//! nothing.
 
 use crate::paths;
 use hako_assets::Assets;
@@ -13,6 +15,10 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Starts each step's line in a log (not on a terminal): the R package
+/// shows these lines as the steps of a first start.
+const MARKER: &str = "[start-up] ";
 
 /// How long the runtime may take before its start is reported at all:
 /// from its cache it takes well under a second.
@@ -194,7 +200,8 @@ impl State {
     }
 
     fn print_line(&mut self, text: &str) {
-        let _ = writeln!(std::io::stderr().lock(), "hako: {text}");
+        let marker = if self.tty { "" } else { MARKER };
+        let _ = writeln!(std::io::stderr().lock(), "hako: {marker}{text}");
         self.shown = true;
     }
 }

@@ -74,7 +74,8 @@ log_lines <- function(r) {
 
 # The progress of a first start (fetching webR, compiling R.wasm, saving
 # R's start-up state: a minute or two, once per machine), shown in this
-# session as the host reports it in its log (its `hako: ...` lines): as cli
+# session as the host reports it in its log (its `hako: [start-up] ...`
+# lines): as cli
 # steps when cli is installed, as messages otherwise. Nothing is shown for a
 # start from the cache, whose log has no such lines.
 startup_progress <- function(log) {
@@ -90,13 +91,16 @@ startup_progress <- function(log) {
 # step (the start is making progress).
 progress_poll <- function(pr) {
   lines <- log_lines(pr)
-  steps <- safe_text(sub("^hako: ", "", grep("^hako: ", lines, value = TRUE)))
+  steps <- safe_text(sub(STARTUP, "", grep(STARTUP, lines, value = TRUE)))
   for (s in steps) progress_show(pr, s)
   # A live spinner on a terminal; elsewhere cli would repeat the step's line.
   if (pr$stepping && pr$cli && cli::is_dynamic_tty()) cli::cli_progress_update(.envir = pr$env)
   if (length(steps)) pr$seen <- Sys.time()
   length(steps) > 0L
 }
+
+# How the host marks the lines of its start-up steps in a log.
+STARTUP <- "^hako: \\[start-up\\] "
 
 progress_show <- function(pr, step) {
   if (!pr$cli) {
@@ -129,14 +133,15 @@ escape_braces <- function(s) gsub("}", "}}", gsub("{", "{{", s, fixed = TRUE), f
 # --- The host's own words when it stops during start-up ----------------------
 
 # What the host said went wrong, from its log: its ERROR lines without the
-# timestamp and level, else its last lines (a usage error, a set-up error).
+# timestamp and level, else its last lines other than its start-up steps
+# (a usage error, a set-up error).
 host_error_text <- function(log) {
   if (!file.exists(log)) return("")
   lines <- readLines(log, warn = FALSE)
   stamp <- "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z +"
   err <- grep(paste0(stamp, "ERROR "), lines, value = TRUE)
   if (length(err)) return(safe_text(paste(sub(paste0(stamp, "ERROR +"), "", err), collapse = "\n")))
-  own <- lines[!grepl(paste0(stamp, "(INFO|DEBUG|TRACE) "), lines)]
+  own <- lines[!grepl(paste0(stamp, "(INFO|DEBUG|TRACE) "), lines) & !grepl(STARTUP, lines)]
   safe_text(paste(utils::tail(own, 15L), collapse = "\n"))
 }
 

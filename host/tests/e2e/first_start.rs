@@ -34,15 +34,15 @@ fn a_first_start_without_npm_says_so_after_saying_what_it_began() {
     let out = eval_without_npm(&assets, &empty).output().unwrap();
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    // Not a terminal: one plain line per step, then the cause.
+    // Not a terminal: one plain line per step, marked, then the cause.
     assert!(!err.contains('\r') && !err.contains('\x1b'), "{err:?}");
     let lines: Vec<&str> = err.lines().collect();
     assert!(
-        lines[0].starts_with("hako: first start: preparing webR's R in"),
+        lines[0].starts_with("hako: [start-up] first start: preparing webR's R in"),
         "{err}"
     );
     assert!(
-        lines.contains(&"hako: fetching webr@0.6.0 with npm pack"),
+        lines.contains(&"hako: [start-up] fetching webr@0.6.0 with npm pack"),
         "{err}"
     );
     let last = lines.last().unwrap();
@@ -115,16 +115,16 @@ fn compiling_r_and_starting_it_are_reported_and_later_starts_are_quiet() {
     let compiling = lines
         .iter()
         .position(|l| {
-            l.starts_with("hako: compiling ")
+            l.starts_with("hako: [start-up] compiling ")
                 && l.contains(" MB of WebAssembly to machine code (once)")
                 && !l.contains(": done in")
         })
         .unwrap_or_else(|| panic!("no start of compiling in:\n{err}"));
     let compiled = lines
         .iter()
-        .position(|l| l.starts_with("hako: compiling") && l.contains(": done in"))
+        .position(|l| l.starts_with("hako: [start-up] compiling") && l.contains(": done in"))
         .unwrap_or_else(|| panic!("no end of compiling in:\n{err}"));
-    let ready = at("hako: R is ready after");
+    let ready = at("hako: [start-up] R is ready after");
     assert!(compiling < compiled && compiled < ready, "{err}");
     assert_eq!(ready, lines.len() - 1, "{err}");
     // Everything is cached now: nothing to report.

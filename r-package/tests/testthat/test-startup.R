@@ -56,15 +56,16 @@ test_that("start-up steps: cli steps when cli is there, messages otherwise", {
   log <- tempfile()
   on.exit(unlink(log))
   writeLines(c("2026-01-01T00:00:00.000000Z  INFO client joined",
-               "hako: compiling 18 MB of WebAssembly to machine code (once)",
-               "hako: compiling 18 MB of WebAssembly to machine code (once): done in 12.9 s"), log)
+               "hako: [start-up] compiling 18 MB of WebAssembly to machine code (once)",
+               "hako: [start-up] compiling 18 MB of WebAssembly to machine code (once): done in 12.9 s",
+               "hako: not a step"), log)
   plain <- hako:::startup_progress(log)
   plain$cli <- FALSE
   shown <- capture_messages(expect_true(hako:::progress_poll(plain)))
   expect_identical(shown, c("hako: compiling 18 MB of WebAssembly to machine code (once)\n",
                             "hako: compiling 18 MB of WebAssembly to machine code (once): done in 12.9 s\n"))
   # a half-written line waits for its end; nothing new is nothing shown
-  cat("hako: R is rea", file = log, append = TRUE)
+  cat("hako: [start-up] R is rea", file = log, append = TRUE)
   expect_silent(expect_false(hako:::progress_poll(plain)))
   cat("dy after 3 s {x}\n", file = log, append = TRUE)
   expect_message(hako:::progress_poll(plain), "R is ready after 3 s {x}", fixed = TRUE)
@@ -78,6 +79,7 @@ test_that("start-up steps: cli steps when cli is there, messages otherwise", {
   expect_match(text, "compiling 18 MB of WebAssembly to machine code (once)", fixed = TRUE)
   expect_match(text, "R is ready after 3 s {x}", fixed = TRUE)
   expect_false(grepl("INFO client joined", text, fixed = TRUE))
+  expect_false(grepl("not a step", text, fixed = TRUE))
   # cli times the step itself: the host's "done in" line is not a step
   expect_false(grepl("done in", text, fixed = TRUE))
 })
@@ -85,10 +87,24 @@ test_that("start-up steps: cli steps when cli is there, messages otherwise", {
 test_that("the host's error text: its ERROR lines, else its last words", {
   log <- tempfile()
   on.exit(unlink(log))
-  writeLines(c("hako: first start: preparing webR's R in /x (once, a minute or two)",
+  writeLines(c("hako: [start-up] first start: preparing webR's R in /x (once, a minute or two)",
                "2026-01-01T00:00:00.000000Z  INFO client joined client=1 name=link",
                "2026-01-01T00:00:00.100000Z ERROR local daemons failed to start: npm is missing"), log)
   expect_identical(hako:::host_error_text(log), "local daemons failed to start: npm is missing")
-  writeLines(c("2026-01-01T00:00:00.000000Z  INFO starting", "hako: --mount applies to local daemons"), log)
-  expect_identical(hako:::host_error_text(log), "hako: --mount applies to local daemons")
+  writeLines(c("2026-01-01T00:00:00.000000Z  INFO starting", "hako: [start-up] starting R",
+               "hako: listening on 127.0.0.1:7000: Address already in use (os error 98)"), log)
+  expect_identical(hako:::host_error_text(log), "hako: listening on 127.0.0.1:7000: Address already in use (os error 98)")
+})
+
+test_that("a host that cannot start says why in its words, not as a step", {
+  on.exit(for (p in c("first", "second")) daemons(0, .compute = p))
+  d <- daemons(url = host_url(host = "127.0.0.1"), .compute = "first")
+  shown <- character()
+  err <- tryCatch(withCallingHandlers(daemons(url = d$url, .compute = "second"), message = function(m) {
+    shown <<- c(shown, conditionMessage(m))
+    invokeRestart("muffleMessage")
+  }), error = identity)
+  expect_s3_class(err, "error")
+  expect_match(conditionMessage(err), "`hako host` stopped before it was ready; it said:\nhako: listening on 127.0.0.1:[0-9]+: Address already in use")
+  expect_identical(shown, character())
 })
