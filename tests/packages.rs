@@ -556,6 +556,12 @@ fn real_compiled_packages_load_and_run() {
             "n=6"
         );
     }
+    if has("purrr") {
+        assert_eq!(
+            eval_ok(&mut sb, "cat(purrr::map_dbl(1:3, function(x) x^2))"),
+            "1 4 9"
+        );
+    }
     // A reset unloads every one of them; they load again.
     sb.reset().unwrap();
     assert_eq!(
