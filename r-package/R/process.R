@@ -116,7 +116,7 @@ progress_show <- function(pr, step) {
     cli::cli_alert_success(escape_braces(step))
     return(invisible())
   }
-  cli::cli_progress_step(escape_braces(step), .envir = pr$env)
+  cli::cli_progress_step(escape_braces(step), spinner = TRUE, .envir = pr$env)
   pr$stepping <- TRUE
   invisible()
 }
