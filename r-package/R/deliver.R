@@ -26,7 +26,9 @@ deliver <- function(p, b) {
   relay <- if (is.null(target)) batch$relay else target$relay
   if (length(chunks) && p$output && !isFALSE(relay)) relay_output(chunks)
   value <- with_package_hint(decode_value(status, payload), p$name)
-  if (is.null(target)) {
+  if (is.null(target) && !is.null(batch$chunks)) {
+    deliver_chunk(p, batch, id - batch$lo + 1L, value)
+  } else if (is.null(target)) {
     i <- id - batch$lo + 1L
     if (!batch$done_flags[i]) {
       batch_set(batch, i, value)

@@ -18,7 +18,18 @@
 #'   (needs \pkg{promises} and \pkg{later}): each is called from
 #'   \pkg{later}'s event loop with that element's value, or an error
 #'   carrying the message of its error value.
-#' @param .timeout Timeout per element in milliseconds.
+#' @param .timeout Timeout per element in milliseconds (with `.chunk`, per
+#'   chunk).
+#' @param .chunk `FALSE` (the default): every element runs in a sandbox of
+#'   its own, reset to pristine. `TRUE` or a number of elements per chunk: for
+#'   elements that need not be isolated from each other, the elements are
+#'   sent in chunks, each chunk one task that applies `.f` to its elements in
+#'   one sandbox, one after the other (what an element leaves in the global
+#'   environment is seen by the next ones of its chunk); the sandbox is reset
+#'   to pristine after each chunk, so nothing passes between chunks, maps or
+#'   users. Results and errors are still per element; the output of a chunk
+#'   is shown when it completes; random numbers come from one stream per
+#'   chunk. `TRUE` makes up to 16 chunks of at most 1,000 elements.
 #' @param .compute Compute profile (`NULL`: default).
 #' @return A 'hako_map' object.
 #' @examples
@@ -29,8 +40,10 @@
 #' daemons(0)
 #' }
 #' @export
-hako_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .timeout = NULL, .compute = NULL) {
+hako_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .timeout = NULL, .chunk = FALSE,
+                     .compute = NULL) {
   p <- get_profile(.compute)
+  size <- chunk_size(.chunk, NROW(.x))
   if (!is.function(.f)) stop("hako: '.f' must be a function", call. = FALSE)
   .args <- task_args(.args, "hako_map")
   check_promise_arg(.promise)
@@ -65,6 +78,11 @@ hako_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .timeout = NU
   tms <- timeout_ms(p, .timeout)
   pk <- setdiff(needed_packages(g), sandbox_packages())
   g <- ser(g)
+  if (size > 0L) {
+    send_chunks(p, b, items, expr, g, pk, tms, size)
+    if (length(.promise)) map_then(x, .promise)
+    return(x)
+  }
   # the constant part (function, arguments, globals) is serialized once per task
   # but built once here; the payloads are checked, then sent in batches.
   seeds <- vector("list", n)
@@ -100,8 +118,10 @@ cancel_batch <- function(p, b) {
   idx <- which(!b$done_flags)
   if (!length(idx)) return(FALSE)
   v <- mk_interrupt("cancelled by stop_hako()")
+  # a chunked map's ids are its chunks'
+  ids <- if (is.null(b$chunks)) idx else unique(b$chunk_of[idx])
   if (p$alive) {
-    try(send_raw(p, unlist(lapply(idx, function(i) frame(T_CANCEL, u32(b$lo + i - 1L))), use.names = FALSE)), silent = TRUE)
+    try(send_raw(p, unlist(lapply(ids, function(i) frame(T_CANCEL, u32(b$lo + i - 1L))), use.names = FALSE)), silent = TRUE)
   }
   b$vals[idx] <- list(v)
   b$done_flags[idx] <- TRUE
