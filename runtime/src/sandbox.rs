@@ -475,15 +475,24 @@ impl Sandbox {
             mem_min_pages: p.mem_min_pages,
             mem_sha256: String::new(),
         };
-        let base = Pristine::in_memory(memory.data(&self.store), state)?;
-        let old = std::mem::replace(&mut self.base, Arc::new(base));
-        if let Err(e) = self.rebuild() {
-            // The instance may be gone: rebuild on the old base.
-            self.base = old;
-            self.poisoned = true;
-            return Err(e.context("re-creating the sandbox on its new base"));
+        let base = Arc::new(Pristine::in_memory(memory.data(&self.store), state)?);
+        // Not rebuild(): a base that does not re-create is an error here,
+        // not a silent fall back to the pristine state.
+        match instantiate(&self.rt.inner, &base, &self.config, self.interrupt.clone()) {
+            Ok((store, api, mem)) => {
+                self.base = base;
+                self.store = store;
+                self.api = api;
+                self.mem = mem;
+                self.poisoned = false;
+                Ok(())
+            }
+            Err(e) => {
+                // Back to the old base at the next reset.
+                self.poisoned = true;
+                Err(e.context("re-creating the sandbox on its new base"))
+            }
         }
-        Ok(())
     }
 
     /// Whether a reset returns to a state of this sandbox's own (set by
