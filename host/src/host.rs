@@ -12,6 +12,7 @@ use crate::worker::WorkerConfig;
 use crate::{identity, local, paths, token};
 use anyhow::bail;
 use clap::Args;
+use hako_runtime::packages::PackageSet;
 use hako_runtime::SandboxConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -116,6 +117,12 @@ pub struct HostArgs {
     /// Keep state between tasks on local daemons (no reset).
     #[arg(long)]
     keep_state: bool,
+    /// Compiled packages every daemon's sandbox gets, comma-separated or
+    /// repeated: names installed with `hako pkg install` (their dependencies
+    /// come too). Local daemons mount them; remote daemons are sent the
+    /// set's manifest and fetch the trees they lack from this host.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub packages: Vec<String>,
     // The local daemons' sandboxes (remote daemons choose their own).
     #[command(flatten)]
     sandbox: SandboxArgs,
@@ -167,7 +174,7 @@ struct Settings {
     heartbeat: Duration,
     shutdown_grace: Duration,
     task_timeout: Option<Duration>,
-    /// The local daemons' sandbox.
+    /// The local daemons' sandbox, with the package set every daemon gets.
     sandbox: SandboxConfig,
     /// Where to listen for daemons and remote clients, if at all.
     listen: Option<String>,
@@ -190,7 +197,8 @@ impl Settings {
         if !args.sandbox.mount.is_empty() && args.local == 0 {
             bail!("--mount applies to local daemons: add --local N (remote daemons choose their own mounts)");
         }
-        let sandbox = args.sandbox.config(task_timeout)?;
+        let mut sandbox = args.sandbox.config(task_timeout)?;
+        sandbox.packages = Arc::new(package_set(&args.packages)?);
         if args.no_listen && args.local == 0 {
             bail!("--no-listen without --local: no daemon could ever join");
         }
@@ -223,6 +231,32 @@ impl Settings {
             max_queued: args.max_queued.saturating_mul(1 << 20),
         }
     }
+}
+
+/// The set `--packages` names: installed packages only (a daemon elsewhere
+/// cannot be handed a host directory by path), checked here so a damaged
+/// tree stops the host before any daemon starts.
+fn package_set(names: &[String]) -> anyhow::Result<PackageSet> {
+    let names: Vec<String> = names
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Ok(PackageSet::default());
+    }
+    if let Some(p) = names.iter().find(|n| n.contains('/')) {
+        bail!("--packages {p}: give names of installed packages (`hako pkg install NAME`), not directories");
+    }
+    let set = crate::pkg::resolve_set(&names)?;
+    set.verify()?;
+    let all: Vec<String> = set
+        .packages
+        .iter()
+        .map(|p| format!("{} {}", p.manifest.name, p.manifest.version))
+        .collect();
+    tracing::info!("package set: {}", all.join(", "));
+    Ok(set)
 }
 
 /// The tokens daemons and remote clients must present.
