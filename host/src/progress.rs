@@ -192,7 +192,7 @@ impl State {
             let took = since.elapsed().as_secs_f64();
             let mut e = std::io::stderr().lock();
             let _ = if took >= 1.0 {
-                writeln!(e, "\r\x1b[Khako: {what} ({took:.1} s)")
+                writeln!(e, "\r\x1b[Khako: {what}: done in {took:.1} s")
             } else {
                 writeln!(e, "\r\x1b[Khako: {what}")
             };
