@@ -1092,6 +1092,21 @@ mod tests {
         assert!(format!("{e:#}").contains("changed since"), "{e:#}");
     }
 
+    /// R keeps a bounded dlerror: the message names the first symbols and
+    /// counts the rest.
+    #[test]
+    fn undefined_symbols_are_named_and_bounded() {
+        let one = undefined_message(&["TRUELENGTH".to_string()]);
+        assert!(one.starts_with("undefined symbol: TRUELENGTH ("), "{one}");
+        let many: Vec<String> = (0..40).map(|i| format!("sym{i}")).collect();
+        let msg = undefined_message(&many);
+        assert!(
+            msg.contains("sym0, sym1") && msg.contains("sym11 and 28 more"),
+            "{msg}"
+        );
+        assert!(!msg.contains("sym12,") && msg.len() < 300, "{msg}");
+    }
+
     #[test]
     fn guest_paths_normalise_lexically() {
         assert_eq!(
