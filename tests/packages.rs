@@ -433,17 +433,47 @@ fn tampered_trees_are_refused_before_any_sandbox_is_built() {
     assert_eq!(eval_ok(&mut sb, "cat(hakotamper::one())"), "42");
 }
 
+/// Compiled code loads only from a verified set: a side module the guest
+/// can see through an ordinary mount, even one placed under the package
+/// library, is refused by dlopen.
 #[test]
-fn only_the_sets_modules_load_from_the_package_library() {
-    // The library directory of a sandbox without a set does not exist, and
-    // dyn.load cannot reach a host file through it.
-    let mut sb = sandbox_with(SandboxConfig::default());
-    let err = eval_err(
-        &mut sb,
-        r#"dyn.load("/hako/library/../../usr/lib/R/library/stats/libs/stats.so.x")"#,
+fn only_the_sets_modules_load() {
+    let t = tempfile::tempdir().unwrap();
+    let good = installed_package(t.path(), "hakoonly", &side_module("hakoonly", &[], false));
+    let rogue = t.path().join("rogue");
+    std::fs::create_dir_all(rogue.join("libs")).unwrap();
+    std::fs::write(
+        rogue.join("libs/rogue.so"),
+        side_module("rogue", &[], false),
+    )
+    .unwrap();
+    let mount = |guest: &str| hako_runtime::MountSpec {
+        host_dir: rogue.clone(),
+        guest_path: guest.to_string(),
+        writable: false,
+    };
+    let mut sb = sandbox_with(SandboxConfig {
+        mounts: vec![mount("/library/rogue"), mount("/hako/library/rogue")],
+        ..config(set(&[&good]))
+    });
+    for path in [
+        "/library/rogue/libs/rogue.so",
+        "/hako/library/rogue/libs/rogue.so",
+    ] {
+        assert_eq!(
+            eval_ok(&mut sb, &format!("cat(file.exists('{path}'))")),
+            "TRUE"
+        );
+        let err = eval_err(&mut sb, &format!("dyn.load('{path}')"));
+        assert!(
+            err.contains("unable to load shared object"),
+            "{path}: {err}"
+        );
+    }
+    assert_eq!(
+        eval_ok(&mut sb, "cat(is.loaded('rogue_one'), hakoonly::one())"),
+        "FALSE 42"
     );
-    assert!(err.contains("Error"), "{err}");
-    assert_eq!(eval_ok(&mut sb, r#"cat(file.exists("/hako"))"#), "FALSE");
 }
 
 #[test]
