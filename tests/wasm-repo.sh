@@ -1,27 +1,35 @@
 #!/usr/bin/env bash
 # Builds hako's test repository of wasm binary packages with `hako pkg build`:
 # CRAN sources of glue, magrittr, rlang, cli, vctrs, lifecycle, purrr,
-# digest and Rcpp (the .orig tarballs of Debian's r-cran-* source packages,
+# digest, Rcpp, future and furrr with their dependencies, and R's recommended
+# packages (the .orig tarballs of Debian's r-cran-* source packages,
 # sid's where the archive serves them, else trixie's, fetched through the
 # toolchain's private apt configuration) and
 # tests/wasm-pkgs/hakotest (C and C++: exceptions, setjmp/longjmp, an R error
 # from C, fopen of a file the sandbox hides).
 #
 # Usage: tests/wasm-repo.sh [DIR]. Without DIR the repository is cached under
-# <hako cache>/wasm-repo-<key>, the key hashing this script, the test
-# package and the toolchain's key, and rebuilt only when missing. Prints the
+# <hako cache>/wasm-repo-<key>, the key hashing this script, the builder's
+# sources, the test package and the toolchain's key, and rebuilt only when
+# missing. Prints the
 # repository's directory on its last line. Packages that fail to build are
 # listed with the reason in DIR/FAILED; the script fails if a required one
 # (REQUIRED below) is among them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HAKO=${HAKO:-$PWD/target/release/hako}
-PACKAGES=(glue magrittr rlang cli digest Rcpp lifecycle vctrs purrr)
-REQUIRED=(hakotest glue magrittr rlang cli digest Rcpp)
+PACKAGES=(glue magrittr rlang cli digest Rcpp lifecycle vctrs purrr
+  globals listenv parallelly future future.apply furrr
+  MASS lattice Matrix survival cluster KernSmooth rpart class nnet spatial boot codetools foreign nlme)
+# What must build. KernSmooth and nlme need Fortran (no wasm32 Fortran compiler
+# comes from Debian); survival's source is not served by the archive here.
+REQUIRED=(hakotest glue magrittr rlang cli digest Rcpp lifecycle vctrs purrr
+  globals listenv parallelly future future.apply furrr
+  MASS lattice Matrix cluster rpart class nnet spatial boot codetools foreign)
 
 TC=$("$HAKO" pkg toolchain --print-dir)
 CACHE=$(dirname "$TC")
-key=$( { cat "$0"; (cd tests/wasm-pkgs && find . -type f | LC_ALL=C sort | xargs sha256sum); basename "$TC"; } \
+key=$( { cat "$0" host/src/pkg/build.rs host/src/pkg/build/*; (cd tests/wasm-pkgs && find . -type f | LC_ALL=C sort | xargs sha256sum); basename "$TC"; } \
   | sha256sum | cut -c1-16)
 DIR=${1:-$CACHE/wasm-repo-$key}
 if [ -f "$DIR/.complete-$key" ]; then
@@ -34,6 +42,7 @@ mkdir -p "$DIR/src/contrib"
 SRC="$DIR/src/contrib"
 
 # Sources: Debian's .orig tarball is the CRAN tarball.
+nosrc=()
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for p in "${PACKAGES[@]}"; do
@@ -56,7 +65,11 @@ for p in "${PACKAGES[@]}"; do
     fi
     echo "wasm-repo: $suite's $file is not served; trying the next suite" >&2
   done
-  [ -n "$orig" ] || { echo "wasm-repo: no source for $p" >&2; exit 1; }
+  if [ -z "$orig" ]; then
+    echo "wasm-repo: no source for $p" >&2
+    nosrc+=("$p: no source tarball reachable (sid and trixie's .orig not served)")
+    continue
+  fi
   ver=$(basename "$orig" | sed -E "s/^${deb}_(.*)\.orig\.tar\..*$/\1/; s/\+dfsg.*$//")
   case "$orig" in
     *.tar.gz) cp "$orig" "$SRC/${p}_$ver.tar.gz" ;;
@@ -77,7 +90,8 @@ for t in "$SRC"/*.tar.gz; do
 done
 "$HAKO" pkg build --keep-going --repo "$DIR" "${todo[@]}" 2>&1 | tee "$log" >&2
 set -e
-sed -n 's/^hako pkg build: \([A-Za-z0-9.]*\) failed: /\1: /p' "$log" > "$DIR/FAILED"
+{ [ ${#nosrc[@]} -eq 0 ] || printf '%s\n' "${nosrc[@]}"
+  sed -n 's/^hako pkg build: \([A-Za-z0-9.]*\) failed: /\1: /p' "$log"; } > "$DIR/FAILED"
 if [ -s "$DIR/FAILED" ]; then
   echo "wasm-repo: these packages failed (see $log):" >&2
   cat "$DIR/FAILED" >&2

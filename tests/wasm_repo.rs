@@ -30,6 +30,11 @@ const REQUIRED: &[&str] = &[
     "lifecycle",
     "vctrs",
     "purrr",
+    "future",
+    "furrr",
+    "MASS",
+    "lattice",
+    "Matrix",
 ];
 
 fn repo() -> &'static Path {
@@ -323,5 +328,37 @@ fn build_refuses_a_module_that_imports_what_r_wasm_lacks() {
     assert_eq!(
         std::fs::read_to_string(contrib.join("PACKAGES")).unwrap(),
         ""
+    );
+}
+
+#[test]
+fn future_and_recommended_packages_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sb = sandbox_with_repo(tmp.path());
+    assert_eq!(
+        eval_ok(&mut sb, "cat(future::value(future::future(6 * 7)))"),
+        "42"
+    );
+    assert_eq!(
+        eval_ok(&mut sb, "cat(furrr::future_map_dbl(1:3, sqrt)^2)"),
+        "1 2 3"
+    );
+    // Matrix's dense solve goes through LAPACK (libRlapack.so, a needed
+    // library of its module), its sparse one through CHOLMOD.
+    assert_eq!(
+        eval_ok(
+            &mut sb,
+            "library(Matrix); m <- Matrix(c(4, 1, 1, 3), 2); \
+             s <- sparseMatrix(i = 1:3, j = 1:3, x = c(2, 4, 8)); \
+             cat(round(as.vector(solve(m) %*% m), 12), as.vector(solve(s, c(2, 4, 8))))"
+        ),
+        "1 0 0 1 1 1 1"
+    );
+    assert_eq!(
+        eval_ok(
+            &mut sb,
+            "cat(round(MASS::ginv(matrix(c(2, 0, 0, 4), 2))[2, 2], 3))"
+        ),
+        "0.25"
     );
 }

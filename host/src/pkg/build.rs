@@ -356,8 +356,9 @@ fn build_one(
     let out = run_logged(&mut cmd, &log, "R half")?;
     if !out.contains("hako-build: R half done") {
         bail!(
-            "the R half did not finish:\n{}",
-            tail(&fs::read_to_string(&log).unwrap_or_default())
+            "the R half did not finish: {}\n{}",
+            first_error(&out),
+            tail(&out)
         );
     }
 
@@ -382,11 +383,7 @@ fn build_one(
         ));
         let out = run_logged(&mut cmd, &log, "test load")?;
         if !out.contains("hako-build: test load ok") {
-            bail!(
-                "loading {} in the sandbox failed:\n{}",
-                src.name,
-                tail(&out)
-            );
+            bail!("test load failed: {}\n{}", first_error(&out), tail(&out));
         }
     }
     let file = format!("{}_{}.tgz", src.name, src.version);
@@ -659,9 +656,23 @@ fn run_logged(cmd: &mut Command, log: &Path, what: &str) -> anyhow::Result<Strin
         eprint!("{text}");
     }
     if !out.status.success() {
-        bail!("{what} failed ({}):\n{}", out.status, tail(&text));
+        bail!("{what} failed: {}\n{}", first_error(&text), tail(&text));
     }
     Ok(text)
+}
+
+/// The first line of a log that reports an error (a compiler's, R's, the
+/// dynamic linker's): what a one-line summary of a failed build says.
+fn first_error(log: &str) -> &str {
+    log.lines()
+        .map(str::trim)
+        .find(|l| {
+            l.contains("error:")
+                || l.starts_with("ERROR")
+                || l.starts_with("Error")
+                || l.contains("undefined symbols")
+        })
+        .unwrap_or("see the log below")
 }
 
 /// The last lines of a log: where build errors are.

@@ -90,6 +90,7 @@ impl Toolchain {
             .arg("hako-toolchain")
             .env("TC", &dir)
             .env("WEBR_ROOTFS", assets.rootfs())
+            .env("WEBR_LIB", assets.lib_dir())
             .status()
             .context("run bash (the toolchain's preparation script)")?;
         if !status.success() {

@@ -5,7 +5,7 @@
 # stopped. Nothing is installed system-wide: the Debian .debs come through a
 # private apt configuration under $TC/apt and are only unpacked.
 set -euo pipefail
-: "${TC:?}" "${WEBR_ROOTFS:?}"
+: "${TC:?}" "${WEBR_ROOTFS:?}" "${WEBR_LIB:?}"
 say() { echo "toolchain: $*" >&2; }
 step() { [ -e "$TC/.done-$1" ]; }
 done_() { touch "$TC/.done-$1"; }
@@ -122,8 +122,10 @@ for v in "$BINARYEN_LINK" "$BINARYEN_EXNREF"; do
     say "fetching binaryen@$v (npm)"
     rm -rf "$TC/npm" "$TC/binaryen-$v" && mkdir -p "$TC/npm" "$TC/binaryen-$v"
     (cd "$TC/npm" && npm pack "binaryen@$v" --prefer-offline --ignore-scripts --silent >/dev/null)
-    tar -xzf "$TC/npm"/binaryen-*.tgz -C "$TC/binaryen-$v" --strip-components=1
-    chmod +x "$TC/binaryen-$v"/bin/*
+    # Only wasm-opt is used (each tool is a 10 MB bundle of its own).
+    tar -xzf "$TC/npm"/binaryen-*.tgz -C "$TC/binaryen-$v" --strip-components=1 \
+      package/package.json package/LICENSE package/bin/wasm-opt package/bin/package.json
+    chmod +x "$TC/binaryen-$v"/bin/wasm-opt
     rm -rf "$TC/npm"
     done_ "binaryen-$v"
   fi
@@ -154,7 +156,7 @@ exec "$NODE" "$TC/binaryen-$BINARYEN_EXNREF/bin/wasm-opt" --enable-exception-han
 W
 cat > "$TC/bin/no-fortran" <<'W'
 #!/bin/sh
-echo "hako pkg build: Fortran is not supported (no wasm32 Fortran compiler from Debian)" >&2
+echo "hako pkg build: error: Fortran is not supported (no wasm32 Fortran compiler comes from Debian)" >&2
 exit 1
 W
 chmod +x "$TC/bin/wasm-opt-exnref" "$TC/bin/no-fortran"
@@ -176,6 +178,9 @@ if ! step extra; then
   for l in z bz2 lzma zstd pcre2-8 iconv rt dl pthread; do
     "$LLVM/llvm-ar" rc "$TC/extra/lib/lib$l.a"
   done
+  # BLAS and LAPACK are side modules of their own: linking against webR's
+  # makes a package's module name them as needed libraries, as R.wasm does.
+  cp "$WEBR_LIB/libRblas.so" "$WEBR_LIB/libRlapack.so" "$TC/extra/lib/"
   done_ extra
 fi
 
@@ -231,6 +236,8 @@ sed -e "s|$EM/emcc|$TC/bin/emcc|g" -e "s|$EM/em++|$TC/bin/em++|g" -e "s|$EM/emar
     -e "s|$EM/emranlib|$TC/bin/emranlib|g" -e "s|/opt/emsdk/upstream/bin/llvm-nm|$LLVM/llvm-nm|g" \
     -e "s|^CPPFLAGS = .*|CPPFLAGS = $FLAGS_CPP|" -e "s|^LDFLAGS = .*|LDFLAGS = $FLAGS_LD|" \
     -e "s|^LIBS = .*|LIBS = -L$TC/extra/lib -lm|" \
+    -e "s|^BLAS_LIBS = .*|BLAS_LIBS = -L$TC/extra/lib -lRblas|" \
+    -e "s|^LAPACK_LIBS = .*|LAPACK_LIBS = -L$TC/extra/lib -lRlapack|" \
     -e 's|-g -O2 \$(LTO)|-O2 -fPIC $(LTO)|' \
     -e "s|^FC = .*|FC = $TC/bin/no-fortran|" -e "s|^FLIBS = .*|FLIBS = |" \
     -e "s|^STRIP_STATIC_LIB = .*|STRIP_STATIC_LIB = true|" -e "s|^STRIP_SHARED_LIB = .*|STRIP_SHARED_LIB = true|" \
