@@ -294,6 +294,8 @@ fn entry(repo: &str, contrib_url: &str, rec: &Record) -> anyhow::Result<Entry> {
 pub trait Installed {
     /// The installed version of `name`, if any.
     fn version(&self, name: &str) -> Option<String>;
+    /// What installed `name` needs (run time and LinkingTo).
+    fn needs(&self, name: &str) -> Vec<String>;
 }
 
 /// Plans the installation of `wanted` and what they need, dependencies first.
@@ -358,7 +360,16 @@ fn visit(
     }
     if let Some(v) = installed.version(name) {
         if dep.accepts(&v) {
+            // Kept; what it needs may still be missing (removed by hand).
             state.insert(name.to_string(), true);
+            let by = format!("{name} {v}");
+            for d in installed.needs(name) {
+                let d = Dep {
+                    name: d,
+                    constraint: None,
+                };
+                visit(&d, &by, indexes, installed, skip, state, plan)?;
+            }
             return Ok(());
         }
     }
@@ -409,6 +420,9 @@ mod tests {
     impl Installed for None_ {
         fn version(&self, _: &str) -> Option<String> {
             None
+        }
+        fn needs(&self, _: &str) -> Vec<String> {
+            Vec::new()
         }
     }
 

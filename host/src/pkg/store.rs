@@ -63,6 +63,13 @@ impl super::index::Installed for Installed {
     fn version(&self, name: &str) -> Option<String> {
         self.packages.get(name).map(|r| r.version.clone())
     }
+
+    fn needs(&self, name: &str) -> Vec<String> {
+        self.packages
+            .get(name)
+            .map(|r| r.depends.iter().chain(&r.linking_to).cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 /// The store at one root directory.

@@ -249,18 +249,21 @@ fn install_with_dependencies_is_idempotent_offline_and_removable() {
     ok(pkg(s, &["remove", "pkgB", "pkgC"]));
     store_is_empty(s);
 
-    // A tree deleted by hand is fetched again, not reported installed.
+    // A dependency's tree deleted by hand is fetched again when what needs
+    // it is installed again, not reported installed.
     let repo = abc_repo();
-    ok(pkg(s, &["install", "pkgC", "--repo", &repo.url()]));
+    ok(pkg(s, &["install", "pkgA", "--repo", &repo.url()]));
     let set = resolve_set_in(&Store::at(s.to_path_buf()), &["pkgC".into()]).unwrap();
     std::fs::remove_dir_all(set.packages[0].dir.parent().unwrap()).unwrap();
-    let o = ok(pkg(s, &["install", "pkgC", "--repo", &repo.url()]));
+    let o = ok(pkg(s, &["install", "pkgA", "--repo", &repo.url()]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("installed pkgA"), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("installed pkgC 1.10"),
         "{}",
         text(&o)
     );
-    resolve_set_in(&Store::at(s.to_path_buf()), &["pkgC".into()])
+    resolve_set_in(&Store::at(s.to_path_buf()), &["pkgA".into()])
         .unwrap()
         .verify()
         .unwrap();
