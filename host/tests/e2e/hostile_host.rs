@@ -666,6 +666,39 @@ fn everywhere_state_is_reported_once_and_does_not_outlive_its_connection() {
 }
 
 #[test]
+fn everywhere_state_is_reported_once_and_does_not_outlive_its_connection() {
+    let mut h = FakeHost::connected("everywhere-session", &[]);
+    h.send(Message::Everywhere(Everywhere {
+        id: 4,
+        payload: code("assign('z', 41, globalenv()); z").into(),
+    }));
+    match h.next(Duration::from_secs(60)) {
+        Some(Message::EverywhereDone(r)) => {
+            assert_eq!(r.id, 4);
+            assert!(matches!(r.outcome, Outcome::Value(_)), "{r:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    for id in 1..3 {
+        h.send(task(id, code("z + 1")));
+        let (r, _) = h.result(Duration::from_secs(60));
+        let Outcome::Value(v) = r.outcome else {
+            panic!("{r:?}")
+        };
+        assert_eq!(crate::rser::unserialize(&v).unwrap().as_f64(), Some(42.0));
+    }
+    // A new connection starts from R's own start: no z.
+    h.hang_up();
+    h.accept(256 << 20);
+    h.send(task(3, code("if (exists('z')) 1 else 0")));
+    let (r, _) = h.result(Duration::from_secs(60));
+    let Outcome::Value(v) = r.outcome else {
+        panic!("{r:?}")
+    };
+    assert_eq!(crate::rser::unserialize(&v).unwrap().as_f64(), Some(0.0));
+}
+
+#[test]
 fn everywhere_payloads_kept_are_bounded_in_number_too() {
     let mut h = FakeHost::connected("everywhere-count", &[]);
     // Empty-ish payloads, one more than a daemon keeps.
