@@ -33,19 +33,19 @@ fn wide() -> FrameLimits {
 }
 
 /// A host that speaks the protocol and does whatever a test tells it.
-pub(crate) struct FakeHost {
+struct FakeHost {
     rt: tokio::runtime::Runtime,
     listener: TcpListener,
     acceptor: TlsAcceptor,
     fingerprint: String,
     port: u16,
     conn: Option<WebSocketStream<TlsStream<TcpStream>>>,
-    pub(crate) daemon: Option<Child>,
+    daemon: Option<Child>,
     log: std::path::PathBuf,
 }
 
 impl FakeHost {
-    pub(crate) fn new() -> FakeHost {
+    fn new() -> FakeHost {
         let rt = crate::common::runtime();
         let id = Identity::self_signed(vec!["127.0.0.1".into()]).expect("a certificate");
         let acceptor = TlsAcceptor::from(id.server_config().expect("TLS config"));
@@ -73,7 +73,7 @@ impl FakeHost {
     }
 
     /// Start `hako daemon` against this host.
-    pub(crate) fn start_daemon(&mut self, name: &str, extra: &[&str]) {
+    fn start_daemon(&mut self, name: &str, extra: &[&str]) {
         let (child, path) = spawn_logged(
             hako()
                 .arg("daemon")
@@ -90,22 +90,13 @@ impl FakeHost {
         self.daemon.as_ref().expect("a daemon").id()
     }
 
-    pub(crate) fn daemon_log(&self) -> String {
+    fn daemon_log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Accept the daemon's next connection, welcome it and announce no
-    /// package set, telling it this host accepts bulk frames of at most
-    /// `bulk` bytes. Returns its hello.
+    /// Accept the daemon's next connection and welcome it, telling it this
+    /// host accepts bulk frames of at most `bulk` bytes. Returns its hello.
     fn accept(&mut self, bulk: u64) -> HelloBody {
-        let hello = self.accept_welcomed(bulk);
-        self.send(Message::PackageSet(Default::default()));
-        hello
-    }
-
-    /// [`FakeHost::accept`] up to the welcome: the package set is the
-    /// test's to send.
-    pub(crate) fn accept_welcomed(&mut self, bulk: u64) -> HelloBody {
         let acceptor = self.acceptor.clone();
         let limits = wide();
         let listener = &self.listener;
@@ -177,13 +168,13 @@ impl FakeHost {
         }
     }
 
-    pub(crate) fn send(&mut self, m: Message) {
+    fn send(&mut self, m: Message) {
         self.send_all([m]);
     }
 
     /// The next protocol message (pings answered), or None when the
     /// connection ended or `timeout` passed.
-    pub(crate) fn next(&mut self, timeout: Duration) -> Option<Message> {
+    fn next(&mut self, timeout: Duration) -> Option<Message> {
         let conn = self.conn.as_mut().expect("connected");
         self.rt.block_on(async {
             let deadline = tokio::time::Instant::now() + timeout;
@@ -630,39 +621,6 @@ fn a_host_that_never_completes_the_handshake_does_not_hold_the_daemon() {
     h.accept(256 << 20);
     drop(silent);
     h.still_answers(1);
-}
-
-#[test]
-fn everywhere_state_is_reported_once_and_does_not_outlive_its_connection() {
-    let mut h = FakeHost::connected("everywhere-session", &[]);
-    h.send(Message::Everywhere(Everywhere {
-        id: 4,
-        payload: code("assign('z', 41, globalenv()); z").into(),
-    }));
-    match h.next(Duration::from_secs(60)) {
-        Some(Message::EverywhereDone(r)) => {
-            assert_eq!(r.id, 4);
-            assert!(matches!(r.outcome, Outcome::Value(_)), "{r:?}");
-        }
-        other => panic!("{other:?}"),
-    }
-    for id in 1..3 {
-        h.send(task(id, code("z + 1")));
-        let (r, _) = h.result(Duration::from_secs(60));
-        let Outcome::Value(v) = r.outcome else {
-            panic!("{r:?}")
-        };
-        assert_eq!(crate::rser::unserialize(&v).unwrap().as_f64(), Some(42.0));
-    }
-    // A new connection starts from R's own start: no z.
-    h.hang_up();
-    h.accept(256 << 20);
-    h.send(task(3, code("if (exists('z')) 1 else 0")));
-    let (r, _) = h.result(Duration::from_secs(60));
-    let Outcome::Value(v) = r.outcome else {
-        panic!("{r:?}")
-    };
-    assert_eq!(crate::rser::unserialize(&v).unwrap().as_f64(), Some(0.0));
 }
 
 #[test]
