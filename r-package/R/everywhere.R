@@ -13,14 +13,15 @@
 #' As in mirai, the result is a 'hako_map' with one element per daemon it
 #' was sent to now: the value of `.expr` there, or its error value. Unlike
 #' mirai's, `everywhere()` waits for those outcomes (at most `.timeout`
-#' seconds) and signals an R error of class 'hakoEverywhereError' when
+#' milliseconds) and signals an R error of class 'hakoEverywhereError' when
 #' `.expr` failed on any daemon (its `$results` is the map). As in mirai,
 #' what `.expr` did before the error stays on that daemon. A daemon that has
 #' not reported within `.timeout` (it runs the code after its current task)
 #' is a warning, not an error: the code still runs there.
 #'
 #' @inheritParams hako
-#' @param .timeout Seconds to wait for every daemon's outcome.
+#' @param .timeout Milliseconds to wait for every daemon's outcome (as
+#'   every duration in hako's R API).
 #' @return Invisibly, a 'hako_map' of the daemons' outcomes (collect it with
 #'   `x[]` or `x[.flat]`).
 #' @examples
@@ -33,14 +34,27 @@
 #' daemons(0)
 #' }
 #' @export
-everywhere <- function(.expr, ..., .args = list(), .compute = NULL, .timeout = 30) {
+everywhere <- function(.expr, ..., .args = list(), .compute = NULL, .timeout = 30000) {
   expr <- task_expr(substitute(.expr), parent.frame())
   p <- get_profile(.compute)
   g <- dots_globals(...)
+  a <- task_args(.args, "everywhere")
   # the expression runs in a child of globalenv: `<-` would stay local, so
-  # evaluate it directly in the global environment.
-  wrapped <- bquote(eval(quote(.(expr)), globalenv()))
-  payload <- task_payload(wrapped, a = .args, g = g)
+  # evaluate it directly in the global environment. With `.args` (local to
+  # the evaluation, as in mirai) it runs in a scope that sees them, and what
+  # it assigns there is then moved to the global environment.
+  wrapped <- if (length(a)) {
+    bquote(local({
+      .hako_value <- eval(quote(.(expr)), environment())
+      for (.hako_n in setdiff(ls(environment(), all.names = TRUE), c(".hako_value", ".hako_n"))) {
+        assign(.hako_n, get(.hako_n, envir = environment(), inherits = FALSE), envir = globalenv())
+      }
+      .hako_value
+    }))
+  } else {
+    bquote(eval(quote(.(expr)), globalenv()))
+  }
+  payload <- task_payload(wrapped, a = a, g = g)
   check_size(p, payload)
   id <- new_id(p)
   key <- as.character(id)
@@ -53,7 +67,10 @@ everywhere <- function(.expr, ..., .args = list(), .compute = NULL, .timeout = 3
     pending_take(p, key)
     if (exists(key, envir = p$acks, inherits = FALSE)) rm(list = key, envir = p$acks)
   })
-  deadline <- Sys.time() + .timeout
+  if (!is.numeric(.timeout) || length(.timeout) != 1L || is.na(.timeout) || .timeout <= 0) {
+    stop("hako: everywhere()'s '.timeout' must be a positive number of milliseconds", call. = FALSE)
+  }
+  deadline <- Sys.time() + .timeout / 1000
   n <- NULL
   repeat {
     if (!is.null(col$refused)) stop("hako: ", err_msg(col$refused), call. = FALSE)
@@ -69,7 +86,7 @@ everywhere <- function(.expr, ..., .args = list(), .compute = NULL, .timeout = 3
   vals <- col$vals
   late <- n - length(vals)
   if (late > 0L) {
-    warning(sprintf("hako: everywhere(): %d of %d daemons did not report within %s s (busy with a task?); the code still runs there",
+    warning(sprintf("hako: everywhere(): %d of %d daemons did not report within %s ms (busy with a task?); the code still runs there",
                     late, n, format(.timeout)), call. = FALSE)
     vals <- c(vals, rep(list(mk_error_value(5L, "no outcome from this daemon within everywhere()'s .timeout")), late))
   }

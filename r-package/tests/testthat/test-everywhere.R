@@ -53,8 +53,28 @@ test_that("everywhere() runs after the task a daemon runs now and before tasks s
   expect_equal(hako(late)[], 3)
   # a daemon still busy past .timeout is a warning; the code still runs there
   busy <- hako({ Sys.sleep(3); 1 })
-  expect_warning(m <- everywhere(w <<- 4, .timeout = 0.5), "did not report")
+  expect_warning(m <- everywhere(w <<- 4, .timeout = 500), "did not report")
   expect_equal(unclass(m[][[1]])[[1]], 5L)
   expect_equal(hako(w)[], 4)
   expect_equal(busy[], 1)
+})
+
+test_that("everywhere() takes .args as an environment and .timeout in milliseconds, as every hako duration", {
+  on.exit(reset_all())
+  daemons(1)
+  f <- function() {
+    k <- 7
+    everywhere(kk <<- k, .args = environment())
+  }
+  expect_equal(f()[.flat], 7)
+  expect_equal(hako(kk)[], 7)
+  expect_error(everywhere(NULL, .timeout = -1), "milliseconds")
+})
+
+test_that("everywhere() with .args still assigns with `<-` in the global environment", {
+  on.exit(reset_all())
+  daemons(1)
+  everywhere(g2 <- base + 1, .args = list(base = 1))
+  expect_equal(hako(g2)[], 2)
+  expect_true(is_error_value(hako(base)[]))
 })
