@@ -20,6 +20,9 @@
 #' is a warning, not an error: the code still runs there.
 #'
 #' @inheritParams hako
+#' @param .min Wait (within `.timeout`) until at least this many daemons
+#'   are connected before sending, as mirai's synchronization point for
+#'   remote daemons that take time to connect.
 #' @param .timeout Milliseconds to wait for every daemon's outcome (as
 #'   every duration in hako's R API).
 #' @return Invisibly, a 'hako_map' of the daemons' outcomes (collect it with
@@ -34,9 +37,12 @@
 #' daemons(0)
 #' }
 #' @export
-everywhere <- function(.expr, ..., .args = list(), .compute = NULL, .timeout = 30000) {
+everywhere <- function(.expr, ..., .args = list(), .min = 1L, .compute = NULL, .timeout = 30000) {
   expr <- task_expr(substitute(.expr), parent.frame())
   p <- get_profile(.compute)
+  if (!is.numeric(.min) || length(.min) != 1L || is.na(.min) || .min < 1) {
+    stop("hako: everywhere()'s '.min' must be a number of daemons, at least 1", call. = FALSE)
+  }
   g <- dots_globals(...)
   a <- task_args(.args, "everywhere")
   # the expression runs in a child of globalenv: `<-` would stay local, so
@@ -56,6 +62,11 @@ everywhere <- function(.expr, ..., .args = list(), .compute = NULL, .timeout = 3
   }
   payload <- task_payload(wrapped, a = a, g = g)
   check_size(p, payload)
+  if (!is.numeric(.timeout) || length(.timeout) != 1L || is.na(.timeout) || .timeout <= 0) {
+    stop("hako: everywhere()'s '.timeout' must be a positive number of milliseconds", call. = FALSE)
+  }
+  deadline <- Sys.time() + .timeout / 1000
+  wait_for_daemons(p, .min, deadline)
   id <- new_id(p)
   key <- as.character(id)
   col <- everywhere_collector(p, key)
@@ -67,10 +78,6 @@ everywhere <- function(.expr, ..., .args = list(), .compute = NULL, .timeout = 3
     pending_take(p, key)
     if (exists(key, envir = p$acks, inherits = FALSE)) rm(list = key, envir = p$acks)
   })
-  if (!is.numeric(.timeout) || length(.timeout) != 1L || is.na(.timeout) || .timeout <= 0) {
-    stop("hako: everywhere()'s '.timeout' must be a positive number of milliseconds", call. = FALSE)
-  }
-  deadline <- Sys.time() + .timeout / 1000
   n <- NULL
   repeat {
     if (!is.null(col$refused)) stop("hako: ", err_msg(col$refused), call. = FALSE)
@@ -129,4 +136,17 @@ everywhere_map <- function(p, vals) {
   b$done_flags <- rep(TRUE, b$n)
   b$relay <- FALSE
   structure(list(p = p, b = b, names = NULL), class = "hako_map")
+}
+
+# mirai's `.min`: a synchronization point for daemons still connecting.
+wait_for_daemons <- function(p, min, deadline) {
+  if (min <= 1) return(invisible())
+  repeat {
+    n <- query_info(p)$counters[["connections"]]
+    if (n >= min) return(invisible())
+    if (Sys.time() > deadline) {
+      stop(sprintf("hako: everywhere(.min = %d): only %d daemons connected within .timeout", as.integer(min), n), call. = FALSE)
+    }
+    poll(p, 0.1)
+  }
 }

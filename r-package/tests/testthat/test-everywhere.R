@@ -78,3 +78,11 @@ test_that("everywhere() with .args still assigns with `<-` in the global environ
   expect_equal(hako(g2)[], 2)
   expect_true(is_error_value(hako(base)[]))
 })
+
+test_that("everywhere(.min = ) waits for that many daemons, as mirai's synchronization point", {
+  on.exit(reset_all())
+  daemons(2)
+  expect_equal(everywhere(1, .min = 2)[.flat], c(1, 1))
+  expect_error(everywhere(1, .min = 3, .timeout = 1500), "only 2 daemons connected")
+  expect_error(everywhere(1, .min = 0), "at least 1")
+})
