@@ -8,6 +8,13 @@ export HAKO_BINARY="${HAKO_BINARY:-$repo/target/release/hako}"
 if [ ! -x "$HAKO_BINARY" ]; then
   (cd "$repo" && cargo build --release -p hako)
 fi
+# The test repository of wasm packages (test-packages.R installs from it):
+# tests/run.sh exports it; otherwise build it (cached under a key, so only
+# the first run on a machine takes minutes).
+if [ -z "${HAKO_TEST_WASM_REPO:-}" ]; then
+  HAKO_TEST_WASM_REPO="$(HAKO="$HAKO_BINARY" bash "$repo/tests/wasm-repo.sh" | tail -n1)"
+fi
+export HAKO_TEST_WASM_REPO
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export R_LIBS="$work/lib${R_LIBS:+:$R_LIBS}"

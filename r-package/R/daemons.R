@@ -60,11 +60,20 @@
 #'   `c("/host/dir" = "/guest/dir:ro")` (`:rw` to let tasks write there).
 #'   Nothing else of the host's filesystem is visible; remote daemons choose
 #'   their own mounts (see [daemon()]).
-#' @param packages R-only packages installed here to make available in the
-#'   local sandboxes, with the packages they depend on (e.g.
-#'   `c("foreach", "doParallel")`). Each is mounted read-only at
-#'   `/library/<name>`. Packages with compiled code cannot run in the
-#'   WebAssembly sandbox and are refused.
+#' @param packages Packages the local sandboxes get, with the packages they
+#'   depend on (e.g. `c("purrr", "data.table")`). A name installed in hako's
+#'   package store (WebAssembly builds, compiled code included: see `repos`,
+#'   or `hako pkg install NAME --repo URL` in a shell) comes from there,
+#'   checked by hash and mounted read-only at `/hako/library`; else an R-only
+#'   package installed in this session's library is mounted read-only at
+#'   `/library/<name>`. Anything else is an R error saying how to add it.
+#' @param repos `NULL`, or repositories of WebAssembly binary packages
+#'   (`https://` or `file://` URLs, or directories, in the layout of webR's
+#'   repository <https://repo.r-wasm.org> or one `hako pkg build` writes):
+#'   the names of `packages` hako's store lacks and these offer are installed
+#'   into the store first (`hako pkg install NAME... --repo URL...`, its
+#'   progress shown here), with their dependencies. Default
+#'   `getOption("hako.repos")`.
 #' @param max_payload Largest task or result, in MiB (default 256).
 #' @param keep_state Keep state between tasks on local daemons (no reset);
 #'   mirai's `cleanup = FALSE`.
@@ -87,7 +96,7 @@
 #' @export
 daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync = FALSE, seed = NULL,
                     memory = NULL, serial = NULL, tls = NULL, pass = NULL, token = NULL, fingerprint = NULL,
-                    timeout = NULL, mount = NULL, packages = NULL, max_payload = NULL,
+                    timeout = NULL, mount = NULL, packages = NULL, repos = getOption("hako.repos"), max_payload = NULL,
                     keep_state = FALSE, output = TRUE, .compute = NULL) {
   .compute <- compute_name(.compute)
   check_daemons_args(remote, dispatcher, sync, serial, pass)
@@ -148,13 +157,15 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
     if (!is.null(max_payload)) args <- c(args, "--max-payload", as.integer(max_payload))
     if (isTRUE(keep_state)) args <- c(args, "--keep-state")
     if (length(mount)) args <- c(args, mount_args(mount))
-    if (length(packages)) args <- c(args, package_mounts(packages))
+    if (length(packages)) args <- c(args, package_args(packages, repos))
     args <- c(args, extra)
     mode <- if (is.null(url)) "local" else "listen"
   }
   p <- link_open(.compute, args, env)
   p$mode <- mode
   p$n <- nloc
+  p$packages <- sort(unique(as.character(packages)))
+  p$repos <- repos
   p$timeout <- timeout
   p$output <- isTRUE(output)
   p$seed <- init_seed(seed)
@@ -281,35 +292,6 @@ mount_args <- function(mount) {
   }
   hostdirs <- normalizePath(names(mount), mustWork = TRUE)
   as.vector(rbind("--mount", paste0(hostdirs, ":", unname(mount))))
-}
-
-# `--mount` arguments making R-only packages (and the ones they depend on,
-# other than the sandbox's own) visible at /library/<name> in the sandbox.
-package_mounts <- function(packages) {
-  if (!is.character(packages)) stop("hako: 'packages' must be a character vector of package names", call. = FALSE)
-  have <- c(sandbox_packages(), "webr")
-  db <- utils::installed.packages(fields = c("Depends", "Imports"))
-  db <- db[!duplicated(db[, "Package"]), , drop = FALSE]
-  rownames(db) <- db[, "Package"]
-  missing <- setdiff(packages, c(rownames(db), have))
-  if (length(missing)) {
-    stop("hako: package(s) not installed in this session's library: ", paste(missing, collapse = ", "), call. = FALSE)
-  }
-  need <- setdiff(packages, have)
-  deps <- tools::package_dependencies(need, db = db, which = c("Depends", "Imports"), recursive = TRUE)
-  all <- setdiff(unique(c(need, unlist(deps, use.names = FALSE))), c(have, "R"))
-  absent <- setdiff(all, rownames(db))
-  if (length(absent)) {
-    stop("hako: package(s) needed by ", paste(need, collapse = ", "), " are not installed: ",
-         paste(absent, collapse = ", "), call. = FALSE)
-  }
-  paths <- file.path(db[all, "LibPath"], all)
-  compiled <- all[dir.exists(file.path(paths, "libs"))]
-  if (length(compiled)) {
-    stop("hako: package(s) with compiled code cannot run in the WebAssembly sandbox: ", paste(compiled, collapse = ", "),
-         " (only R-only packages can be given to daemons)", call. = FALSE)
-  }
-  as.vector(rbind("--mount", paste0(normalizePath(paths), ":/library/", all, ":ro")))
 }
 
 #' A URL to listen for remote daemons

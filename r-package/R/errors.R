@@ -133,15 +133,18 @@ missing_packages <- function(msg) {
 }
 
 # What to do about a package the sandbox lacks, for the compute profile
-# `compute` the task ran on (hako_multisession's daemons take no packages).
+# `compute` the task ran on: name it in the daemons' packages (see
+# resolve_packages()).
 package_hint <- function(pk, compute) {
   q <- paste0("\"", pk, "\"", collapse = ", ")
   how <- if (identical(compute, "hako_multisession")) {
-    sprintf("plan(hako_multisession) starts sandboxes with base R's packages only: for R-only packages set daemons(n, packages = c(%s)) and use future::plan(hako::hako_cluster)", q)
+    sprintf("plan(hako::hako_multisession, packages = c(%s))", q)
   } else {
-    sprintf("the sandbox has base R's packages only: give R-only packages installed here with daemons(packages = c(%s)) (or make_cluster(packages = ))", q)
+    sprintf("daemons(packages = c(%s)) when setting the daemons (or make_cluster(packages = ))", q)
   }
-  paste0("hint: ", how, "; packages with compiled code need a WebAssembly build (hako pkg install)")
+  paste0("hint: give the sandboxes the package with ", how,
+         ": from hako's package store (add repos = \"URL\" to install a WebAssembly build into it, or run `hako pkg install ",
+         paste(pk, collapse = " "), " --repo URL`), else an R-only package installed in this session's library")
 }
 
 # An error value whose message says the sandbox lacks a package gets the

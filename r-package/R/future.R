@@ -8,11 +8,18 @@
 #' (argument `.compute` picks the profile), local or remote.
 #'
 #' Globals are found as by any future backend and assigned in the sandbox's
-#' global environment; the sandbox has only base R's packages
-#' ([sandbox_packages()]) and the R-only ones given with
-#' `daemons(packages = )`, so a future needing another package fails with an
-#' error naming it (furrr cannot run: its workers need purrr, which has
-#' compiled code). Standard output and conditions (messages, warnings, ...)
+#' global environment. The sandbox has base R's packages
+#' ([sandbox_packages()]) and those its daemons were given:
+#' `plan(hako::hako_multisession, workers = 2, packages = c("furrr", "future"),
+#' repos = "https://...")` gives the private daemons these packages as
+#' [daemons()]`(packages = , repos = )` does (installing into hako's package
+#' store what it lacks); for `hako_cluster`, those of `daemons(packages = )`.
+#' (In `plan()`, `packages` is this set; for a single future it keeps
+#' future's meaning, the packages the future attaches.) A future needing a
+#' package the sandbox lacks fails with an error naming it and saying how to
+#' add it. furrr needs `furrr` and `purrr` in the sandbox (its workers run
+#' furrr's code), nested futures need `future`.
+#' Standard output and conditions (messages, warnings, ...)
 #' are captured in the sandbox and relayed by `value()` as future does;
 #' `seed = TRUE` gives each future its L'Ecuyer-CMRG stream. Futures are
 #' queued by the host (first in, first out), so creating one never blocks.
@@ -24,6 +31,11 @@
 #' @param expr,envir,substitute,lazy,seed,globals,packages,stdout,conditions,label,... As for [future::future()].
 #' @param workers Number of sandboxed daemons, or a function returning it
 #'   (as for `future::multisession`): a single number >= 1.
+#' @param repos Repositories to install missing packages of the set from
+#'   (see [daemons()]).
+#' @param .packages The daemons' package set: what `plan(hako_multisession,
+#'   packages = )` sets (future does not let `plan()` set a future's own
+#'   `packages`).
 #' @param .compute Compute profile of the daemons (`NULL`: default).
 #' @return A `HakoFuture` (a `Future`).
 #' @examples
@@ -32,15 +44,18 @@
 #' plan(hako::hako_multisession, workers = 2)
 #' f <- future({ cat("hi\n"); Sys.getpid() })
 #' value(f)
+#' plan(hako::hako_multisession, workers = 2, packages = c("furrr", "future"),
+#'      repos = "file:///path/to/repo")
+#' furrr::future_map(1:4, sqrt)
 #' plan(sequential)
 #' }
 #' @export
 hako_multisession <- function(expr, envir = parent.frame(), substitute = TRUE, lazy = FALSE, seed = FALSE,
                               globals = TRUE, packages = NULL, stdout = TRUE, conditions = "condition",
-                              label = NULL, ..., workers = 2L) {
+                              label = NULL, ..., workers = 2L, repos = getOption("hako.repos"), .packages = NULL) {
   if (substitute) expr <- substitute(expr)
   workers <- future_workers(workers)
-  ensure_future_daemons(workers)
+  ensure_future_daemons(workers, .packages, repos)
   f <- HakoFuture(expr, envir = envir, substitute = FALSE, lazy = lazy, seed = seed, globals = globals,
                   packages = packages, stdout = stdout, conditions = conditions, label = label,
                   compute = "hako_multisession", workers = workers, ...)
@@ -65,6 +80,23 @@ hako_cluster <- function(expr, envir = parent.frame(), substitute = TRUE, lazy =
 class(hako_cluster) <- c("hako_cluster", "hako_future", "multiprocess", "future", "function")
 attr(hako_cluster, "init") <- TRUE
 
+# plan(hako_multisession, packages = ) names the daemons' package set:
+# future refuses to let plan() set a future's `packages`, so it becomes
+# `.packages` before future's own tweak().
+#' @exportS3Method future::tweak
+tweak.hako_multisession <- function(strategy, ..., penvir = parent.frame()) {
+  args <- list(...)
+  if ("packages" %in% names(args)) {
+    args[[".packages"]] <- args[["packages"]]
+    args[["packages"]] <- NULL
+  }
+  cls <- class(strategy)
+  class(strategy) <- setdiff(cls, "hako_multisession")
+  out <- do.call(future::tweak, c(list(strategy), args, list(penvir = penvir)))
+  class(out) <- unique(c("tweaked", cls))
+  out
+}
+
 # future's rules for `workers`: a function is called for the number; the
 # number must be a single finite numeric >= 1 (TRUE, NA, "2" or 0 are errors).
 future_workers <- function(workers) {
@@ -75,12 +107,13 @@ future_workers <- function(workers) {
   as.integer(workers)
 }
 
-ensure_future_daemons <- function(workers) {
+ensure_future_daemons <- function(workers, packages = NULL, repos = NULL) {
   workers <- future_workers(workers)
   p <- .hako$profiles[["hako_multisession"]]
-  if (!is.null(p) && p$alive && identical(p$n, workers)) return(invisible(p))
+  same <- identical(p$packages, sort(unique(as.character(packages)))) && identical(p$repos, repos)
+  if (!is.null(p) && p$alive && identical(p$n, workers) && same) return(invisible(p))
   if (!is.null(p)) reset_profile("hako_multisession")
-  daemons(workers, .compute = "hako_multisession")
+  daemons(workers, packages = packages, repos = repos, .compute = "hako_multisession")
   invisible(.hako$profiles[["hako_multisession"]])
 }
 

@@ -189,7 +189,7 @@ test_that("a package the sandbox lacks: the task's error value names how to get 
   old <- future::plan(hako::hako_multisession, workers = 1)
   on.exit(future::plan(old), add = TRUE)
   err <- tryCatch(future::value(future::future(library(nosuchpkg))), error = identity)
-  expect_match(conditionMessage(err), "plan\\(hako::hako_cluster\\)")
+  expect_match(conditionMessage(err), "plan\\(hako::hako_multisession, packages = c\\(\"nosuchpkg\"\\)\\)")
 })
 
 test_that("plan(hako_multisession, workers = ) follows future's rules", {

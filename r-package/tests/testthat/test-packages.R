@@ -1,0 +1,136 @@
+# Packages from hako's package store (WebAssembly builds, compiled code
+# included) in the sandboxes, installed from the test repository that
+# tests/wasm-repo.sh builds with `hako pkg build` (tests/run.sh exports its
+# directory as HAKO_TEST_WASM_REPO). The store is a private one for this file.
+
+wasm_repo <- function() {
+  d <- Sys.getenv("HAKO_TEST_WASM_REPO")
+  if (!nzchar(d)) {
+    skip("HAKO_TEST_WASM_REPO is not set: build the test repository with `bash tests/wasm-repo.sh` and export the directory it prints (tests/run.sh does)")
+  }
+  if (!file.exists(file.path(d, "bin/emscripten/contrib/4.6/PACKAGES"))) {
+    stop("HAKO_TEST_WASM_REPO=", d, " is not a repository built by tests/wasm-repo.sh")
+  }
+  paste0("file://", normalizePath(d))
+}
+
+old_store <- Sys.getenv("HAKO_PACKAGES", unset = NA)
+Sys.setenv(HAKO_PACKAGES = tempfile("hako-store-"))
+
+test_that("daemons(packages =, repos =) installs into hako's store, then the sandboxes run purrr", {
+  repo <- wasm_repo()
+  on.exit(reset_all())
+  msgs <- capture.output(daemons(2, packages = "purrr", repos = repo), type = "message")
+  # the install's progress is shown, as the start-up steps are
+  expect_true(any(grepl("installed into hako's package store: .*purrr", msgs)))
+  expect_true(all(c("purrr", "rlang", "vctrs", "cli") %in% hako:::store_packages()))
+  expect_equal(hako(purrr::map_dbl(1:3, function(x) x^2))[], c(1, 4, 9))
+  expect_equal(hako_map(1:4, function(i) purrr::map_dbl(seq_len(i), sqrt)[i])[.flat], sqrt(1:4))
+  daemons(0)
+  # installed now: no repository needed, nothing installed again
+  msgs <- capture.output(daemons(1, packages = "purrr"), type = "message")
+  expect_false(any(grepl("installed", msgs)))
+  expect_equal(hako(purrr::map_chr(c("a", "b"), toupper))[], c("A", "B"))
+})
+
+test_that("a reset after a task that loaded packages is pristine", {
+  repo <- wasm_repo()
+  on.exit(reset_all())
+  daemons(1, packages = "purrr", repos = repo)
+  before <- hako(loadedNamespaces())[]
+  expect_false("purrr" %in% before)
+  a <- hako({
+    library(purrr)
+    assign("mine", 1, envir = globalenv())
+    c(attached = "package:purrr" %in% search(), loaded = all(c("purrr", "rlang") %in% loadedNamespaces()))
+  })[]
+  expect_equal(a, c(attached = TRUE, loaded = TRUE))
+  b <- hako(list(search = search(), loaded = loadedNamespaces(), mine = exists("mine")))[]
+  expect_false("package:purrr" %in% b$search)
+  expect_setequal(b$loaded, before)
+  expect_false(b$mine)
+  # and it loads again
+  expect_equal(hako(purrr::map_int(1:2, function(x) x * 2L))[], c(2L, 4L))
+})
+
+test_that("store packages and R-only packages of this library together", {
+  repo <- wasm_repo()
+  skip_if_not_installed("foreach")
+  on.exit(reset_all())
+  daemons(1, packages = c("purrr", "foreach"), repos = repo)
+  r <- hako(list(purrr = purrr::map_dbl(1:2, function(x) x + 1),
+                 foreach = requireNamespace("foreach", quietly = TRUE),
+                 where = c(find.package("purrr"), find.package("foreach"))))[]
+  expect_equal(r$purrr, c(2, 3))
+  expect_true(r$foreach)
+  # compiled from the store (verified by hash), R-only from this library
+  expect_match(r$where[[1]], "^/hako/library/")
+  expect_match(r$where[[2]], "^/library/")
+})
+
+test_that("a package the sandbox cannot get is an error saying how to add it", {
+  repo <- wasm_repo()
+  on.exit(reset_all())
+  expect_error(daemons(1, packages = "nosuchpkg", repos = repo), "do not offer it.*hako pkg build")
+  expect_error(daemons(1, packages = "nosuchpkg"), "not installed in hako's package store.*hako pkg install nosuchpkg --repo URL")
+  skip_if_not_installed("testthat")
+  # compiled code built for this machine: the store's build is needed
+  expect_error(daemons(1, packages = "testthat"),
+               "compiled code.*testthat.*daemons\\(packages = c\\(\"testthat\"\\), repos = \"URL\"\\)")
+  # a task needing one the daemons were not given
+  daemons(1)
+  e <- hako(library(purrr))[]
+  expect_true(is_hako_error(e))
+  expect_match(e$message, "daemons\\(packages = c\\(\"purrr\"\\)\\).*hako pkg install purrr --repo URL")
+})
+
+test_that("furrr::future_map on plan(hako_multisession, packages = )", {
+  repo <- wasm_repo()
+  skip_if_not_installed("future")
+  skip_if_not_installed("furrr")
+  old <- future::plan()
+  on.exit({ future::plan(old); reset_all() })
+  # furrr's futures run furrr's and purrr's code in the sandbox
+  future::plan(hako::hako_multisession, workers = 2, packages = "furrr", repos = repo)
+  expect_equal(furrr::future_map(1:4, sqrt), as.list(sqrt(1:4)))
+  expect_equal(furrr::future_map_dbl(1:6, ~ .x * 2), (1:6) * 2)
+  a <- furrr::future_map_dbl(1:3, ~ runif(1), .options = furrr::furrr_options(seed = 1))
+  b <- furrr::future_map_dbl(1:3, ~ runif(1), .options = furrr::furrr_options(seed = 1))
+  expect_identical(a, b)
+  # and nothing of this session runs there: the sandbox's furrr is the store's
+  expect_match(future::value(future::future(find.package("furrr"))), "^/hako/library/")
+})
+
+test_that("nested futures with future in the sandbox's set", {
+  repo <- wasm_repo()
+  skip_if_not_installed("future")
+  old <- future::plan()
+  on.exit({ future::plan(old); reset_all() })
+  future::plan(hako::hako_multisession, workers = 2, packages = "future", repos = repo)
+  f <- future::future({
+    inner <- future::future(6 * 7)
+    list(value = future::value(inner), plan = class(future::plan())[[1]])
+  })
+  v <- future::value(f)
+  expect_equal(v$value, 42)
+  # inside the sandbox the nested level is sequential, as future's default
+  expect_equal(v$plan, "sequential")
+  library(future)
+  x %<-% {
+    y %<-% 20
+    y + 1
+  }
+  expect_equal(x, 21)
+})
+
+test_that("plan(hako_multisession) without packages: a future needing one says how to add it", {
+  skip_if_not_installed("future")
+  old <- future::plan()
+  on.exit({ future::plan(old); reset_all() })
+  future::plan(hako::hako_multisession, workers = 1)
+  err <- tryCatch(future::value(future::future(library(purrr))), error = identity)
+  expect_match(conditionMessage(err), "plan\\(hako::hako_multisession, packages = c\\(\"purrr\"\\)\\)")
+  expect_match(conditionMessage(err), "hako pkg install purrr --repo URL")
+})
+
+if (is.na(old_store)) Sys.unsetenv("HAKO_PACKAGES") else Sys.setenv(HAKO_PACKAGES = old_store)
