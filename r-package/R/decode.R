@@ -17,6 +17,7 @@ RESULT_STATUS <- data.frame(
 )
 
 decode_value <- function(status, payload) {
+  if (status == 0L) return(tryCatch(unserialize(payload), error = unserialize_failed))
   row <- match(status, RESULT_STATUS$code)
   if (is.na(row)) {
     return(mk_hako_error(sprintf("unknown result status %d: %s", status, raw_text(payload)), "hakoProtocolError"))
@@ -24,12 +25,14 @@ decode_value <- function(status, payload) {
   ev <- RESULT_STATUS$error_value[[row]]
   cls <- RESULT_STATUS$class[[row]]
   if (is.na(ev) && is.na(cls)) {
-    return(tryCatch(unserialize(payload), error = function(e) {
-      mk_hako_error(paste("the result could not be unserialized in this session:", conditionMessage(e)), "hakoUnserializeError")
-    }))
+    return(tryCatch(unserialize(payload), error = unserialize_failed))
   }
   msg <- raw_text(payload)
   if (identical(cls, "hakoInterrupt")) return(mk_interrupt(msg))
   if (!is.na(ev)) return(mk_error_value(ev, msg))
   mk_hako_error(msg, cls)
+}
+
+unserialize_failed <- function(e) {
+  mk_hako_error(paste("the result could not be unserialized in this session:", conditionMessage(e)), "hakoUnserializeError")
 }

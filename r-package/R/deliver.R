@@ -68,7 +68,9 @@ pending_take <- function(p, key) {
     p$dead <- p$dead + 1L
     if (p$dead >= 4096L) {
       live <- Filter(Negate(is.null), as.list(p$pending, all.names = TRUE))
-      p$pending <- list2env(live, parent = emptyenv())
+      # hashed: list2env() alone makes a small list an unhashed frame, in
+      # which each of the next 4,096 assign()s searched every dead entry
+      p$pending <- list2env(live, envir = new.env(hash = TRUE, parent = emptyenv()))
       p$dead <- 0L
     }
   }

@@ -70,6 +70,7 @@ ephemeral_hako <- function(expr, a, g, timeout) {
 
 # Closes the ephemeral daemons whose task has resolved.
 reap_ephemeral <- function() {
+  if (is.null(.hako$nephemeral)) return(invisible()) # none was ever started
   for (name in grep("^\\.ephemeral", ls(.hako$profiles, all.names = TRUE), value = TRUE)) {
     p <- .hako$profiles[[name]]
     if (p$alive && !isTRUE(p$done)) poll(p, 0)
@@ -107,9 +108,16 @@ dots_globals <- function(...) {
   g
 }
 
+# parallel::nextRNGStream, without `::`'s lookup for every task
+next_rng_stream <- function(s) {
+  f <- .hako$next_rng
+  if (is.null(f)) f <- .hako$next_rng <- parallel::nextRNGStream
+  f(s)
+}
+
 next_seed <- function(p) {
   s <- p$seed
-  p$seed <- parallel::nextRNGStream(s)
+  p$seed <- next_rng_stream(s)
   s
 }
 

@@ -54,6 +54,9 @@ needed_packages <- function(x, depth = 0L) {
 # `g` may be a list or, for a map, the list serialize()d once for all tasks
 # (its packages then come in `pk`, already without the sandbox's own).
 task_payload <- function(expr, a = NULL, g = NULL, seed = NULL, pk = NULL, scan = TRUE) {
+  # hako(expr) alone: no data to look into, and serializing a language
+  # object cannot fail (each check and tryCatch() costs microseconds a task)
+  if (!length(a) && !length(g)) return(task_bytes(expr, a, g, seed, pk))
   more <- c(if (scan && length(a)) needed_packages(a), if (is.list(g)) needed_packages(g))
   if (length(more)) pk <- setdiff(unique(c(pk, more)), sandbox_packages())
   check_extptr(a)

@@ -157,3 +157,17 @@ test_that("a status's message shows a task's controls only visibly when printed"
   expect_identical(v$message, "bad\033[2J")
   expect_output(print(v), "bad^[[2J", fixed = TRUE)
 })
+
+test_that("the pending set stays hashed when it is compacted", {
+  # list2env() alone made the few live tasks an unhashed frame, in which each
+  # of the next 4,096 assign()s searched every dead entry before it
+  p <- hako:::new_link("test", rawConnection(raw(), "rb"))
+  on.exit(close(p$con))
+  assign("1", "live", envir = p$pending)
+  assign("2", "taken", envir = p$pending)
+  p$dead <- 4095L
+  expect_equal(hako:::pending_take(p, "2"), "taken")
+  expect_equal(p$dead, 0L)
+  expect_equal(ls(p$pending), "1")
+  expect_false(is.null(env.profile(p$pending)))
+})
