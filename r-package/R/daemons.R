@@ -120,6 +120,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
     reset_profile(.compute)
   }
   extra <- dots$host
+  pkgs <- NULL
   env <- character()
   if (!is.null(url) && !is.null(token)) {
     # join a remote host as a client
@@ -157,7 +158,8 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
     if (!is.null(max_payload)) args <- c(args, "--max-payload", as.integer(max_payload))
     if (isTRUE(keep_state)) args <- c(args, "--keep-state")
     if (length(mount)) args <- c(args, mount_args(mount))
-    if (length(packages)) args <- c(args, package_args(packages, repos))
+    pkgs <- if (length(packages)) resolve_packages(packages, repos)
+    args <- c(args, package_args(pkgs))
     args <- c(args, extra)
     mode <- if (is.null(url)) "local" else "listen"
   }
@@ -173,6 +175,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   p$launch <- dots$launch
   assign(.compute, p, envir = .hako$profiles)
   if (nloc > 0L) wait_connections(p, nloc)
+  if (nloc > 0L && length(pkgs$set)) preload_packages(pkgs$set, .compute)
   out <- structure(list(compute = .compute, n = nloc, url = p$url, mode = mode,
                         daemon_command = if (mode == "listen") launch_remote(1L, .compute = .compute),
                         fingerprint = p$ready[["fingerprint"]],

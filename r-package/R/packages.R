@@ -178,8 +178,23 @@ how_to_add <- function(pk, repos) {
           paste0("\"", pk, "\"", collapse = ", "), paste(pk, collapse = " "))
 }
 
-# Host arguments for `packages` and `repos`.
-package_args <- function(packages, repos = NULL) {
-  r <- resolve_packages(packages, repos)
+# Host arguments for resolve_packages()'s result.
+package_args <- function(r) {
   c(if (length(r$set)) c("--packages", paste(r$set, collapse = ",")), r$mounts)
+}
+
+# Loads the set's namespaces once on every daemon (as everywhere(): the state
+# each sandbox resets to has them), so a task using them does not load them
+# again: a reset costs milliseconds, loading purrr half a second. Attaching
+# (library()) stays the task's own, undone by the reset.
+preload_packages <- function(set, compute) {
+  expr <- bquote({
+    invisible(lapply(.(set), loadNamespace))
+    NULL
+  })
+  tryCatch(do.call(everywhere, list(expr, .compute = compute, .timeout = 600000)), error = function(e) {
+    reset_profile(compute)
+    stop("hako: the sandboxes could not load their packages: ", conditionMessage(e), call. = FALSE)
+  })
+  invisible()
 }
