@@ -22,8 +22,14 @@ resolve_packages <- function(packages, repos = NULL) {
   want <- setdiff(pk, store)
   if (length(want) && length(repos)) {
     offered <- repo_packages(repos)
-    # An R-only package installed here stays local unless a repository offers it.
+    # An R-only package installed here stays local unless a repository
+    # offers it; what it depends on comes from the repositories if they
+    # offer it (its compiled dependencies cannot come from here).
     get <- if (is.null(offered)) want else intersect(want, offered)
+    if (!is.null(offered)) {
+      deps <- local_deps(setdiff(want, offered))
+      get <- union(get, intersect(setdiff(deps, store), offered))
+    }
     if (length(get)) {
       pkg_install(get, repos)
       store <- store_packages()
@@ -140,9 +146,7 @@ local_packages <- function(packages, store = character(), repos = character()) {
   none <- list(set = character(), mounts = character())
   if (!length(packages)) return(none)
   have <- c(sandbox_packages(), "webr")
-  db <- utils::installed.packages(fields = c("Depends", "Imports"))
-  db <- db[!duplicated(db[, "Package"]), , drop = FALSE]
-  rownames(db) <- db[, "Package"]
+  db <- local_db()
   missing <- setdiff(packages, rownames(db))
   if (length(missing)) {
     stop(sprintf("hako: package(s) not installed in hako's package store or in this session's library: %s; %s",
@@ -166,6 +170,23 @@ local_packages <- function(packages, store = character(), repos = character()) {
                  paste(compiled, collapse = ", "), how_to_add(asked, repos)), call. = FALSE)
   }
   list(set = from_store, mounts = as.vector(rbind("--mount", paste0(normalizePath(paths), ":/library/", all, ":ro"))))
+}
+
+# This session's installed packages (the first of each name on .libPaths()).
+local_db <- function() {
+  db <- utils::installed.packages(fields = c("Depends", "Imports"))
+  db <- db[!duplicated(db[, "Package"]), , drop = FALSE]
+  rownames(db) <- db[, "Package"]
+  db
+}
+
+# What the packages installed here depend on (recursively), base R aside.
+local_deps <- function(packages) {
+  db <- local_db()
+  packages <- intersect(packages, rownames(db))
+  if (!length(packages)) return(character())
+  deps <- tools::package_dependencies(packages, db = db, which = c("Depends", "Imports"), recursive = TRUE)
+  setdiff(unique(unlist(deps, use.names = FALSE)), c(sandbox_packages(), "webr", "R"))
 }
 
 # How to give the sandboxes `pk`: a WebAssembly build in hako's store.
