@@ -40,7 +40,8 @@ mem <- function(pids) {
 rows <- list()
 add <- function(name, r, tput = NA, start = NA, rss = NA, pss = NA) {
   rows[[name]] <<- data.frame(contestant = name,
-                              p50_ms = round(stats::quantile(r, 0.5), 3), p99_ms = round(stats::quantile(r, 0.99), 3),
+                              p50_ms = round(stats::quantile(r, 0.5, na.rm = TRUE, names = FALSE), 3),
+                              p99_ms = round(stats::quantile(r, 0.99, na.rm = TRUE, names = FALSE), 3),
                               map_per_s = round(tput), start_s = round(start, 3),
                               rss_mb = round(rss, 1), pss_mb = round(pss, 1), row.names = NULL)
 }
@@ -53,7 +54,7 @@ p <- hako:::get_profile(NULL)
 r <- rt(function() hako(1)[], n_rt)
 t0 <- Sys.time(); out <- hako_map(seq_len(n_map), identity)[]; tp <- n_map / secs(t0)
 stopifnot(length(out) == n_map, identical(out[[n_map]], n_map))
-Sys.sleep(1); gc()
+Sys.sleep(1); invisible(gc())
 m <- mem(p$pid)
 add("hako (2 daemons, pristine per task)", r, tp, st, m$sum[["rss"]], m$sum[["pss"]])
 chunked <- "chunk" %in% sub("^\\.", "", names(formals(hako_map)))
