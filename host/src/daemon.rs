@@ -13,6 +13,8 @@
 //! not be reached with `--autoexit`, 2 on a usage or set-up error.
 
 use crate::dial::{self, DialError, Target};
+use crate::package_cache::Cache;
+use crate::package_fetch::{self, Failure, Policy};
 use crate::peer::{Out, OutTx};
 use crate::protocol::{DaemonLimits, FrameLimits, HelloBody, Message, Role};
 use crate::sandbox_args::{seconds, SandboxArgs};
@@ -28,6 +30,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[derive(Args, Clone, Debug)]
 pub struct DaemonArgs {
@@ -72,6 +75,18 @@ pub struct DaemonArgs {
     /// its welcome before the daemon gives up on that attempt.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, hide = true)]
     handshake_timeout: f64,
+    /// Refuse package sets: a host whose daemons get compiled packages
+    /// (`hako host --packages`) is told so, and this daemon exits.
+    #[arg(long)]
+    no_packages: bool,
+    /// Most disk space the package trees hosts send may take here, in MiB;
+    /// trees used least recently go first, and a larger set is refused.
+    #[arg(long, value_name = "MIB", default_value_t = crate::package_cache::DEFAULT_MAX_MIB)]
+    max_package_cache: u64,
+    /// Where to keep the package trees hosts send (default: the hako cache
+    /// directory's daemon-packages/).
+    #[arg(long, value_name = "DIR")]
+    package_cache: Option<std::path::PathBuf>,
     // This machine's sandbox: the volunteer's caps and mounts.
     #[command(flatten)]
     sandbox: SandboxArgs,
@@ -144,12 +159,24 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     } = settings;
     let sandbox_config = settings.sandbox.clone();
     let assets_dir = paths::assets_dir(args.sandbox.assets.as_deref());
-    let sandbox = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (runtime, sandbox) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let runtime = crate::progress::open_runtime(&assets_dir)?;
-        Ok(runtime.sandbox(sandbox_config)?)
+        let sandbox = runtime.sandbox(sandbox_config)?;
+        Ok((runtime, sandbox))
     })
     .await??;
     let (worker, route, mut exit_rx) = start_worker(&args, &settings, sandbox)?;
+    let cache = Cache::new(
+        args.package_cache.clone(),
+        args.max_package_cache.saturating_mul(1 << 20),
+    );
+    let packages = Packages {
+        allow: !args.no_packages,
+        cache,
+        runtime,
+        sandbox: settings.sandbox.clone(),
+        current: Mutex::new(Vec::new()),
+    };
     let hello = hello(&args, &settings);
     let wall_deadline = wall_time.map(|w| tokio::time::Instant::from_std(started + w));
     let wall = async move {
@@ -174,7 +201,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
                 Err(e) => Err(e),
                 Ok((conn, welcome)) => {
                     joined.set(true);
-                    Ok(session(conn, welcome, &worker, &route, limits).await)
+                    Ok(session(conn, welcome, &worker, &route, limits, &packages).await)
                 }
             }
         };
@@ -199,7 +226,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
                 // the connection going until they are written, or the host
                 // would re-queue a task that is done.
                 let _ = tokio::time::timeout(bye_wait, &mut attempt).await;
-                Ok(ws::End::Local("the worker left".into()))
+                Ok(Ok(ws::End::Local("the worker left".into())))
             }
         };
         if let Some(exit) = exit_rx.borrow().clone() {
@@ -222,6 +249,11 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::FAILURE);
             }
+            Ok(Err(refused)) => {
+                tracing::error!("{}: {refused}", target.url);
+                eprintln!("hako: {}: {refused}", target.url);
+                return Ok(ExitCode::FAILURE);
+            }
             Err(e @ DialError::Untrusted(_)) | Err(e @ DialError::Refused(_)) => {
                 tracing::error!("{}: {e}", target.url);
                 eprintln!("hako: {}: {e}", target.url);
@@ -237,7 +269,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
                     target.url
                 );
             }
-            Ok(end) => {
+            Ok(Ok(end)) => {
                 if args.autoexit {
                     tracing::info!("host connection ended ({end}); exiting (--autoexit)");
                     return Ok(ExitCode::SUCCESS);
@@ -362,20 +394,94 @@ fn leave(route: &Route, reason: &str) {
     tracing::info!("leaving: {reason}");
 }
 
-/// One connection's life, from welcome to its end.
+/// What a daemon needs to take a host's package set.
+struct Packages {
+    /// Not `--no-packages`.
+    allow: bool,
+    cache: Cache,
+    runtime: hako_runtime::Runtime,
+    /// The volunteer's sandbox, without packages.
+    sandbox: SandboxConfig,
+    /// Manifest ids of the set the worker's sandbox has now.
+    current: Mutex<Vec<String>>,
+}
+
+/// The host's set in place and a sandbox that has it, if the worker's does
+/// not already: `Ok(None)` keeps the worker's sandbox. `Err(Refused)` has
+/// been told to the host.
+async fn take_set(
+    conn: &mut dial::Conn,
+    limits: FrameLimits,
+    packages: &Packages,
+) -> Result<Option<hako_runtime::Sandbox>, Failure> {
+    let policy = Policy {
+        allow: packages.allow,
+        cache: &packages.cache,
+    };
+    let got = package_fetch::receive(conn, &limits, &policy).await;
+    let built = match got {
+        Err(e) => Err(e),
+        Ok(set) => {
+            let ids: Vec<String> = set.packages.iter().map(|p| p.manifest.id()).collect();
+            let same = packages.current.lock().map(|c| *c == ids).unwrap_or(false);
+            let announced = !set.is_empty();
+            let sandbox = if same {
+                Ok(None)
+            } else {
+                let mut config = packages.sandbox.clone();
+                config.packages = Arc::new(set);
+                let rt = packages.runtime.clone();
+                match tokio::task::spawn_blocking(move || rt.sandbox(config)).await {
+                    Ok(Ok(sb)) => {
+                        if let Ok(mut c) = packages.current.lock() {
+                            *c = ids;
+                        }
+                        Ok(Some(sb))
+                    }
+                    Ok(Err(e)) => Err(Failure::Refused(format!(
+                        "a sandbox with the package set could not be made: {e:#}"
+                    ))),
+                    Err(e) => Err(Failure::Refused(format!("making the sandbox: {e}"))),
+                }
+            };
+            if announced && sandbox.is_ok() {
+                let ready = Message::PackagesReady { refused: None };
+                ws::send(conn, &ready).await.map_err(Failure::Broken)?;
+            }
+            sandbox
+        }
+    };
+    if let Err(Failure::Refused(why)) = &built {
+        let m = Message::PackagesReady {
+            refused: Some(why.clone()),
+        };
+        let _ = ws::send(conn, &m).await;
+        ws::close(conn, CloseCode::Policy, why).await;
+    }
+    built
+}
+
+/// One connection's life, from welcome to its end. `Err`: this daemon
+/// refused the host's package set, and leaves.
 async fn session(
-    conn: dial::Conn,
+    mut conn: dial::Conn,
     welcome: crate::protocol::Welcome,
     worker: &Arc<Worker>,
     route: &Route,
     limits: FrameLimits,
-) -> ws::End {
+    packages: &Packages,
+) -> Result<ws::End, String> {
     tracing::info!(
         id = welcome.id,
         "connected; host runs hako {}",
         welcome.hako_version
     );
-    let session = worker.new_session(Some(welcome.limits.bulk));
+    let sandbox = match take_set(&mut conn, limits, packages).await {
+        Ok(s) => s,
+        Err(Failure::Refused(why)) => return Err(format!("refused the host's package set: {why}")),
+        Err(Failure::Broken(why)) => return Ok(ws::End::Lost(why)),
+    };
+    let session = worker.new_session_on(Some(welcome.limits.bulk), sandbox);
     let (tx, rx) = mpsc::unbounded_channel();
     if let Ok(mut g) = route.lock() {
         *g = Some((session, tx));
@@ -401,5 +507,5 @@ async fn session(
     }
     // Whatever runs or waits belongs to a connection that is gone.
     worker.abandon();
-    end
+    Ok(end)
 }

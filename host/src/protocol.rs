@@ -16,7 +16,9 @@ use std::fmt;
 /// (kind 14) and `FailKind::Refused`, which a version-1 peer cannot read.
 /// 3: `EverywhereDone` (kind 15): a daemon reports each `everywhere()`
 /// outcome, and runs that code once (not after every reset).
-pub const VERSION: u32 = 3;
+/// 4: package sets (kinds 16-19): a host announces its set's manifests to a
+/// daemon right after the welcome, and serves the files it lacks.
+pub const VERSION: u32 = 4;
 /// First bytes of a `Hello` body.
 pub const MAGIC: [u8; 4] = *b"HAKO";
 
@@ -73,10 +75,18 @@ pub enum Kind {
     /// Daemon → host: the outcome of one `Everywhere` (see
     /// `Message::EverywhereDone`).
     EverywhereDone = 15,
+    /// Host → daemon, first after `Welcome`: the package set's manifests.
+    PackageSet = 16,
+    /// Daemon → host: send me this file of the set.
+    PackageFetch = 17,
+    /// Host → daemon: a piece of a file asked for.
+    PackageData = 18,
+    /// Daemon → host: the set is in place (or refused, and why).
+    PackagesReady = 19,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Hello,
         Kind::Welcome,
         Kind::Refused,
@@ -93,6 +103,10 @@ impl Kind {
         Kind::Bye,
         Kind::Started,
         Kind::EverywhereDone,
+        Kind::PackageSet,
+        Kind::PackageFetch,
+        Kind::PackageData,
+        Kind::PackagesReady,
     ];
 
     pub fn from_u8(b: u8) -> Option<Kind> {
@@ -103,7 +117,13 @@ impl Kind {
     pub fn is_bulk(self) -> bool {
         matches!(
             self,
-            Kind::Task | Kind::Result | Kind::Everywhere | Kind::Info | Kind::EverywhereDone
+            Kind::Task
+                | Kind::Result
+                | Kind::Everywhere
+                | Kind::Info
+                | Kind::EverywhereDone
+                | Kind::PackageSet
+                | Kind::PackageData
         )
     }
 }
@@ -289,6 +309,32 @@ pub struct DaemonRow {
     pub version: String,
 }
 
+/// The package set a host's daemons sandbox with: each package's manifest
+/// (name, version, every file's sha256 and size). Empty: no packages.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageOffer {
+    pub packages: Vec<hako_runtime::packages::PackageManifest>,
+}
+
+/// A daemon asks for one file of the offered set: `package` indexes
+/// `PackageOffer::packages`, `path` is a key of its manifest's files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageFetch {
+    pub package: u32,
+    pub path: String,
+}
+
+/// Bytes `offset..offset+bytes.len()` of a file asked for; the file's
+/// chunks come in order, and the one with `last` ends it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageData {
+    pub package: u32,
+    pub path: String,
+    pub offset: u64,
+    pub bytes: Bytes,
+    pub last: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     Hello(Hello),
@@ -324,6 +370,14 @@ pub enum Message {
     /// A daemon ran the `Everywhere` of this id (as the host numbered it):
     /// its value, R error or failure, once per `Everywhere` it was sent.
     EverywhereDone(TaskReport),
+    PackageSet(PackageOffer),
+    PackageFetch(PackageFetch),
+    PackageData(PackageData),
+    /// `None`: the daemon's sandbox has the set; `Some(why)`: it refused
+    /// the set and leaves.
+    PackagesReady {
+        refused: Option<String>,
+    },
 }
 
 impl Message {
@@ -345,6 +399,10 @@ impl Message {
             Message::Bye { .. } => Kind::Bye,
             Message::Started { .. } => Kind::Started,
             Message::EverywhereDone(_) => Kind::EverywhereDone,
+            Message::PackageSet(_) => Kind::PackageSet,
+            Message::PackageFetch(_) => Kind::PackageFetch,
+            Message::PackageData(_) => Kind::PackageData,
+            Message::PackagesReady { .. } => Kind::PackagesReady,
         }
     }
 }
@@ -433,6 +491,10 @@ pub fn encode(msg: &Message) -> Vec<u8> {
         Message::Info(i) => put(&mut out, i),
         Message::Ping(n) | Message::Pong(n) => put(&mut out, n),
         Message::Shutdown { reason } | Message::Bye { reason } => put(&mut out, reason),
+        Message::PackageSet(o) => put(&mut out, o),
+        Message::PackageFetch(f) => put(&mut out, f),
+        Message::PackageData(d) => put(&mut out, d),
+        Message::PackagesReady { refused } => put(&mut out, refused),
     }
     out
 }
@@ -514,6 +576,12 @@ pub fn decode(frame: &[u8], limits: &FrameLimits) -> Result<Message, DecodeError
         },
         Kind::Started => Message::Started {
             id: body(kind, rest)?,
+        },
+        Kind::PackageSet => Message::PackageSet(body(kind, rest)?),
+        Kind::PackageFetch => Message::PackageFetch(body(kind, rest)?),
+        Kind::PackageData => Message::PackageData(body(kind, rest)?),
+        Kind::PackagesReady => Message::PackagesReady {
+            refused: body(kind, rest)?,
         },
     })
 }
@@ -606,6 +674,35 @@ mod tests {
                 outcome: Outcome::Error(Bytes::from_static(b"X\n")),
                 output: vec![],
             }),
+            Message::PackageSet(PackageOffer {
+                packages: vec![hako_runtime::packages::PackageManifest {
+                    name: "pkg".into(),
+                    version: "1.0".into(),
+                    files: [(
+                        "DESCRIPTION".to_string(),
+                        hako_runtime::packages::FileEntry {
+                            sha256: "0".repeat(64),
+                            size: 3,
+                        },
+                    )]
+                    .into(),
+                }],
+            }),
+            Message::PackageFetch(PackageFetch {
+                package: 0,
+                path: "libs/pkg.so".into(),
+            }),
+            Message::PackageData(PackageData {
+                package: 0,
+                path: "DESCRIPTION".into(),
+                offset: 0,
+                bytes: Bytes::from_static(b"abc"),
+                last: true,
+            }),
+            Message::PackagesReady { refused: None },
+            Message::PackagesReady {
+                refused: Some("no room".into()),
+            },
         ]
     }
 
@@ -706,7 +803,7 @@ mod tests {
 
             #[test]
             fn random_bodies_of_every_kind_never_panic(
-                kind in 0u8..14,
+                kind in 0u8..20,
                 bytes in proptest::collection::vec(any::<u8>(), 0..256),
             ) {
                 let mut f = vec![kind];

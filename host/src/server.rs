@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub limits: FrameLimits,
     pub handshake_timeout: Duration,
     pub heartbeat: Duration,
+    /// The package set daemons are sent after their welcome.
+    pub packages: Arc<hako_runtime::packages::PackageSet>,
 }
 
 /// Accept connections until `stop` turns true; each one, once
@@ -160,6 +162,14 @@ async fn connection(
     if let Err(e) = ws::send(&mut ws, &welcome).await {
         tracing::warn!(%addr, "lost before welcome: {e}");
         return;
+    }
+    if body.role == Role::Daemon {
+        // Taken only once its sandbox has the set (package_serve.rs).
+        if let Err(reason) = crate::package_serve::serve(&mut ws, &cfg.packages, &limits).await {
+            tracing::warn!(%addr, conn = id, "daemon not taken: {reason}");
+            ws::close(&mut ws, CloseCode::Policy, &reason).await;
+            return;
+        }
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let name = if body.name.is_empty() {

@@ -97,8 +97,9 @@ pub fn everywhere_bound(memory_bytes: usize) -> u64 {
 enum Work {
     Task(Task),
     Everywhere(Everywhere),
-    /// A new connection: forget the old one's `everywhere` list, reset.
-    Session(u64),
+    /// A new connection: forget the old one's `everywhere` list, reset;
+    /// with a sandbox, carry on in that one (the host's package set).
+    Session(u64, Option<Box<Sandbox>>),
 }
 
 /// What the sandbox evaluates now.
@@ -128,6 +129,8 @@ struct State {
     refusing: Option<String>,
     /// The worker is stopping (or its thread has ended).
     stop: bool,
+    /// Interrupts the sandbox the worker runs now.
+    interrupt: Option<InterruptHandle>,
 }
 
 struct Shared {
@@ -165,7 +168,10 @@ impl Worker {
         name: String,
     ) -> std::io::Result<Arc<Worker>> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                interrupt: Some(sandbox.interrupt_handle()),
+                ..State::default()
+            }),
             work: Condvar::new(),
             ask: Condvar::new(),
         });
@@ -175,10 +181,10 @@ impl Worker {
             everywhere_bound: everywhere_bound(sandbox.config().memory_bytes),
             max_result: config.max_result,
         });
-        let (sh, interrupt) = (shared.clone(), sandbox.interrupt_handle());
+        let sh = shared.clone();
         std::thread::Builder::new()
             .name(format!("hako-{name}-int"))
-            .spawn(move || interrupter(&sh, &interrupt))?;
+            .spawn(move || interrupter(&sh))?;
         let started = std::thread::Builder::new()
             .name(format!("hako-{name}"))
             .stack_size(hako_runtime::SANDBOX_THREAD_STACK)
@@ -213,11 +219,19 @@ impl Worker {
     /// bound); returns its number. Whatever the old one left waiting is
     /// dropped.
     pub fn new_session(&self, max_result: Option<u64>) -> u64 {
+        self.new_session_on(max_result, None)
+    }
+
+    /// [`Worker::new_session`], its tasks to run in `sandbox` from now on
+    /// when one is given (a daemon whose new host has another package set);
+    /// the old sandbox is dropped.
+    pub fn new_session_on(&self, max_result: Option<u64>, sandbox: Option<Sandbox>) -> u64 {
         let mut s = self.shared.lock();
         s.session += 1;
         let session = s.session;
         s.inbox.clear();
-        s.inbox.push_back(Work::Session(session));
+        s.inbox
+            .push_back(Work::Session(session, sandbox.map(Box::new)));
         s.max_result = max_result.or(self.max_result);
         s.everywhere = (0, 0);
         s.refusing = None;
@@ -370,11 +384,13 @@ impl Drop for Ended {
 /// stop, it keeps asking every 25 ms, because the runtime clears a pending
 /// interrupt when an evaluation begins (and traps R 2 s after the first ask
 /// if R does not yield).
-fn interrupter(shared: &Shared, interrupt: &InterruptHandle) {
+fn interrupter(shared: &Shared) {
     let mut s = shared.lock();
     loop {
         if s.running.as_ref().is_some_and(|r| r.stop) {
-            interrupt.interrupt();
+            if let Some(interrupt) = &s.interrupt {
+                interrupt.interrupt();
+            }
             s = match shared.ask.wait_timeout(s, Duration::from_millis(25)) {
                 Ok((g, _)) => g,
                 Err(e) => e.into_inner().0,
@@ -421,7 +437,7 @@ impl Thread {
                         task: None,
                         stop: false,
                     }),
-                    Work::Session(_) => None,
+                    Work::Session(..) => None,
                 };
                 return Ok(w);
             }
@@ -458,9 +474,18 @@ impl Thread {
                 Err(exit) => return exit,
             };
             match work {
-                Work::Session(s) => {
+                Work::Session(s, sandbox) => {
                     self.session = s;
                     self.everywhere.clear();
+                    if let Some(sandbox) = sandbox {
+                        // Nothing of the old one stays: not its base, not
+                        // its state. Interrupts go to the new one.
+                        self.shared.lock().interrupt = Some(sandbox.interrupt_handle());
+                        self.sandbox = *sandbox;
+                        self.based = false;
+                        self.dirty = false;
+                        continue;
+                    }
                     // Nothing of an old connection's everywhere() stays.
                     if self.sandbox.rebased() {
                         self.sandbox.unbase();

@@ -43,6 +43,7 @@ pub(super) async fn start(
         limits: settings.limits,
         handshake_timeout: settings.handshake_timeout,
         heartbeat: settings.heartbeat,
+        packages: settings.sandbox.packages.clone(),
     });
     tokio::spawn(server::serve(listener, cfg, handle, stop, enlist));
     Ok(banner)

@@ -127,12 +127,19 @@ fn warm_up() {
 
 impl Host {
     pub fn start(name: &str, args: &[&str]) -> Host {
+        Host::start_env(name, args, &[])
+    }
+
+    /// [`Host::start`] with environment variables (e.g. a private package
+    /// store in `HAKO_PACKAGES`).
+    pub fn start_env(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Host {
         warm_up();
         let (log, path) = log_file(name);
         let mut child = hako()
             .arg("host")
             .arg("--stdio")
             .args(args)
+            .envs(envs.iter().copied())
             .env("HAKO_LOG", "hako=debug")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -33,19 +33,19 @@ fn wide() -> FrameLimits {
 }
 
 /// A host that speaks the protocol and does whatever a test tells it.
-struct FakeHost {
+pub(crate) struct FakeHost {
     rt: tokio::runtime::Runtime,
     listener: TcpListener,
     acceptor: TlsAcceptor,
     fingerprint: String,
     port: u16,
     conn: Option<WebSocketStream<TlsStream<TcpStream>>>,
-    daemon: Option<Child>,
+    pub(crate) daemon: Option<Child>,
     log: std::path::PathBuf,
 }
 
 impl FakeHost {
-    fn new() -> FakeHost {
+    pub(crate) fn new() -> FakeHost {
         let rt = crate::common::runtime();
         let id = Identity::self_signed(vec!["127.0.0.1".into()]).expect("a certificate");
         let acceptor = TlsAcceptor::from(id.server_config().expect("TLS config"));
@@ -73,7 +73,7 @@ impl FakeHost {
     }
 
     /// Start `hako daemon` against this host.
-    fn start_daemon(&mut self, name: &str, extra: &[&str]) {
+    pub(crate) fn start_daemon(&mut self, name: &str, extra: &[&str]) {
         let (child, path) = spawn_logged(
             hako()
                 .arg("daemon")
@@ -90,13 +90,22 @@ impl FakeHost {
         self.daemon.as_ref().expect("a daemon").id()
     }
 
-    fn daemon_log(&self) -> String {
+    pub(crate) fn daemon_log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Accept the daemon's next connection and welcome it, telling it this
-    /// host accepts bulk frames of at most `bulk` bytes. Returns its hello.
+    /// Accept the daemon's next connection, welcome it and announce no
+    /// package set, telling it this host accepts bulk frames of at most
+    /// `bulk` bytes. Returns its hello.
     fn accept(&mut self, bulk: u64) -> HelloBody {
+        let hello = self.accept_welcomed(bulk);
+        self.send(Message::PackageSet(Default::default()));
+        hello
+    }
+
+    /// [`FakeHost::accept`] up to the welcome: the package set is the
+    /// test's to send.
+    pub(crate) fn accept_welcomed(&mut self, bulk: u64) -> HelloBody {
         let acceptor = self.acceptor.clone();
         let limits = wide();
         let listener = &self.listener;
@@ -168,13 +177,13 @@ impl FakeHost {
         }
     }
 
-    fn send(&mut self, m: Message) {
+    pub(crate) fn send(&mut self, m: Message) {
         self.send_all([m]);
     }
 
     /// The next protocol message (pings answered), or None when the
     /// connection ended or `timeout` passed.
-    fn next(&mut self, timeout: Duration) -> Option<Message> {
+    pub(crate) fn next(&mut self, timeout: Duration) -> Option<Message> {
         let conn = self.conn.as_mut().expect("connected");
         self.rt.block_on(async {
             let deadline = tokio::time::Instant::now() + timeout;

@@ -14,6 +14,7 @@ mod first_start;
 mod host_gone;
 mod hostile_host;
 mod links;
+mod package_sets;
 mod packages;
 mod refusals;
 mod results;

@@ -1,0 +1,185 @@
+//! A daemon's package cache: the package trees hosts sent it, content
+//! addressed (`store/<manifest id>/<name>/`, with `manifest.json` beside the
+//! tree), bounded by the volunteer's `--max-package-cache`. Trees used least
+//! recently go first when a new set needs room; a set larger than the bound
+//! is refused. Several daemons may share one cache: changes happen under a
+//! lock file, and a tree lands by one rename of a fully checked staging
+//! directory, so a reader never sees half of one.
+
+use anyhow::Context;
+use hako_runtime::packages::{InstalledPackage, PackageManifest};
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+/// Default `--max-package-cache`, in MiB.
+pub const DEFAULT_MAX_MIB: u64 = 1024;
+
+pub struct Cache {
+    root: PathBuf,
+    /// Bytes of package files the cache may hold.
+    pub max_bytes: u64,
+}
+
+/// Held while the cache changes; released on drop.
+pub struct Lock {
+    _file: File,
+}
+
+/// Bytes a manifest's files take.
+pub fn tree_bytes(m: &PackageManifest) -> u64 {
+    m.files.values().fold(0u64, |a, f| a.saturating_add(f.size))
+}
+
+impl Cache {
+    /// `dir`, else `daemon-packages/` in hako's cache dir.
+    pub fn new(dir: Option<PathBuf>, max_bytes: u64) -> Cache {
+        Cache {
+            root: dir.unwrap_or_else(|| crate::paths::cache_dir().join("daemon-packages")),
+            max_bytes,
+        }
+    }
+
+    fn entry(&self, id: &str) -> PathBuf {
+        self.root.join("store").join(id)
+    }
+
+    /// Waits for any other daemon changing this cache.
+    pub fn lock(&self) -> anyhow::Result<Lock> {
+        fs::create_dir_all(&self.root)
+            .with_context(|| format!("creating {}", self.root.display()))?;
+        let path = self.root.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is passed.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        // What a daemon killed mid-fetch left.
+        let _ = fs::remove_dir_all(self.root.join("tmp"));
+        Ok(Lock { _file: file })
+    }
+
+    /// The cached tree of `manifest`, if it is there and whole (a damaged
+    /// one is removed, to be fetched again). Marks it used.
+    pub fn get(&self, manifest: &PackageManifest, _lock: &Lock) -> Option<InstalledPackage> {
+        let dir = self.entry(&manifest.id());
+        let stored: PackageManifest = fs::read(dir.join("manifest.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())?;
+        let tree = dir.join(&manifest.name);
+        if stored != *manifest || manifest.check_tree(&tree).is_err() {
+            tracing::warn!(
+                "package cache: {} {} was damaged; fetching it again",
+                manifest.name,
+                manifest.version
+            );
+            let _ = fs::remove_dir_all(&dir);
+            return None;
+        }
+        touch(&dir.join("manifest.json"));
+        Some(InstalledPackage {
+            manifest: manifest.clone(),
+            dir: tree,
+        })
+    }
+
+    /// A fresh staging directory for one tree: `<staging>/<name>/` gets
+    /// the files, [`Cache::commit`] moves it into the store.
+    pub fn staging(&self, _lock: &Lock) -> anyhow::Result<PathBuf> {
+        let tmp = self.root.join("tmp");
+        fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        for n in 0u32.. {
+            let d = tmp.join(format!("{}-{n}", std::process::id()));
+            match fs::create_dir(&d) {
+                Ok(()) => return Ok(d),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).with_context(|| format!("creating {}", d.display())),
+            }
+        }
+        unreachable!("a free staging name")
+    }
+
+    /// Moves a staged, checked tree into the store.
+    pub fn commit(
+        &self,
+        staged: &Path,
+        manifest: &PackageManifest,
+        _lock: &Lock,
+    ) -> anyhow::Result<InstalledPackage> {
+        let dir = self.entry(&manifest.id());
+        fs::write(staged.join("manifest.json"), serde_json::to_vec(manifest)?)?;
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(self.root.join("store"))?;
+        fs::rename(staged, &dir).with_context(|| format!("moving a tree to {}", dir.display()))?;
+        Ok(InstalledPackage {
+            manifest: manifest.clone(),
+            dir: dir.join(&manifest.name),
+        })
+    }
+
+    /// Makes room for `need` more bytes, removing the trees used least
+    /// recently except those of `keep` (manifest ids). Err: even then they
+    /// would not fit.
+    pub fn make_room(&self, need: u64, keep: &[String], _lock: &Lock) -> anyhow::Result<()> {
+        let mut held: Vec<(std::time::SystemTime, u64, PathBuf, bool)> = Vec::new();
+        if let Ok(dir) = fs::read_dir(self.root.join("store")) {
+            for e in dir.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                let mpath = e.path().join("manifest.json");
+                let parsed: Option<PackageManifest> = fs::read(&mpath)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+                let Some(m) = parsed else {
+                    // Not a tree this cache made whole: it goes.
+                    let _ = fs::remove_dir_all(e.path());
+                    continue;
+                };
+                let used = fs::metadata(&mpath)
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                held.push((used, tree_bytes(&m), e.path(), keep.contains(&id)));
+            }
+        }
+        let mut total: u64 = held.iter().map(|h| h.1).sum();
+        held.sort_by_key(|h| h.0);
+        for (_, bytes, path, kept) in &held {
+            if total.saturating_add(need) <= self.max_bytes {
+                break;
+            }
+            if !kept {
+                tracing::info!(
+                    "package cache: removing {} (least recently used)",
+                    path.display()
+                );
+                let _ = fs::remove_dir_all(path);
+                total -= bytes;
+            }
+        }
+        if total.saturating_add(need) > self.max_bytes {
+            anyhow::bail!(
+                "the package set does not fit in this daemon's package cache \
+                 (--max-package-cache {} MiB)",
+                self.max_bytes >> 20
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Marks a tree used now (its manifest's modification time).
+fn touch(path: &Path) {
+    if let Ok(f) = OpenOptions::new().write(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
