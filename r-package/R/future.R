@@ -155,6 +155,13 @@ FUTURE_TASK <- quote({
     sink(.hako_con, type = "output")
   }
   .hako_conds <- list()
+  # future attaches the future's packages on the worker (a `%<-%` in the
+  # expression is found so), not just loads them
+  for (.hako_p in .hako_fpk) {
+    if (!paste0("package:", .hako_p) %in% search()) {
+      suppressPackageStartupMessages(library(.hako_p, character.only = TRUE))
+    }
+  }
   .hako_val <- tryCatch(
     withCallingHandlers(
       withVisible(eval(.hako_fx, new.env(parent = globalenv()))),
@@ -197,7 +204,8 @@ run.HakoFuture <- function(future, ...) {
   seed <- if (is.numeric(future$seed)) as.integer(future$seed) else FALSE
   stdout <- future$stdout
   if (is.null(stdout)) stdout <- TRUE
-  a <- list(.hako_fx = future$expr, .hako_fcc = future$conditions, .hako_fstdout = stdout)
+  a <- list(.hako_fx = future$expr, .hako_fcc = future$conditions, .hako_fstdout = stdout,
+            .hako_fpk = as.character(future$packages))
   future$hako <- submit(p, FUTURE_TASK, a = a, g = as.list(future$globals), pk = setdiff(future$packages, sandbox_packages()),
                         relay = is.na(stdout), seed = seed)
   future$state <- "running"
