@@ -219,3 +219,12 @@ preload_packages <- function(set, compute) {
   })
   invisible()
 }
+
+# `--mount` arguments for R-only packages of this library (daemon(): a
+# volunteer's compiled packages come from the host's set, not from here).
+package_mounts <- function(packages) {
+  if (!is.character(packages) || anyNA(packages)) {
+    stop("hako: 'packages' must be a character vector of package names", call. = FALSE)
+  }
+  local_packages(setdiff(unique(packages), c(sandbox_packages(), "webr")))$mounts
+}
