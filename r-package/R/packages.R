@@ -67,7 +67,7 @@ store_packages <- function() {
 # be read here (then `hako pkg install` reads them and says what is wrong).
 repo_packages <- function(repos) {
   contrib <- paste0(sub("/+$", "", repos), "/bin/emscripten/contrib/4.6")
-  ap <- tryCatch(suppressWarnings(utils::available.packages(contriburl = contrib, filters = list(), quiet = TRUE)),
+  ap <- tryCatch(suppressWarnings(utils::available.packages(contriburl = contrib, filters = list(), quiet = TRUE, ignore_repo_cache = TRUE)),
                  error = function(e) NULL)
   if (is.null(ap) || !nrow(ap)) return(NULL)
   unique(ap[, "Package"])
