@@ -82,6 +82,15 @@ test_that("an R-only package of this library gets its compiled dependencies from
   expect_true(r$ok)
 })
 
+test_that("a daemon dialling in over wss gets the set from the host", {
+  repo <- wasm_repo()
+  on.exit(reset_all())
+  daemons(url = host_url(host = "127.0.0.1"), packages = "purrr", repos = repo)
+  launch_local(1)
+  expect_equal(hako(purrr::map_dbl(1:3, function(x) x^2))[], c(1, 4, 9))
+  expect_match(hako(find.package("purrr"))[], "^/hako/library/")
+})
+
 test_that("a package the sandbox cannot get is an error saying how to add it", {
   repo <- wasm_repo()
   on.exit(reset_all())
