@@ -66,7 +66,11 @@
 #'   or `hako pkg install NAME --repo URL` in a shell) comes from there,
 #'   checked by hash and mounted read-only at `/hako/library`; else an R-only
 #'   package installed in this session's library is mounted read-only at
-#'   `/library/<name>`. Anything else is an R error saying how to add it.
+#'   `/library/<name>` (local daemons only). Anything else is an R error
+#'   saying how to add it. Remote daemons fetch the store's packages from
+#'   the host (checked by hash). Local daemons load the set's namespaces
+#'   once (as [everywhere()]), so tasks do not pay for loading them;
+#'   `library()` in a task attaches, and the reset undoes it.
 #' @param repos `NULL`, or repositories of WebAssembly binary packages
 #'   (`https://` or `file://` URLs, or directories, in the layout of webR's
 #'   repository <https://repo.r-wasm.org> or one `hako pkg build` writes):
