@@ -41,7 +41,9 @@ test_that("daemons(packages =) mounts R-only packages read-only and refuses comp
   expect_error(daemons(1, packages = "nosuchpkg"), "not installed")
   expect_error(daemons(1, packages = "testthat"), "compiled code.*testthat")
   if (requireNamespace("furrr", quietly = TRUE)) {
-    expect_error(daemons(1, packages = "furrr"), "compiled code.*purrr")
+    # an empty package store: furrr's purrr is then found nowhere
+    hako:::with_envvars(c(HAKO_PACKAGES = tempfile("empty-store-")),
+                       expect_error(daemons(1, packages = "furrr"), "compiled code.*purrr"))
   }
   expect_error(daemons(1, packages = 1), "character")
   skip_if_not_installed("foreach")
