@@ -115,10 +115,31 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         fs::File::create(&lock_path).with_context(|| format!("create {}", lock_path.display()))?;
     hako_assets::lock_exclusive(&lock).context("lock the repository")?;
 
+    sweep_scratch(&crate::paths::cache_dir());
     let scratch = crate::paths::cache_dir().join(format!("build-{}", std::process::id()));
     let result = build_all(&args, &tc, &contrib, &scratch);
     let _ = fs::remove_dir_all(&scratch);
     result
+}
+
+/// Removes the scratch directories (`build-<pid>`) of builds that were
+/// killed: their process is gone, so nothing else will.
+fn sweep_scratch(cache: &Path) {
+    let Ok(entries) = fs::read_dir(cache) else {
+        return;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix("build-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A source package, unpacked.
@@ -696,6 +717,31 @@ mod tests {
         );
         let n: Vec<String> = needs(&d).into_iter().collect();
         assert_eq!(n, ["cli", "cpp11", "glue", "lifecycle", "rlang"]);
+    }
+
+    #[test]
+    fn failure_summary_is_the_first_error_line() {
+        let log = "gcc -c a.c\nwarning: x\na.c:3:1: error: use of undeclared identifier 'Rf_findVar'\nb.c: error: y\n";
+        assert_eq!(
+            first_error(log),
+            "a.c:3:1: error: use of undeclared identifier 'Rf_findVar'"
+        );
+        assert_eq!(first_error("nothing\n"), "see the log below");
+    }
+
+    #[test]
+    fn scratch_of_dead_builds_is_swept_and_live_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let live = d.path().join(format!("build-{}", std::process::id()));
+        // No process has pid u32::MAX - 1 (above Linux's pid_max).
+        let dead = d.path().join(format!("build-{}", u32::MAX - 1));
+        let other = d.path().join("build-notapid");
+        for p in [&live, &dead, &other] {
+            fs::create_dir_all(p.join("src-0")).unwrap();
+        }
+        sweep_scratch(d.path());
+        assert!(live.exists() && other.exists());
+        assert!(!dead.exists());
     }
 
     #[test]
