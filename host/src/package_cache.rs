@@ -183,3 +183,50 @@ fn touch(path: &Path) {
         let _ = f.set_modified(std::time::SystemTime::now());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hako_runtime::packages::FileEntry;
+
+    fn tree(cache: &Cache, lock: &Lock, name: &str, bytes: usize) -> PackageManifest {
+        let staged = cache.staging(lock).unwrap();
+        let dir = staged.join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("DESCRIPTION"), vec![b'x'; bytes]).unwrap();
+        let m = PackageManifest {
+            name: name.into(),
+            version: "1".into(),
+            files: [(
+                "DESCRIPTION".to_string(),
+                FileEntry {
+                    sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(vec![b'x'; bytes])),
+                    size: bytes as u64,
+                },
+            )]
+            .into(),
+        };
+        cache.commit(&staged, &m, lock).unwrap();
+        m
+    }
+
+    #[test]
+    fn room_is_made_by_the_least_recently_used_trees_never_the_kept_ones() {
+        let t = tempfile::tempdir().unwrap();
+        let cache = Cache::new(Some(t.path().to_path_buf()), 300);
+        let lock = cache.lock().unwrap();
+        let a = tree(&cache, &lock, "a", 100);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let b = tree(&cache, &lock, "b", 100);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Using a makes b the least recently used.
+        assert!(cache.get(&a, &lock).is_some());
+        cache.make_room(150, &[], &lock).unwrap();
+        assert!(cache.get(&a, &lock).is_some());
+        assert!(cache.get(&b, &lock).is_none());
+        // A kept tree stays even when that means no room.
+        let e = cache.make_room(250, &[a.id()], &lock).unwrap_err();
+        assert!(e.to_string().contains("--max-package-cache"), "{e}");
+        assert!(cache.get(&a, &lock).is_some());
+    }
+}

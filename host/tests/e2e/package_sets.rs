@@ -140,6 +140,38 @@ fn a_remote_daemon_gets_the_set_from_the_host_then_from_its_cache() {
     );
     let _ = second.kill();
     let _ = second.wait();
+    host.wait_connections(0);
+
+    // A damaged tree in the cache is not used: fetched again, alone.
+    let description = std::fs::read_dir(cache.path().join("store"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("glue/DESCRIPTION"))
+        .find(|p| p.is_file())
+        .expect("glue in the cache");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&description)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"Imports: evil\n").unwrap();
+    drop(f);
+    let (mut third, third_log) = spawn_logged(
+        &mut host.daemon_cmd(&["--package-cache", &cache_arg]),
+        "pkgset-remote-d3",
+    );
+    host.wait_connections(1);
+    assert_eq!(run(&mut host, 5, SQUARES), 14.0);
+    let l = log(&third_log);
+    assert!(
+        l.contains("glue 1.8.0 was damaged")
+            && l.contains(&format!(
+                "{n} package(s), {} from the cache, 1 fetched",
+                n - 1
+            )),
+        "{l}"
+    );
+    let _ = third.kill();
+    let _ = third.wait();
 }
 
 #[test]
