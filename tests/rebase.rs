@@ -136,3 +136,42 @@ fn rebasing_again_frees_the_old_base() {
     assert_eq!(eval_ok(&mut sb, "cat(x0 + x11)"), "11");
     drop(sb);
 }
+
+/// This process's resident set, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// An idle daemon gives its sandbox's pages back after a reset
+/// (`release_memory`): the memory reads as its base again, pristine or
+/// rebased, and the resident set shrinks by the pages R had touched.
+#[test]
+fn released_memory_reads_as_the_base_again() {
+    let _serial = serial();
+    let mut sb = sandbox();
+    // Small tasks bring the image's pages they read in, and their resets
+    // copy back what they wrote: both stay resident until released.
+    for _ in 0..50 {
+        eval_ok(&mut sb, "x <- summary(c(1, 2, 3))");
+        sb.reset().unwrap();
+    }
+    let before = rss_kib();
+    sb.release_memory().unwrap();
+    let after = rss_kib();
+    assert!(
+        after + 2 * 1024 < before,
+        "RSS {before} KiB before release, {after} KiB after"
+    );
+    assert_eq!(eval_ok(&mut sb, "cat(exists('x'), 1 + 1)"), "FALSE 2");
+    sb.reset().unwrap();
+
+    eval_ok(&mut sb, "kept <- 42; library(stats4)");
+    sb.rebase().unwrap();
+    eval_ok(&mut sb, "mine <- 1; kept <- 0");
+    sb.reset().unwrap();
+    sb.release_memory().unwrap();
+    assert_eq!(state(&mut sb).trim(), "TRUE FALSE TRUE");
+    assert_eq!(eval_ok(&mut sb, "cat(kept)"), "42");
+}

@@ -418,11 +418,16 @@ struct Thread {
     based: bool,
 }
 
+/// How long a daemon waits for work before it gives its sandbox's pages
+/// back to the kernel (idle RSS; the next task faults them in again).
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
 impl Thread {
     /// The next piece of work, claimed as running in the same step (so a
     /// cancel finds a task either waiting or running), or why to end.
     fn next(&mut self, idle_since: Instant) -> Result<Work, Exit> {
         let mut s = self.shared.lock();
+        let mut released = false;
         loop {
             if s.stop {
                 return Err(Exit::Stopped);
@@ -441,7 +446,21 @@ impl Thread {
                 };
                 return Ok(w);
             }
-            s = match self.config.idle_time {
+            // Idle a while with a reset sandbox: its pages go back to the
+            // kernel (the next task faults the image in again), so an idle
+            // daemon holds little more than its code.
+            let release_in = (!released && !self.dirty && !self.config.keep_state)
+                .then(|| IDLE_RELEASE.saturating_sub(idle_since.elapsed()));
+            if release_in.is_some_and(|d| d.is_zero()) {
+                drop(s);
+                released = true;
+                if let Err(e) = self.sandbox.release_memory() {
+                    tracing::debug!("idle sandbox kept its pages: {e:#}");
+                }
+                s = self.shared.lock();
+                continue;
+            }
+            let wait = match self.config.idle_time {
                 Some(idle) => {
                     let left = idle.saturating_sub(idle_since.elapsed());
                     if left.is_zero() {
@@ -451,11 +470,15 @@ impl Thread {
                         });
                         return Err(Exit::Idle);
                     }
-                    match self.shared.work.wait_timeout(s, left) {
-                        Ok((g, _)) => g,
-                        Err(e) => e.into_inner().0,
-                    }
+                    Some(release_in.map_or(left, |r| r.min(left)))
                 }
+                None => release_in,
+            };
+            s = match wait {
+                Some(left) => match self.shared.work.wait_timeout(s, left) {
+                    Ok((g, _)) => g,
+                    Err(e) => e.into_inner().0,
+                },
                 None => self.shared.work.wait(s).unwrap_or_else(|e| e.into_inner()),
             };
         }

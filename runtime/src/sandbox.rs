@@ -366,6 +366,13 @@ impl Sandbox {
         Ok(TaskResult { outcome, output })
     }
 
+    /// Give the memory's pages back to the kernel, for a daemon left idle.
+    /// Only right after a reset: the memory then reads as its base image
+    /// (and zeros above it) again, which the next task faults back in.
+    pub fn release_memory(&self) -> Result<()> {
+        self.mem.release().context("releasing memory")
+    }
+
     /// Back to the base state (pristine, or the one [`Sandbox::rebase`]
     /// kept): memory, linker, files, descriptors.
     pub fn reset(&mut self) -> Result<()> {
