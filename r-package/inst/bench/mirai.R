@@ -5,9 +5,10 @@
 #   - round trip: `x(1)[]` p50/p99 over n_rt sequential calls after warm-up
 #   - map: `map(1:n_map, identity)` elements/s (PSOCK: clusterApplyLB)
 #   - start: from starting the 2 workers to the first result
-#   - idle RSS of the worker side (VmRSS and PSS from /proc): hako's host
-#     process holding both daemons against one mirai daemon process and the
-#     sum of both
+#   - idle RSS of the worker side (VmRSS and PSS from /proc, 2 s after the
+#     last task): one `hako daemon` process (one sandbox, over wss) against
+#     one mirai daemon process; hako's host process holding both in-process
+#     daemons against both mirai daemons
 #   - hako_map(.chunk = TRUE) (elements of one map share a sandbox) when the
 #     installed hako has it
 # Prints the table and the ratios the issue sets as goals.
@@ -54,7 +55,7 @@ p <- hako:::get_profile(NULL)
 r <- rt(function() hako(1)[], n_rt)
 t0 <- Sys.time(); out <- hako_map(seq_len(n_map), identity)[]; tp <- n_map / secs(t0)
 stopifnot(length(out) == n_map, identical(out[[n_map]], n_map))
-Sys.sleep(1); invisible(gc())
+Sys.sleep(2); invisible(gc()) # idle: daemons give their sandbox's pages back after 1 s
 m <- mem(p$pid)
 add("hako (2 daemons, pristine per task)", r, tp, st, m$sum[["rss"]], m$sum[["pss"]])
 chunked <- "chunk" %in% sub("^\\.", "", names(formals(hako_map)))
@@ -68,6 +69,13 @@ if (chunked) {
   add(sprintf("hako_map(.chunk = TRUE), %d elements", big), NA, tc2)
 }
 daemons(0)
+# one daemon process (one sandbox, over wss) against one mirai daemon process
+invisible(daemons(url = host_url(host = "127.0.0.1"))); dpid <- launch_local(1); p <- hako:::get_profile(NULL)
+t0 <- Sys.time(); while (hako:::query_info(p)$counters[["connections"]] < 1 && secs(t0) < 60) Sys.sleep(0.1)
+for (i in 1:200) hako(1)[]
+Sys.sleep(2)
+hako_one <- mem(dpid)$each
+daemons(0)
 
 # mirai
 if (has_mirai) {
@@ -78,7 +86,7 @@ if (has_mirai) {
     stopifnot(length(out) == n_map)
     pids <- unique(unlist(mirai::everywhere(Sys.getpid())[]))
     if (length(pids) < 2L) pids <- unique(unlist(lapply(1:20, function(i) mirai::mirai({ Sys.sleep(0.05); Sys.getpid() })[])))
-    Sys.sleep(1)
+    Sys.sleep(2)
     m <- mem(pids)
     add(sprintf("mirai %s (2 daemons, %s)", utils::packageVersion("mirai"), if (disp) "dispatcher" else "no dispatcher"),
         r, tp, st, m$sum[["rss"]], m$sum[["pss"]])
@@ -109,8 +117,10 @@ if (has_mirai) {
   cat(sprintf("  round trip p99: %.2f (%.3f vs %.3f ms)\n", h$p99_ms / nd$p99_ms, h$p99_ms, nd$p99_ms))
   cat(sprintf("  map rate:       %.2f (%d vs %d /s)\n", h$map_per_s / nd$map_per_s, h$map_per_s, nd$map_per_s))
   cat(sprintf("  start:          %.2f (%.3f vs %.3f s)\n", h$start_s / nd$start_s, h$start_s, nd$start_s))
-  cat(sprintf("  idle RSS, hako host (2 daemons) / one mirai daemon: %.2f (%.1f vs %.1f MB; per hako daemon %.1f MB; PSS %.1f vs %.1f MB)\n",
-              h$rss_mb / mirai_one[["rss", 1]], h$rss_mb, mirai_one[["rss", 1]], h$rss_mb / 2, h$pss_mb, mirai_one[["pss", 1]]))
+  cat(sprintf("  idle RSS, one hako daemon process / one mirai daemon: %.2f (%.1f vs %.1f MB; PSS %.1f vs %.1f MB)\n",
+              hako_one[["rss", 1]] / mirai_one[["rss", 1]], hako_one[["rss", 1]], mirai_one[["rss", 1]], hako_one[["pss", 1]], mirai_one[["pss", 1]]))
+  cat(sprintf("  idle RSS, hako host (2 in-process daemons) / one mirai daemon: %.2f (%.1f vs %.1f MB; %.1f MB per hako daemon)\n",
+              h$rss_mb / mirai_one[["rss", 1]], h$rss_mb, mirai_one[["rss", 1]], h$rss_mb / 2))
   cat(sprintf("  idle RSS, worker side for 2 workers: %.2f (%.1f vs %.1f MB)\n", h$rss_mb / nd$rss_mb, h$rss_mb, nd$rss_mb))
   if (chunked) {
     cat(sprintf("  chunked map rate / mirai's: %.1fx (%d vs %d /s; goal >= 10x)\n",
