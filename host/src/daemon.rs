@@ -13,7 +13,7 @@
 //! not be reached with `--autoexit`, 2 on a usage or set-up error.
 
 use crate::dial::{self, DialError, Target};
-use crate::package_cache::Cache;
+use crate::package_cache::{Cache, InUse};
 use crate::package_fetch::{self, Failure, Policy};
 use crate::peer::{Out, OutTx};
 use crate::protocol::{DaemonLimits, FrameLimits, HelloBody, Message, Role};
@@ -175,7 +175,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         cache,
         runtime,
         sandbox: settings.sandbox.clone(),
-        current: Mutex::new(Vec::new()),
+        current: Mutex::new((Vec::new(), Vec::new())),
     };
     let hello = hello(&args, &settings);
     let wall_deadline = wall_time.map(|w| tokio::time::Instant::from_std(started + w));
@@ -402,8 +402,9 @@ struct Packages {
     runtime: hako_runtime::Runtime,
     /// The volunteer's sandbox, without packages.
     sandbox: SandboxConfig,
-    /// Manifest ids of the set the worker's sandbox has now.
-    current: Mutex<Vec<String>>,
+    /// Manifest ids of the set the worker's sandbox has now, and its trees
+    /// held in the cache (not removed while mounted).
+    current: Mutex<(Vec<String>, Vec<InUse>)>,
 }
 
 /// The host's set in place and a sandbox that has it, if the worker's does
@@ -421,9 +422,9 @@ async fn take_set(
     let got = package_fetch::receive(conn, &limits, &policy).await;
     let built = match got {
         Err(e) => Err(e),
-        Ok(set) => {
+        Ok((set, holds)) => {
             let ids: Vec<String> = set.packages.iter().map(|p| p.manifest.id()).collect();
-            let same = packages.current.lock().map(|c| *c == ids).unwrap_or(false);
+            let same = packages.current.lock().map(|c| c.0 == ids).unwrap_or(false);
             let announced = !set.is_empty();
             let sandbox = if same {
                 Ok(None)
@@ -434,7 +435,7 @@ async fn take_set(
                 match tokio::task::spawn_blocking(move || rt.sandbox(config)).await {
                     Ok(Ok(sb)) => {
                         if let Ok(mut c) = packages.current.lock() {
-                            *c = ids;
+                            *c = (ids, holds);
                         }
                         Ok(Some(sb))
                     }

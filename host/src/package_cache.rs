@@ -25,6 +25,13 @@ pub struct Lock {
     _file: File,
 }
 
+/// A tree a sandbox has mounted: other daemons sharing the cache do not
+/// remove it to make room while this is held (a shared flock on its
+/// manifest); released on drop.
+pub struct InUse {
+    _file: File,
+}
+
 /// Bytes a manifest's files take.
 pub fn tree_bytes(m: &PackageManifest) -> u64 {
     m.files.values().fold(0u64, |a, f| a.saturating_add(f.size))
@@ -54,17 +61,7 @@ impl Cache {
             .write(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        use std::os::fd::AsRawFd;
-        loop {
-            // SAFETY: flock on a descriptor we own; no memory is passed.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(e).with_context(|| format!("locking {}", path.display()));
-            }
-        }
+        flock(&file, libc::LOCK_EX).with_context(|| format!("locking {}", path.display()))?;
         // What a daemon killed mid-fetch left.
         let _ = fs::remove_dir_all(self.root.join("tmp"));
         Ok(Lock { _file: file })
@@ -128,6 +125,14 @@ impl Cache {
         })
     }
 
+    /// Marks the tree of manifest id `id` in use (see [`InUse`]).
+    pub fn hold(&self, id: &str, _lock: &Lock) -> anyhow::Result<InUse> {
+        let path = self.entry(id).join("manifest.json");
+        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        flock(&file, libc::LOCK_SH).with_context(|| format!("locking {}", path.display()))?;
+        Ok(InUse { _file: file })
+    }
+
     /// Makes room for `need` more bytes, removing the trees used least
     /// recently except those of `keep` (manifest ids). Err: even then they
     /// would not fit.
@@ -157,7 +162,7 @@ impl Cache {
             if total.saturating_add(need) <= self.max_bytes {
                 break;
             }
-            if !kept {
+            if !kept && !in_use(path) {
                 tracing::info!(
                     "package cache: removing {} (least recently used)",
                     path.display()
@@ -174,6 +179,29 @@ impl Cache {
             );
         }
         Ok(())
+    }
+}
+
+/// Whether a daemon's sandbox has the tree at `dir` mounted ([`InUse`]).
+fn in_use(dir: &Path) -> bool {
+    match File::open(dir.join("manifest.json")) {
+        Ok(f) => flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_err(),
+        Err(_) => false,
+    }
+}
+
+/// flock(2), retried when interrupted.
+fn flock(file: &File, op: i32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
     }
 }
 
@@ -228,5 +256,12 @@ mod tests {
         let e = cache.make_room(250, &[a.id()], &lock).unwrap_err();
         assert!(e.to_string().contains("--max-package-cache"), "{e}");
         assert!(cache.get(&a, &lock).is_some());
+        // So does one another daemon's sandbox has mounted.
+        let held = cache.hold(&a.id(), &lock).unwrap();
+        assert!(cache.make_room(250, &[], &lock).is_err());
+        assert!(cache.get(&a, &lock).is_some());
+        drop(held);
+        cache.make_room(250, &[], &lock).unwrap();
+        assert!(cache.get(&a, &lock).is_none());
     }
 }

@@ -11,7 +11,7 @@
 //! that does not match its manifest, more bytes than announced, a frame
 //! out of turn) is told why (`PackagesReady { refused }`) and left.
 
-use crate::package_cache::{tree_bytes, Cache};
+use crate::package_cache::{tree_bytes, Cache, InUse};
 use crate::protocol::{FrameLimits, Message, PackageData, PackageFetch, PackageOffer};
 use crate::ws;
 use hako_runtime::packages::{valid_name, InstalledPackage, PackageManifest, PackageSet};
@@ -48,14 +48,15 @@ pub struct Policy<'a> {
     pub cache: &'a Cache,
 }
 
-/// The set the host announces, in place in the cache. An empty set needs no
+/// The set the host announces, in place in the cache and held there (keep
+/// the holds as long as a sandbox mounts the set). An empty set needs no
 /// answer; for any other, the caller answers `PackagesReady` once its
 /// sandbox has it (or with the refusal).
 pub async fn receive<S>(
     conn: &mut WebSocketStream<S>,
     limits: &FrameLimits,
     policy: &Policy<'_>,
-) -> Result<PackageSet, Failure>
+) -> Result<(PackageSet, Vec<InUse>), Failure>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -69,7 +70,7 @@ where
         }
     };
     if offer.packages.is_empty() {
-        return Ok(PackageSet::default());
+        return Ok((PackageSet::default(), Vec::new()));
     }
     let names: Vec<String> = offer
         .packages
@@ -135,9 +136,15 @@ where
         fetched_bytes,
         names.join(", ")
     );
-    Ok(PackageSet {
+    let holds = ids
+        .iter()
+        .map(|id| cache.hold(id, &lock))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map_err(|e| Failure::Refused(format!("{e:#}")))?;
+    let set = PackageSet {
         packages: out.into_iter().flatten().collect::<Vec<InstalledPackage>>(),
-    })
+    };
+    Ok((set, holds))
 }
 
 /// The next frame from the host, answering its pings.
