@@ -6,7 +6,10 @@
 //! host cannot raise them. Nor can the host make it grow outside `--memory`
 //! or spawn threads: the frames it reads, the tasks and `everywhere()` code
 //! it holds and the results it sends are bounded (see `worker.rs` and
-//! PROTOCOL.md), and it tells the host no more than `--name` says.
+//! PROTOCOL.md), and it tells the host no more than `--name` says. A host's
+//! package set comes from that host only, checked file by file by sha256 and
+//! kept within `--max-package-cache` (`package_fetch.rs`); `--no-packages`
+//! refuses sets, and the daemon then leaves that host.
 //!
 //! Exit status: 0 when done (host shut down with `--autoexit`, a cap
 //! reached, a signal), 1 when the host refused or is not trusted or could
