@@ -12,7 +12,8 @@
 //! refuses sets, and the daemon then leaves that host.
 //!
 //! Exit status: 0 when done (host shut down with `--autoexit`, a cap
-//! reached, a signal), 1 when the host refused or is not trusted or could
+//! reached, a signal), 1 when the host refused (or this daemon refused its
+//! package set) or is not trusted or could
 //! not be reached with `--autoexit`, 2 on a usage or set-up error.
 
 use crate::dial::{self, DialError, Target};
