@@ -156,7 +156,12 @@ impl HakoEngine {
         // configuration (the key includes its compatibility hash) and its
         // checksum matches what we wrote, so it is not truncated or corrupted.
         // The cache directory is the user's own, trusted like the binary.
-        unsafe { Module::deserialize(&self.inner.engine, &bytes) }.ok()
+        // Mapped from the file, not copied: a process keeps resident only
+        // the code it runs (~32 MB of R.wasm's code were copied whole into
+        // every daemon), and processes share it in the page cache. A cache
+        // file is only ever replaced by rename, so the checked one stays.
+        drop(bytes);
+        unsafe { Module::deserialize_file(&self.inner.engine, path) }.ok()
     }
 }
 
