@@ -16,6 +16,7 @@ use hako_runtime::packages::PackageSet;
 use hako_runtime::SandboxConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -309,12 +310,18 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
         }
         None => String::new(),
     };
+    let local_failed = Arc::new(AtomicBool::new(false));
     if args.local > 0 {
-        start_local(&args, &settings, &handle);
+        start_local(&args, &settings, &handle, &local_failed);
     }
     let link_task = start_link(&args, &handle, ready, &banner, settings.limits.bulk).await?;
 
-    let code = wait(handle.clone(), link_task, dispatcher_task).await;
+    let mut code = wait(handle.clone(), link_task, dispatcher_task).await;
+    if local_failed.load(Ordering::SeqCst) {
+        // A host whose daemons never started did not do its job: say so in
+        // the exit status too, not only in the log.
+        code = ExitCode::FAILURE;
+    }
     let _ = stop_tx.send(true);
     // Connections send the dispatcher's shutdown notices, then close.
     let grace = settings.shutdown_grace;
@@ -325,8 +332,8 @@ async fn host(args: HostArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Start the in-process daemons in the background, so the link is up at
-/// once; if they cannot start, the host shuts down.
-fn start_local(args: &HostArgs, settings: &Settings, handle: &Handle) {
+/// once; if they cannot start, the host shuts down (and `failed` is set).
+fn start_local(args: &HostArgs, settings: &Settings, handle: &Handle, failed: &Arc<AtomicBool>) {
     let config = WorkerConfig {
         keep_state: args.keep_state,
         task_timeout_cap: settings.task_timeout,
@@ -337,7 +344,7 @@ fn start_local(args: &HostArgs, settings: &Settings, handle: &Handle) {
     };
     let assets_dir = paths::assets_dir(args.sandbox.assets.as_deref());
     let sandbox = settings.sandbox.clone();
-    let (n, h) = (args.local, handle.clone());
+    let (n, h, failed) = (args.local, handle.clone(), failed.clone());
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
         let r = (|| -> anyhow::Result<()> {
@@ -349,6 +356,7 @@ fn start_local(args: &HostArgs, settings: &Settings, handle: &Handle) {
             Ok(()) => tracing::info!("{n} local daemon(s) ready in {:.2?}", started.elapsed()),
             Err(e) => {
                 tracing::error!("local daemons failed to start: {e:#}");
+                failed.store(true, Ordering::SeqCst);
                 h.shutdown("local daemons failed to start");
             }
         }

@@ -132,3 +132,22 @@ fn compiling_r_and_starting_it_are_reported_and_later_starts_are_quiet() {
     let (stdout, err) = text(&again);
     assert_eq!((stdout.as_str(), err.as_str()), ("[1] 2\n", ""));
 }
+
+#[test]
+fn a_host_whose_local_daemons_cannot_start_exits_with_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("bin");
+    std::fs::create_dir(&empty).unwrap();
+    let out = hako()
+        .args(["host", "--local", "1"])
+        .env("HAKO_ASSETS", dir.path().join("assets"))
+        .env("PATH", &empty)
+        .env_remove("HAKO_WEBR_TARBALL")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("local daemons failed to start"), "{err}");
+    assert!(err.contains("`npm` is not on PATH"), "{err}");
+}
