@@ -7,6 +7,7 @@ use crate::engine::HakoEngine;
 use crate::limits::{Interrupt, Limit, MemoryLimiter, Stop};
 use crate::memory::{self, MemCtl};
 use crate::output::{Chunk, Output};
+use crate::packages::PackageSet;
 use crate::pristine::{Pristine, PristineState, BOOT_VERSION};
 use crate::rapi::{RApi, Sexp};
 use crate::store::StoreData;
@@ -75,6 +76,9 @@ pub struct SandboxConfig {
     pub scratch_bytes: u64,
     /// Host directories the guest may see.
     pub mounts: Vec<MountSpec>,
+    /// Compiled packages, checked against their manifests when a sandbox is
+    /// made and mounted read-only at [`crate::packages::LIBRARY`].
+    pub packages: Arc<PackageSet>,
 }
 
 impl Default for SandboxConfig {
@@ -85,6 +89,7 @@ impl Default for SandboxConfig {
             output_bytes: 16 << 20,
             scratch_bytes: 256 << 20,
             mounts: Vec::new(),
+            packages: Arc::default(),
         }
     }
 }
@@ -93,7 +98,14 @@ impl SandboxConfig {
     /// Refuse a bad mount (overlapping, relative, missing host directory)
     /// now rather than when the first sandbox is built.
     pub fn check_mounts(&self) -> Result<(), crate::vfs::VfsError> {
-        crate::vfs::check_mounts(HOME, &self.mounts)
+        crate::vfs::check_mounts(HOME, &self.all_mounts())
+    }
+
+    /// The configured mounts plus the package trees.
+    fn all_mounts(&self) -> Vec<MountSpec> {
+        let mut m = self.mounts.clone();
+        m.extend(self.packages.mounts());
+        m
     }
 }
 
@@ -216,6 +228,9 @@ impl Runtime {
 
     /// A fresh sandbox in the pristine state.
     pub fn sandbox(&self, config: SandboxConfig) -> Result<Sandbox> {
+        // Once per sandbox, not per rebuild: the trees are mounted read-only
+        // and each side module is checked again by hash when it is loaded.
+        config.packages.verify()?;
         let interrupt = Arc::new(Interrupt::default());
         let base = self.inner.pristine.clone();
         let (store, api, mem) = instantiate(&self.inner, &base, &config, interrupt.clone())?;
@@ -676,7 +691,7 @@ fn new_store(
 fn vfs_for(image: &Arc<RoImage>, config: &SandboxConfig) -> Result<Vfs> {
     Vfs::new(VfsConfig {
         image: image.clone(),
-        mounts: config.mounts.clone(),
+        mounts: config.all_mounts(),
         home: HOME.to_string(),
         scratch_bytes: config.scratch_bytes,
         max_fds: 1024,
@@ -699,6 +714,9 @@ fn instantiate(
         config.output_bytes,
         interrupt,
     );
+    if !config.packages.is_empty() {
+        store.data_mut().linking.packages = Arc::new(config.packages.modules());
+    }
     let p = base;
     memory::set_pending_image(Some(p.image.clone()));
     let restored = dylink::restore(&mut store.as_context_mut(), &p.state.link);
