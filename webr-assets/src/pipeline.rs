@@ -159,6 +159,7 @@ fn translate_legacy_eh(
         .map(|&i| Job {
             name: outputs[i].rel.clone(),
             input: std::mem::take(&mut outputs[i].data),
+            extra_flags: &[],
         })
         .collect();
     progress(&format!(

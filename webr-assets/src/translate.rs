@@ -25,10 +25,14 @@ pub const WASM_OPT_FLAGS: &[&str] = &[
     "--translate-to-exnref",
 ];
 
-/// A module to translate: a display name and its bytes.
+/// A module to translate: a display name, its bytes, and wasm-opt flags
+/// beyond [`WASM_OPT_FLAGS`] (package side modules from emcc 3.1.x need
+/// `--enable-multivalue` where they catch exceptions; R.wasm's flags stay as
+/// they were, so its translation, and every cache keyed by it, is unchanged).
 pub struct Job {
     pub name: String,
     pub input: Vec<u8>,
+    pub extra_flags: &'static [&'static str],
 }
 
 /// Translates every job with `node <wasm_opt>`, up to one process per core,
@@ -88,6 +92,7 @@ fn translate_one(wasm_opt: &Path, work: &Path, i: usize, job: &Job) -> Result<Ve
     let run = Command::new("node")
         .arg(wasm_opt)
         .args(WASM_OPT_FLAGS)
+        .args(job.extra_flags)
         .arg(&input)
         .arg("-o")
         .arg(&output)

@@ -26,6 +26,9 @@ pub fn translate(modules: Vec<Legacy>, work: &Path) -> anyhow::Result<Vec<Vec<u8
         .map(|m| translate::Job {
             name: m.name,
             input: m.bytes,
+            // emcc 3.1.x modules that catch exceptions return several values
+            // from their landing pads: wasm-opt must be allowed multivalue.
+            extra_flags: &["--enable-multivalue"],
         })
         .collect();
     let mut say = |m: &str| eprintln!("hako pkg: {m}");
