@@ -40,9 +40,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 pub struct DaemonArgs {
     /// The host's URL, wss://HOST:PORT.
     url: String,
-    /// The host's join token.
+    /// The host's join token (visible to other users in `ps`: prefer
+    /// --token-file or the HAKO_TOKEN environment variable).
     #[arg(long, env = "HAKO_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
+    /// Read the join token from this file (one line).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     trust: TrustArgs,
     /// Cap on any task's evaluation time, in seconds.
@@ -115,6 +119,8 @@ struct Settings {
     /// What this daemon reads from a host.
     limits: FrameLimits,
     sandbox: SandboxConfig,
+    /// The join token, from --token-file, HAKO_TOKEN or --token.
+    token: String,
 }
 
 impl Settings {
@@ -125,6 +131,11 @@ impl Settings {
         let wall_time = opt_secs(args.wall_time, "--wall-time")?;
         let max_backoff = seconds(args.max_backoff, "--max-backoff")?;
         let handshake_timeout = seconds(args.handshake_timeout, "--handshake-timeout")?;
+        let token = crate::token_args::resolve(
+            args.token.as_deref(),
+            args.token_file.as_deref(),
+            "HAKO_TOKEN",
+        )?;
         if args.max_payload == Some(0) {
             anyhow::bail!("--max-payload must be at least 1 MiB");
         }
@@ -143,6 +154,7 @@ impl Settings {
             handshake_timeout,
             limits,
             sandbox: args.sandbox.config(task_timeout)?,
+            token,
         })
     }
 }
@@ -348,7 +360,7 @@ fn start_worker(
 fn hello(args: &DaemonArgs, settings: &Settings) -> HelloBody {
     HelloBody {
         role: Role::Daemon,
-        token: args.token.clone(),
+        token: settings.token.clone(),
         name: args.name.clone().unwrap_or_else(anonymous_name),
         limits: DaemonLimits {
             memory_bytes: (args.sandbox.memory as u64) << 20,

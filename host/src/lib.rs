@@ -39,6 +39,7 @@ pub mod startup;
 mod stdio;
 pub mod tls;
 mod token;
+mod token_args;
 mod trust_args;
 mod verify;
 mod whoami;

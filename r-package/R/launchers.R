@@ -76,8 +76,10 @@ daemon_command_line <- function(r, extra = character(), command = NULL, n = 1L) 
   bin <- if (!is.null(command)) command else if (here) hako_binary() else "hako"
   # A CA-signed host (daemons(tls = )) is checked without a pin.
   pin <- !is.null(r[["daemon_command"]]) && grepl("--fingerprint", r[["daemon_command"]], fixed = TRUE)
-  words <- c(bin, "daemon", url, "--token", r[["token"]], if (pin) c("--fingerprint", r[["fingerprint"]]), extra)
-  line <- paste(vapply(words, sh_word, ""), collapse = " ")
+  # The token goes in the environment, never in argv, where any user of
+  # that machine could read it with ps.
+  words <- c(bin, "daemon", url, if (pin) c("--fingerprint", r[["fingerprint"]]), extra)
+  line <- paste(c(paste0("HAKO_TOKEN=", sh_word(r[["token"]])), vapply(words, sh_word, "")), collapse = " ")
   where <- if (here) {
     "run on this machine (the host listens on a loopback address)"
   } else if (is.null(command)) {

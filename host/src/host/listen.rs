@@ -103,7 +103,9 @@ fn announce(
     } else {
         String::new()
     };
-    let daemon_cmd = format!("hako daemon {url} --token {}{pin}", sh(&tokens.daemon));
+    // The token travels in the environment, not in the daemon's argv where
+    // every user of the volunteer's machine could read it with ps.
+    let daemon_cmd = format!("HAKO_TOKEN={} hako daemon {url}{pin}", sh(&tokens.daemon));
     ready.add("url", &url);
     ready.add("fingerprint", &identity.fingerprint);
     ready.add("token", &tokens.daemon);
@@ -116,7 +118,7 @@ fn announce(
         "to lend a machine's cores to this host, run there:\n  {daemon_cmd}"
     );
     if let Some(ct) = &tokens.client {
-        let client_cmd = format!("hako client {url} --token {}{pin}", sh(ct));
+        let client_cmd = format!("HAKO_CLIENT_TOKEN={} hako client {url}{pin}", sh(ct));
         ready.add("client_token", ct);
         ready.add("client_command", &client_cmd);
         let _ = writeln!(

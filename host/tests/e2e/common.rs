@@ -298,17 +298,14 @@ impl Host {
         );
     }
 
-    /// `hako daemon` for this host, with extra arguments.
+    /// `hako daemon` for this host, with extra arguments; the token in the
+    /// environment, as the host's printed command passes it.
     pub fn daemon_cmd(&self, extra: &[&str]) -> Command {
         let mut c = hako();
         c.arg("daemon")
             .arg(self.get("url"))
-            .args([
-                "--token",
-                &self.get("token"),
-                "--fingerprint",
-                &self.get("fingerprint"),
-            ])
+            .env("HAKO_TOKEN", self.get("token"))
+            .args(["--fingerprint", &self.get("fingerprint")])
             .args(extra);
         c
     }

@@ -21,3 +21,4 @@ mod results;
 mod scale;
 mod startup;
 mod survival;
+mod tokens;

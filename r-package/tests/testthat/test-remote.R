@@ -60,7 +60,10 @@ test_that("launch_remote() prints a command that works as printed; its daemon le
   cmd <- launch_remote(1, .compute = "p")
   expect_s3_class(cmd, "hakoCommands")
   # a loopback host: the command is for this machine and names the binary
-  expect_true(startsWith(cmd[[1]], paste(hako:::sh_word(hako_binary()), "daemon wss://127.0.0.1:")))
+  # (its token in the environment, never in argv where ps shows it)
+  expect_true(startsWith(sub("^HAKO_TOKEN=[0-9a-f]{64} ", "", cmd[[1]]),
+                         paste(hako:::sh_word(hako_binary()), "daemon wss://127.0.0.1:")))
+  expect_false(grepl("--token", cmd[[1]], fixed = TRUE))
   expect_match(cmd[[1]], " --autoexit( |$)")
   expect_output(print(cmd), "run on this machine.*leaves when this host goes")
   expect_output(print(d), "launch a daemon with \\(run on this machine")
@@ -81,18 +84,19 @@ test_that("launch_remote(): the binary's path there, or what must be on PATH; au
   daemons(url = lh(), .compute = "q")
   cmd <- launch_remote(2, command = "/opt/hako tools/hako", .compute = "q")
   expect_length(cmd, 2)
-  expect_match(cmd[[2]], "^'/opt/hako tools/hako' daemon wss://127\\.0\\.0\\.1:[0-9]+ --token [0-9a-f]{64} --fingerprint SHA256:[0-9a-f]{64} --autoexit$")
+  expect_match(cmd[[2]], "^HAKO_TOKEN=[0-9a-f]{64} '/opt/hako tools/hako' daemon wss://127\\.0\\.0\\.1:[0-9]+ --fingerprint SHA256:[0-9a-f]{64} --autoexit$")
+  expect_false(grepl("--token", cmd[[2]], fixed = TRUE))
   kept <- launch_remote(1, autoexit = FALSE, .compute = "q")
   expect_false(grepl("--autoexit", kept[[1]], fixed = TRUE))
   expect_output(print(kept), "keeps dialling")
   expect_error(launch_remote(1, command = "", .compute = "q"), "path of the hako binary")
   # a host other machines dial: `hako` from their PATH, and the print says so
   r <- list(url = "wss://lab.example:7000", token = "t0k", fingerprint = "SHA256:ab",
-            daemon_command = "hako daemon wss://lab.example:7000 --token t0k --fingerprint SHA256:ab")
+            daemon_command = "HAKO_TOKEN=t0k hako daemon wss://lab.example:7000 --fingerprint SHA256:ab")
   far <- hako:::daemon_command_line(r, "--autoexit")
-  expect_identical(unclass(far)[[1]], "hako daemon wss://lab.example:7000 --token t0k --fingerprint SHA256:ab --autoexit")
+  expect_identical(unclass(far)[[1]], "HAKO_TOKEN=t0k hako daemon wss://lab.example:7000 --fingerprint SHA256:ab --autoexit")
   expect_output(print(far), "`hako` must be on its PATH there (or give launch_remote(command = ", fixed = TRUE)
   # a CA-signed host has no pin in its command
-  r$daemon_command <- "hako daemon wss://lab.example:7000 --token t0k"
+  r$daemon_command <- "HAKO_TOKEN=t0k hako daemon wss://lab.example:7000"
   expect_false(grepl("--fingerprint", hako:::daemon_command_line(r)[[1]]))
 })
