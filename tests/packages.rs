@@ -521,7 +521,7 @@ fn wasm_repo_packages(into: &Path) -> Vec<PathBuf> {
             )
         }
     };
-    let contrib = PathBuf::from(repo).join("bin/emscripten/contrib/4.6");
+    let contrib = repo.join("bin/emscripten/contrib/4.6");
     let mut dirs = Vec::new();
     for e in std::fs::read_dir(&contrib).expect("the test repository") {
         let path = e.unwrap().path();
