@@ -165,11 +165,13 @@ mod tests {
         let mut ready = Ready::new("1", 1);
         let banner = announce(bound, "::1", &identity, &tokens, &mut ready);
         let fp = &identity.fingerprint;
+        // Tokens in the environment, never in argv (ps shows argv).
         let daemon = format!(
-            "hako daemon wss://[::1]:7000 --token {} --fingerprint {fp}",
+            "HAKO_TOKEN={} hako daemon wss://[::1]:7000 --fingerprint {fp}",
             "d".repeat(16)
         );
-        let client = format!("hako client wss://[::1]:7000 --token 'c c' --fingerprint {fp}");
+        let client =
+            format!("HAKO_CLIENT_TOKEN='c c' hako client wss://[::1]:7000 --fingerprint {fp}");
         for line in [
             "url\twss://[::1]:7000".to_string(),
             format!("fingerprint\t{fp}"),
