@@ -44,6 +44,12 @@ pub struct DaemonArgs {
     /// --token-file or the HAKO_TOKEN environment variable).
     #[arg(long, env = "HAKO_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Run tasks at normal CPU priority. By default a daemon's sandbox runs
+    /// at the lowest (nice 19), so lending cores never slows the owner's own
+    /// work. (Either way the daemon logs one line per task: id, outcome,
+    /// time, memory.)
+    #[arg(long)]
+    normal_priority: bool,
     /// Read the join token from this file (one line).
     #[arg(long, value_name = "FILE")]
     token_file: Option<std::path::PathBuf>,
@@ -348,6 +354,8 @@ fn start_worker(
             idle_time: settings.idle_time,
             // Each host says its own bound in its welcome.
             max_result: None,
+            lowest_priority: !args.normal_priority,
+            log_tasks: true,
         },
         out,
         "daemon".into(),

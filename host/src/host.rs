@@ -341,6 +341,9 @@ fn start_local(args: &HostArgs, settings: &Settings, handle: &Handle, failed: &A
         idle_time: None,
         // Results come back in-process: the same bound as over the wire.
         max_result: Some(settings.limits.bulk),
+        // The host's own machine: its owner's tasks, at normal priority.
+        lowest_priority: false,
+        log_tasks: false,
     };
     let assets_dir = paths::assets_dir(args.sandbox.assets.as_deref());
     let sandbox = settings.sandbox.clone();

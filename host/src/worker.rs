@@ -40,6 +40,11 @@ pub struct WorkerConfig {
     /// Largest result frame, in bytes, for sessions that bring no bound of
     /// their own (in-process daemons: the host's `--max-payload`).
     pub max_result: Option<u64>,
+    /// Run the sandbox at the lowest CPU priority (a volunteer's daemon), so
+    /// lending cores never slows the owner's own work.
+    pub lowest_priority: bool,
+    /// Log one line per task, for the owner of the machine to see what ran.
+    pub log_tasks: bool,
 }
 
 /// Why a worker stopped.
@@ -189,6 +194,9 @@ impl Worker {
             .name(format!("hako-{name}"))
             .stack_size(hako_runtime::SANDBOX_THREAD_STACK)
             .spawn(move || {
+                if config.lowest_priority {
+                    lowest_priority();
+                }
                 let _ended = Ended(shared.clone());
                 let mut state = Thread {
                     sandbox,
@@ -529,8 +537,17 @@ impl Thread {
                 }
                 Work::Task(t) => {
                     let t0 = Instant::now();
+                    let id = t.id;
                     let report = self.run_task(t);
                     let ran = t0.elapsed();
+                    if self.config.log_tasks {
+                        tracing::info!(
+                            "task {id}: {} in {:.3} s, memory {} MiB",
+                            outcome_word(&report.outcome),
+                            ran.as_secs_f64(),
+                            self.sandbox.memory_size() >> 20
+                        );
+                    }
                     let max_result = {
                         let mut s = self.shared.lock();
                         s.running = None;
@@ -803,6 +820,28 @@ fn report(
         id,
         outcome,
         output: chunks(output),
+    }
+}
+
+/// Nice 19 for the calling thread (Linux: `setpriority` on a thread id sets
+/// that thread only). Failing to lower it is not worth stopping for.
+fn lowest_priority() {
+    // SAFETY: plain syscalls on this thread's own id.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+    if r != 0 {
+        tracing::warn!(
+            "could not lower the sandbox thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// How a task ended, in a word for the volunteer's log.
+fn outcome_word(o: &Outcome) -> String {
+    match o {
+        Outcome::Value(_) => "value".into(),
+        Outcome::Error(_) => "R error".into(),
+        Outcome::Failed { kind, .. } => format!("{kind:?}"),
     }
 }
 

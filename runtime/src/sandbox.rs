@@ -381,6 +381,12 @@ impl Sandbox {
         Ok(TaskResult { outcome, output })
     }
 
+    /// The guest's linear memory now, in bytes: after a task and before its
+    /// reset, the most that task used (wasm memory only grows).
+    pub fn memory_size(&self) -> usize {
+        self.mem.size()
+    }
+
     /// Give the memory's pages back to the kernel, for a daemon left idle.
     /// Only right after a reset: the memory then reads as its base image
     /// (and zeros above it) again, which the next task faults back in.

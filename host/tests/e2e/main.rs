@@ -22,3 +22,4 @@ mod scale;
 mod startup;
 mod survival;
 mod tokens;
+mod volunteer;
