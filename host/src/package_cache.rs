@@ -61,7 +61,8 @@ impl Cache {
             .write(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        flock(&file, libc::LOCK_EX).with_context(|| format!("locking {}", path.display()))?;
+        hako_assets::lock_exclusive(&file)
+            .with_context(|| format!("locking {}", path.display()))?;
         // What a daemon killed mid-fetch left.
         let _ = fs::remove_dir_all(self.root.join("tmp"));
         Ok(Lock { _file: file })
@@ -94,17 +95,7 @@ impl Cache {
     /// A fresh staging directory for one tree: `<staging>/<name>/` gets
     /// the files, [`Cache::commit`] moves it into the store.
     pub fn staging(&self, _lock: &Lock) -> anyhow::Result<PathBuf> {
-        let tmp = self.root.join("tmp");
-        fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        for n in 0u32.. {
-            let d = tmp.join(format!("{}-{n}", std::process::id()));
-            match fs::create_dir(&d) {
-                Ok(()) => return Ok(d),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e).with_context(|| format!("creating {}", d.display())),
-            }
-        }
-        unreachable!("a free staging name")
+        crate::paths::fresh_dir(&self.root.join("tmp"))
     }
 
     /// Moves a staged, checked tree into the store.
@@ -129,7 +120,7 @@ impl Cache {
     pub fn hold(&self, id: &str, _lock: &Lock) -> anyhow::Result<InUse> {
         let path = self.entry(id).join("manifest.json");
         let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        flock(&file, libc::LOCK_SH).with_context(|| format!("locking {}", path.display()))?;
+        hako_assets::lock_shared(&file).with_context(|| format!("locking {}", path.display()))?;
         Ok(InUse { _file: file })
     }
 
@@ -185,23 +176,8 @@ impl Cache {
 /// Whether a daemon's sandbox has the tree at `dir` mounted ([`InUse`]).
 fn in_use(dir: &Path) -> bool {
     match File::open(dir.join("manifest.json")) {
-        Ok(f) => flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_err(),
+        Ok(f) => !matches!(hako_assets::try_lock_exclusive(&f), Ok(true)),
         Err(_) => false,
-    }
-}
-
-/// flock(2), retried when interrupted.
-fn flock(file: &File, op: i32) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    loop {
-        // SAFETY: flock on a descriptor we own; no memory is passed.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(e);
-        }
     }
 }
 

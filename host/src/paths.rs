@@ -34,3 +34,20 @@ pub fn ensure_assets(dir: &Path) -> anyhow::Result<Assets> {
         }
     }
 }
+
+/// A new, empty directory below `parent` (created if missing), named for
+/// this process: staging for the package store and the daemons' package
+/// cache, whose garbage collection removes what a killed process left.
+pub fn fresh_dir(parent: &Path) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    for n in 0u32.. {
+        let d = parent.join(format!("{}-{n}", std::process::id()));
+        match std::fs::create_dir(&d) {
+            Ok(()) => return Ok(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", d.display())),
+        }
+    }
+    unreachable!("a free staging name")
+}

@@ -27,8 +27,8 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 pub use error::{AssetError, FileProblem, ProblemKind};
-pub use lock::lock_exclusive;
 use lock::DirLock;
+pub use lock::{lock_exclusive, lock_shared, try_lock_exclusive};
 pub use manifest::Manifest;
 
 pub const WEBR_VERSION: &str = "0.6.0";

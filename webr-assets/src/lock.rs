@@ -36,21 +36,40 @@ impl DirLock {
 }
 
 /// Waits for an exclusive advisory lock on `file`, held until the file is
-/// closed. The workspace's one flock: the runtime's compile cache locks
-/// through it too.
+/// closed. The workspace's one flock: the runtime's compile cache, the
+/// package store and the daemons' package cache lock through this module.
 pub fn lock_exclusive(file: &File) -> std::io::Result<()> {
     try_lock(file, true).map(|_| ())
+}
+
+/// An exclusive lock if no one holds one: `Ok(false)` if someone does.
+pub fn try_lock_exclusive(file: &File) -> std::io::Result<bool> {
+    try_lock(file, false)
+}
+
+/// Waits for a shared lock on `file` (readers of what an exclusive holder
+/// would change or remove), held until the file is closed.
+#[cfg(unix)]
+pub fn lock_shared(file: &File) -> std::io::Result<()> {
+    flock(file, libc::LOCK_SH).map(|_| ())
 }
 
 /// `Ok(false)` if non-blocking and someone else holds the lock.
 #[cfg(unix)]
 fn try_lock(file: &File, block: bool) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
     let op = if block {
         libc::LOCK_EX
     } else {
         libc::LOCK_EX | libc::LOCK_NB
     };
+    flock(file, op)
+}
+
+/// flock(2), retried when interrupted; `Ok(false)` when a non-blocking
+/// request finds the lock held.
+#[cfg(unix)]
+fn flock(file: &File, op: i32) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
     loop {
         // SAFETY: flock on a file descriptor we own; no memory is passed.
         if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
@@ -59,7 +78,7 @@ fn try_lock(file: &File, block: bool) -> std::io::Result<bool> {
         let e = std::io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) if !block => return Ok(false),
+            Some(libc::EWOULDBLOCK) if op & libc::LOCK_NB != 0 => return Ok(false),
             _ => return Err(e),
         }
     }
@@ -69,6 +88,11 @@ fn try_lock(file: &File, block: bool) -> std::io::Result<bool> {
 #[cfg(not(unix))]
 fn try_lock(_file: &File, _block: bool) -> std::io::Result<bool> {
     Ok(true)
+}
+
+#[cfg(not(unix))]
+pub fn lock_shared(_file: &File) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(all(test, unix))]

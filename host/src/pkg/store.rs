@@ -117,17 +117,7 @@ impl Store {
 
     /// A fresh, empty staging directory below `tmp/`.
     pub fn staging(&self) -> anyhow::Result<PathBuf> {
-        let tmp = self.root.join("tmp");
-        fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        for n in 0u32.. {
-            let d = tmp.join(format!("{}-{n}", std::process::id()));
-            match fs::create_dir(&d) {
-                Ok(()) => return Ok(d),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e).with_context(|| format!("creating {}", d.display())),
-            }
-        }
-        unreachable!("a free staging name")
+        crate::paths::fresh_dir(&self.root.join("tmp"))
     }
 
     /// What is installed; an empty store when there is no index yet.
@@ -169,12 +159,15 @@ impl Store {
             .write(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        if !flock(&file, false).with_context(|| format!("locking {}", path.display()))? {
+        if !hako_assets::try_lock_exclusive(&file)
+            .with_context(|| format!("locking {}", path.display()))?
+        {
             eprintln!(
                 "hako pkg: another hako is changing the package store ({}); waiting for it",
                 path.display()
             );
-            flock(&file, true).with_context(|| format!("locking {}", path.display()))?;
+            hako_assets::lock_exclusive(&file)
+                .with_context(|| format!("locking {}", path.display()))?;
         }
         let lock = Lock { _file: file };
         self.collect_garbage()?;
@@ -386,26 +379,4 @@ pub fn remove(args: RemoveArgs) -> anyhow::Result<()> {
         eprintln!("hako pkg: removed {n}");
     }
     Ok(())
-}
-
-/// flock(2): `Ok(false)` if non-blocking and someone else holds it.
-fn flock(file: &File, block: bool) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    let op = if block {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_EX | libc::LOCK_NB
-    };
-    loop {
-        // SAFETY: flock on a descriptor we own; no memory is passed.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(true);
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) if !block => return Ok(false),
-            _ => return Err(e),
-        }
-    }
 }
