@@ -52,16 +52,8 @@ impl Cache {
 
     /// Waits for any other daemon changing this cache.
     pub fn lock(&self) -> anyhow::Result<Lock> {
-        fs::create_dir_all(&self.root)
-            .with_context(|| format!("creating {}", self.root.display()))?;
         let path = self.root.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        hako_assets::lock_exclusive(&file)
+        let file = hako_assets::lock_file(&path, || {})
             .with_context(|| format!("locking {}", path.display()))?;
         // What a daemon killed mid-fetch left.
         let _ = fs::remove_dir_all(self.root.join("tmp"));

@@ -180,17 +180,7 @@ pub fn wasmtime_version() -> &'static str {
 
 /// An exclusive advisory lock held until the returned file is dropped.
 pub fn lock_file(path: &Path) -> Result<std::fs::File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening lock {}", path.display()))?;
-    hako_assets::lock_exclusive(&f)?;
-    Ok(f)
+    hako_assets::lock_file(path, || {}).with_context(|| format!("locking {}", path.display()))
 }
 
 /// Write a file so that readers see either the old or the whole new content.

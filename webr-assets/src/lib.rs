@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 pub use error::{AssetError, FileProblem, ProblemKind};
 use lock::DirLock;
-pub use lock::{lock_exclusive, lock_shared, try_lock_exclusive};
+pub use lock::{lock_exclusive, lock_file, lock_shared, try_lock_exclusive};
 pub use manifest::Manifest;
 
 pub const WEBR_VERSION: &str = "0.6.0";

@@ -18,21 +18,34 @@ impl DirLock {
         path: &Path,
         progress: &mut dyn FnMut(&str),
     ) -> Result<DirLock, AssetError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(AssetError::io("open lock file", path))?;
-        if !try_lock(&file, false).map_err(AssetError::io("lock", path))? {
+        let file = lock_file(path, || {
             progress(&format!(
                 "another process is building webR assets (lock {}); waiting for it",
                 path.display()
-            ));
-            try_lock(&file, true).map_err(AssetError::io("lock", path))?;
-        }
+            ))
+        })
+        .map_err(AssetError::io("lock", path))?;
         Ok(DirLock { _file: file })
     }
+}
+
+/// An exclusive lock on the file at `path` (created, with its directory, if
+/// missing), held until the returned file is closed; `on_wait` runs first
+/// when another process holds it, so the caller can say why it waits.
+pub fn lock_file(path: &Path, on_wait: impl FnOnce()) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    if !try_lock(&file, false)? {
+        on_wait();
+        try_lock(&file, true)?;
+    }
+    Ok(file)
 }
 
 /// Waits for an exclusive advisory lock on `file`, held until the file is

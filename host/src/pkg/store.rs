@@ -20,7 +20,7 @@ use clap::Args;
 use hako_runtime::packages::{InstalledPackage, PackageManifest, PackageSet};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use super::fetch::human;
@@ -150,25 +150,14 @@ impl Store {
     /// Takes the store's lock, waiting (and saying so) while another hako
     /// process installs or removes; then clears what a crashed one left.
     pub fn lock(&self) -> anyhow::Result<Lock> {
-        fs::create_dir_all(&self.root)
-            .with_context(|| format!("creating {}", self.root.display()))?;
         let path = self.root.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        if !hako_assets::try_lock_exclusive(&file)
-            .with_context(|| format!("locking {}", path.display()))?
-        {
+        let file = hako_assets::lock_file(&path, || {
             eprintln!(
                 "hako pkg: another hako is changing the package store ({}); waiting for it",
                 path.display()
-            );
-            hako_assets::lock_exclusive(&file)
-                .with_context(|| format!("locking {}", path.display()))?;
-        }
+            )
+        })
+        .with_context(|| format!("locking {}", path.display()))?;
         let lock = Lock { _file: file };
         self.collect_garbage()?;
         Ok(lock)
