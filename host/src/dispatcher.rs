@@ -15,6 +15,8 @@ use crate::protocol::{
     clamp_timeout_ms, Capabilities, DaemonLimits, DaemonRow, Everywhere, FailKind, InfoReport,
     Message, Outcome, Task, TaskReport,
 };
+use crate::snapshot::{DaemonStatus, Snapshot, UserStatus};
+use crate::users::{Selector, User, Volunteer};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,8 +33,12 @@ pub struct DaemonInfo {
     pub address: String,
     pub limits: DaemonLimits,
     pub caps: Capabilities,
+    /// Who its token says it is.
+    pub volunteer: Volunteer,
 }
 
+// TEMPORARY while Disconnect and Snapshot are wired (issue 12): remove.
+#[allow(dead_code)]
 pub enum Event {
     DaemonJoined {
         id: ConnId,
@@ -43,6 +49,7 @@ pub enum Event {
         id: ConnId,
         peer: Arc<dyn Peer>,
         name: String,
+        user: Arc<User>,
     },
     FromDaemon {
         id: ConnId,
@@ -55,6 +62,16 @@ pub enum Event {
     Left {
         id: ConnId,
         reason: String,
+    },
+    /// Close the connections `selector` matches (a revoked token, a refused
+    /// daemon): their tasks are handled as if they left.
+    Disconnect {
+        selector: Selector,
+        reason: String,
+    },
+    /// Report what the host is doing (the status page).
+    Snapshot {
+        reply: tokio::sync::oneshot::Sender<Snapshot>,
     },
     /// Stop taking tasks, let running ones finish within the grace period,
     /// then tell everyone and end.
@@ -194,6 +211,7 @@ impl DaemonRec {
 struct ClientRec {
     peer: Arc<dyn Peer>,
     name: String,
+    user: Arc<User>,
     /// client's task id -> host task id
     pending: HashMap<u64, u64>,
     /// Bytes of its pending tasks, as counted against `max_queued`.
@@ -248,13 +266,19 @@ impl Dispatcher {
     pub fn handle(&mut self, ev: Event, now: Instant) {
         match ev {
             Event::DaemonJoined { id, peer, info } => self.daemon_joined(id, peer, info, now),
-            Event::ClientJoined { id, peer, name } => {
-                tracing::info!(client = id, %name, "client joined");
+            Event::ClientJoined {
+                id,
+                peer,
+                name,
+                user,
+            } => {
+                tracing::info!(client = id, %name, user = %user.name, "client joined");
                 self.clients.insert(
                     id,
                     ClientRec {
                         peer,
                         name,
+                        user,
                         pending: HashMap::new(),
                         queued_bytes: 0,
                     },
@@ -263,6 +287,10 @@ impl Dispatcher {
             Event::FromDaemon { id, msg } => self.daemon_message(id, msg, now),
             Event::FromClient { id, msg } => self.client_message(id, msg, now),
             Event::Left { id, reason } => self.left(id, &reason),
+            Event::Disconnect { selector, reason } => self.disconnect(&selector, &reason),
+            Event::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot(now));
+            }
             Event::Shutdown { reason } => self.begin_shutdown(now, reason),
         }
         self.dispatch(now);
@@ -635,6 +663,37 @@ impl Dispatcher {
         let _ = now;
     }
 
+    /// Close every connection `selector` matches, as if it left.
+    fn disconnect(&mut self, selector: &Selector, reason: &str) {
+        let mut ids: Vec<ConnId> = self
+            .daemons
+            .iter()
+            .filter(|(_, d)| match selector {
+                Selector::Volunteer(v) => d.info.volunteer.name.as_deref() == Some(v.as_str()),
+                Selector::DaemonName(n) => d.info.name == *n,
+                Selector::Fingerprint(f) => d.info.volunteer.fingerprint == *f,
+                Selector::User(_) => false,
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        ids.extend(
+            self.clients
+                .iter()
+                .filter(|(_, c)| matches!(selector, Selector::User(u) if c.user.name == *u))
+                .map(|(&id, _)| id),
+        );
+        ids.sort_unstable();
+        for id in ids {
+            tracing::info!(conn = id, ?selector, %reason, "disconnecting");
+            if let Some(d) = self.daemons.get(&id) {
+                d.peer.close(reason);
+            } else if let Some(c) = self.clients.get(&id) {
+                c.peer.close(reason);
+            }
+            self.left(id, reason);
+        }
+    }
+
     fn violation(&mut self, did: ConnId, reason: &str) {
         tracing::warn!(daemon = did, %reason, "closing daemon: protocol violation");
         if let Some(d) = self.daemons.get(&did) {
@@ -839,6 +898,12 @@ impl Dispatcher {
             id: tid,
             payload: t.payload.clone(),
             timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            replicas: 0,
+            user: self
+                .clients
+                .get(&t.client)
+                .map(|c| c.user.name.clone())
+                .unwrap_or_default(),
         }));
         if !sent {
             // The connection is gone; its Left event will remove it.
@@ -991,6 +1056,57 @@ impl Dispatcher {
     }
 }
 
+impl Dispatcher {
+    /// The status page's view of the host now.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let info = self.info(now);
+        let mut daemons: Vec<DaemonStatus> = self
+            .daemons
+            .iter()
+            .map(|(&id, d)| DaemonStatus {
+                id,
+                name: d.info.name.clone(),
+                volunteer: d.info.volunteer.name.clone(),
+                token_fingerprint: d.info.volunteer.fingerprint.clone(),
+                address: d.info.address.clone(),
+                connected_s: now.duration_since(d.joined).as_secs(),
+                busy: d.busy.is_some(),
+                tasks_done: d.tasks_done,
+                failures: 0,
+                disagreements: 0,
+            })
+            .collect();
+        daemons.sort_by_key(|d| d.id);
+        let mut users: Vec<UserStatus> = Vec::new();
+        for c in self.clients.values() {
+            if let Some(u) = users.iter_mut().find(|u| u.name == c.user.name) {
+                u.connected = true;
+                continue;
+            }
+            users.push(UserStatus {
+                name: c.user.name.clone(),
+                weight: c.user.weight,
+                connected: true,
+                ..UserStatus::default()
+            });
+        }
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        Snapshot {
+            at_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            uptime_s: 0,
+            queued: info.awaiting,
+            running: info.executing,
+            completed: info.completed,
+            daemons,
+            users,
+            throughput: Vec::new(),
+            throughput_bucket_s: crate::snapshot::THROUGHPUT_BUCKET_S,
+        }
+    }
+}
+
 /// What a task counts against its client's `max_queued`.
 fn cost(t: &Task) -> u64 {
     t.payload.len() as u64 + TASK_OVERHEAD
@@ -1108,6 +1224,10 @@ mod tests {
                 ..Default::default()
             },
             caps: Capabilities::default(),
+            volunteer: Volunteer {
+                name: None,
+                fingerprint: "0".repeat(16),
+            },
         }
     }
 
@@ -1140,6 +1260,7 @@ mod tests {
                 id,
                 peer: f.clone(),
                 name: "c".into(),
+                user: User::shared("c"),
             });
             f
         }
@@ -1150,6 +1271,8 @@ mod tests {
                     id,
                     payload: Bytes::from(format!("p{id}")),
                     timeout_ms,
+                    replicas: 0,
+                    user: String::new(),
                 }),
             });
         }
@@ -1672,6 +1795,8 @@ mod tests {
                 id,
                 payload: Bytes::from(vec![b'x'; n]),
                 timeout_ms: None,
+                replicas: 0,
+                user: String::new(),
             }),
         });
     }
@@ -1816,6 +1941,8 @@ mod tests {
                 id: 1,
                 payload: Bytes::from_static(b"p"),
                 timeout_ms: None,
+                replicas: 0,
+                user: String::new(),
             }),
         });
         assert!(lone.take().is_empty());
@@ -1843,6 +1970,8 @@ mod tests {
                 id: 1,
                 payload: Bytes::from(vec![0u8; 101]),
                 timeout_ms: None,
+                replicas: 0,
+                user: String::new(),
             }),
         });
         w.submit(100, 2, None);

@@ -386,6 +386,7 @@ async fn start_link(
         id,
         peer: Arc::new(crate::peer::ClientTx::new(tx)),
         name: "link".into(),
+        user: crate::users::User::shared("local"),
     });
     let h = handle.clone();
     let ends = Upstream {

@@ -257,6 +257,8 @@ where
                 id: id as u64,
                 payload,
                 timeout_ms: (timeout_ms > 0).then_some(timeout_ms as u64),
+                replicas: 0,
+                user: String::new(),
             })),
             LinkIn::Cancel { id } => (upstream.requests)(Message::Cancel { id: id as u64 }),
             LinkIn::Everywhere { id, payload } => {

@@ -78,6 +78,10 @@ pub fn start(
                     max_task_bytes: None,
                 },
                 caps: capabilities(),
+                volunteer: crate::users::Volunteer {
+                    name: Some("local".into()),
+                    fingerprint: String::new(),
+                },
             },
         });
         workers.push(worker);

@@ -18,7 +18,9 @@ use std::fmt;
 /// outcome, and runs that code once (not after every reset).
 /// 4: package sets (kinds 16-19): a host announces its set's manifests to a
 /// daemon right after the welcome, and serves the files it lacks.
-pub const VERSION: u32 = 4;
+/// 5: a `Task` carries `replicas` (client -> host) and `user` (host ->
+/// daemon, for the volunteer's log).
+pub const VERSION: u32 = 5;
 /// First bytes of a `Hello` body.
 pub const MAGIC: [u8; 4] = *b"HAKO";
 
@@ -213,6 +215,12 @@ pub struct Task {
     pub payload: Bytes,
     /// Bound of the evaluation (not of the wait in the queue).
     pub timeout_ms: Option<u64>,
+    /// Client -> host: run it on this many distinct daemons and compare
+    /// (0: the host's default). Host -> daemon: 0.
+    pub replicas: u32,
+    /// Host -> daemon: the submitting user's name, for the volunteer's log.
+    /// Client -> host: ignored (the host knows who the client is).
+    pub user: String,
 }
 
 /// Where a piece of output came from: the runtime's own classification,
@@ -627,6 +635,8 @@ mod tests {
                 id: u64::MAX,
                 payload: Bytes::from_static(b"X\n\0\0"),
                 timeout_ms: Some(1),
+                replicas: 0,
+                user: String::new(),
             }),
             Message::Result(TaskReport {
                 id: 1,
@@ -740,12 +750,16 @@ mod tests {
             id: 1,
             payload: Bytes::from(vec![0u8; 500]),
             timeout_ms: None,
+            replicas: 0,
+            user: String::new(),
         });
         assert!(decode(&encode(&task), &limits).is_ok());
         let huge = Message::Task(Task {
             id: 1,
             payload: Bytes::from(vec![0u8; 2000]),
             timeout_ms: None,
+            replicas: 0,
+            user: String::new(),
         });
         assert!(matches!(
             decode(&encode(&huge), &limits),

@@ -11,7 +11,7 @@ use crate::dispatcher::{DaemonInfo, Event, Handle};
 use crate::peer::ClientTx;
 use crate::protocol::{FrameLimits, Message, Role, Welcome};
 use crate::shutdown::Enlist;
-use crate::token;
+use crate::users::{Access, Principal};
 use crate::ws::{self, Budget, Budgeted, End, Flow};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -37,9 +37,8 @@ const PREAUTH_SLACK: u64 = 32 << 10;
 
 pub struct ServerConfig {
     pub tls: Arc<rustls::ServerConfig>,
-    pub daemon_token: String,
-    /// None: remote clients are refused.
-    pub client_token: Option<String>,
+    /// Which tokens are accepted, and whose they are.
+    pub access: Arc<Access>,
     pub limits: FrameLimits,
     pub handshake_timeout: Duration,
     pub heartbeat: Duration,
@@ -137,16 +136,10 @@ async fn connection(
         }
     };
     let body = hello.body;
-    let expected = match body.role {
-        Role::Daemon => Some(cfg.daemon_token.as_str()),
-        Role::Client => cfg.client_token.as_deref(),
+    let principal = match cfg.access.authenticate(body.role, &body.token, &body.name) {
+        Ok(p) => p,
+        Err(reason) => return refused(&mut ws, addr, &reason).await,
     };
-    let Some(expected) = expected else {
-        return refused(&mut ws, addr, "this host takes no remote clients").await;
-    };
-    if !token::matches(expected, &body.token) {
-        return refused(&mut ws, addr, "wrong token").await;
-    }
     // Authenticated: frames may now be as large as the bounds allow.
     budget.lift();
     drop(permit);
@@ -178,8 +171,8 @@ async fn connection(
         body.name.chars().take(64).collect()
     };
     let role = body.role;
-    match role {
-        Role::Daemon => handle.send(Event::DaemonJoined {
+    match principal {
+        Principal::Daemon(volunteer) => handle.send(Event::DaemonJoined {
             id,
             peer: Arc::new(tx),
             info: DaemonInfo {
@@ -187,12 +180,14 @@ async fn connection(
                 address: addr.to_string(),
                 limits: body.limits,
                 caps: body.caps,
+                volunteer,
             },
         }),
-        Role::Client => handle.send(Event::ClientJoined {
+        Principal::Client(user) => handle.send(Event::ClientJoined {
             id,
             peer: Arc::new(ClientTx::new(tx)),
             name,
+            user,
         }),
     };
     let h = handle.clone();

@@ -38,8 +38,11 @@ pub(super) async fn start(
     let banner = announce(bound, &advertise, &identity, tokens, ready);
     let cfg = Arc::new(ServerConfig {
         tls: identity.server_config()?,
-        daemon_token: tokens.daemon.clone(),
-        client_token: tokens.client.clone(),
+        access: crate::users::Access::new(crate::users::Rules {
+            daemon_token: tokens.daemon.clone(),
+            client_token: tokens.client.clone(),
+            ..Default::default()
+        }),
         limits: settings.limits,
         handshake_timeout: settings.handshake_timeout,
         heartbeat: settings.heartbeat,

@@ -289,6 +289,8 @@ fn task(id: u64, payload: Vec<u8>) -> Message {
         id,
         payload: payload.into(),
         timeout_ms: None,
+        replicas: 0,
+        user: String::new(),
     })
 }
 
@@ -581,6 +583,8 @@ fn an_endless_timeout_does_not_break_the_daemon() {
         id: 1,
         payload: code("1 + 1").into(),
         timeout_ms: Some(u64::MAX),
+        replicas: 0,
+        user: String::new(),
     }));
     let (r, _) = h.result(Duration::from_secs(60));
     assert!(matches!(r.outcome, Outcome::Value(_)), "{r:?}");

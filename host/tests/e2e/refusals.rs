@@ -216,6 +216,8 @@ fn refused_cleanly_while_others_keep_working() {
                 id: 1,
                 payload: vec![0u8; 2 << 20].into(),
                 timeout_ms: None,
+                replicas: 0,
+                user: String::new(),
             }),
         )
         .await;
@@ -251,6 +253,8 @@ fn refused_cleanly_while_others_keep_working() {
                 id: 1,
                 payload: vec![1].into(),
                 timeout_ms: None,
+                replicas: 0,
+                user: String::new(),
             }),
         )
         .await

@@ -491,6 +491,8 @@ fn peer_given_timeouts_of_2_pow_64_are_clamped() {
                 id: 9,
                 payload: code("1").into(),
                 timeout_ms: Some(u64::MAX),
+                replicas: 0,
+                user: String::new(),
             }),
         )
         .await
@@ -561,6 +563,8 @@ fn a_host_shutting_down_hands_a_slow_client_what_it_did_not_read() {
                 id,
                 payload: code("as.raw(seq_len(2^22) %% 256)").into(),
                 timeout_ms: None,
+                replicas: 0,
+                user: String::new(),
             });
             crate::ws::send(&mut client, &task).await.unwrap();
         }
