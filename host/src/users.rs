@@ -81,6 +81,8 @@ pub struct Rules {
     pub volunteers: Vec<(String, String)>,
     /// Daemons refused by hello name or token fingerprint.
     pub refused: Vec<Selector>,
+    /// A token that may only look at the status page.
+    pub view_token: Option<String>,
 }
 
 impl Access {
@@ -151,6 +153,21 @@ impl Access {
                 }))
             }
         }
+    }
+}
+
+impl Access {
+    /// Whether `token` may see the status page: the view token, or any
+    /// token a client may submit with.
+    pub fn may_view(&self, token: &str) -> bool {
+        let ok = {
+            let rules = self.rules.read().unwrap_or_else(|e| e.into_inner());
+            rules.view_token.as_deref().is_some_and(|t| token::matches(t, token))
+        };
+        ok || matches!(
+            self.authenticate(Role::Client, token, ""),
+            Ok(Principal::Client(_))
+        )
     }
 }
 
