@@ -16,6 +16,10 @@ done
 for p in clang-19 lld-19 llvm-19 curl xz-utils perl; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
+# Real engines the launcher and status-page tests start on loopback (and stop).
+for p in openssh-server openssh-client slurmctld slurmd slurm-client munge chromium; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive
