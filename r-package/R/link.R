@@ -143,6 +143,9 @@ link_close <- function(p) {
     mark_dead(p, "daemons were reset")
   }
   for (pid in p$launched) if (pid_alive(pid)) try(tools::pskill(pid, tools::SIGTERM), silent = TRUE)
+  # launch_remote()'s clean-ups (cancelling batch jobs: see engines.R)
+  for (f in p$on_close) try(f(), silent = TRUE)
+  p$on_close <- NULL
   invisible()
 }
 
