@@ -4,8 +4,17 @@
 # run as root in CI (sshd and slurmd need it); a missing engine is a test
 # failure that says to run tests/setup.sh, never a skip.
 
-need_engine <- function(path) {
-  if (!nzchar(Sys.which(path))) stop(sprintf("%s is missing: run tests/setup.sh", path), call. = FALSE)
+# The engine's path (from PATH, else Debian's sbin directories, which a
+# non-root PATH lacks), or a failure that says how to install it. The
+# engines need root (sshd's privilege separation, slurmd): CI runs as root.
+need_engine <- function(name) {
+  if (Sys.info()[["effective_user"]] != "root") {
+    stop(sprintf("the launcher tests start %s, which needs root (CI runs tests/run.sh as root)", name), call. = FALSE)
+  }
+  found <- Sys.which(name)
+  if (!nzchar(found)) found <- Filter(file.exists, file.path(c("/usr/sbin", "/sbin"), name))[1L]
+  if (is.na(found) || !nzchar(found)) stop(sprintf("%s is missing: run tests/setup.sh", name), call. = FALSE)
+  unname(found)
 }
 
 free_port <- function() {
@@ -68,7 +77,7 @@ ps_args <- function() system2("ps", c("-eo", "args"), stdout = TRUE)
 # may log in with it, in this configuration only). `args` are the ssh
 # client's options for ssh_config(args = ).
 start_sshd <- function() {
-  need_engine("/usr/sbin/sshd")
+  sshd <- need_engine("sshd")
   need_engine("ssh")
   need_engine("ssh-keygen")
   d <- tempfile("sshd-")
@@ -88,7 +97,7 @@ start_sshd <- function() {
                "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
                "UsePAM no", "StrictModes no", "AllowTcpForwarding yes", "LogLevel VERBOSE"), conf)
   log <- file.path(d, "sshd.log")
-  pid <- bg_start("/usr/sbin/sshd", c("-D", "-e", "-f", conf), log)
+  pid <- bg_start(sshd, c("-D", "-e", "-f", conf), log)
   s <- list(pid = pid, port = port, dir = d, log = log, made_run = made_run,
             args = c("-i", file.path(d, "client_key"), "-o", "StrictHostKeyChecking=no",
                      "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"))
@@ -114,7 +123,7 @@ stop_sshd <- function(s) {
 # sinfo, squeue, scancel) at it until stop_slurm(). Waits (at most a
 # minute) for the node to be idle.
 start_slurm <- function() {
-  for (e in c("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "sinfo", "squeue", "scancel")) need_engine(e)
+  bin <- vapply(c("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "sinfo", "squeue", "scancel"), need_engine, "")
   # munged wants every directory above its socket searchable by all: not
   # R's private session directory.
   d <- tempfile("hako-slurm-", tmpdir = "/tmp")
@@ -133,15 +142,15 @@ start_slurm <- function() {
     stop(what, ":\n", text, call. = FALSE)
   }
   key <- file.path(d, "key", "munge.key")
-  system2("mungekey", c("-c", "-k", key), stdout = FALSE, stderr = FALSE)
+  system2(bin[["mungekey"]], c("-c", "-k", key), stdout = FALSE, stderr = FALSE)
   sock <- file.path(d, "munge", "munge.sock")
-  s$pids <- c(s$pids, bg_start("munged", c("-F", paste0("--key-file=", key), paste0("--socket=", sock),
+  s$pids <- c(s$pids, bg_start(bin[["munged"]], c("-F", paste0("--key-file=", key), paste0("--socket=", sock),
                                            paste0("--pid-file=", file.path(d, "munge", "munged.pid")),
                                            paste0("--seed-file=", file.path(d, "munge", "munged.seed")),
                                            paste0("--log-file=", file.path(d, "log", "munged.log"))),
                                  file.path(d, "log", "munged.out")))
   if (!wait_until(function() file.exists(sock), 15)) fail("munged did not start")
-  node <- system2("slurmd", "-C", stdout = TRUE)[[1L]]
+  node <- system2(bin[["slurmd"]], "-C", stdout = TRUE)[[1L]]
   host <- sub("^NodeName=([^ ]+).*$", "\\1", node)
   conf <- file.path(d, "slurm.conf")
   writeLines(c("ClusterName=hakotest", sprintf("SlurmctldHost=%s(127.0.0.1)", host),
@@ -159,8 +168,8 @@ start_slurm <- function() {
                "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP"), conf)
   s$conf <- conf
   Sys.setenv(SLURM_CONF = conf)
-  s$pids <- c(s$pids, bg_start("slurmctld", c("-D", "-i", "-f", conf), file.path(d, "log", "slurmctld.out")))
-  s$pids <- c(s$pids, bg_start("slurmd", c("-D", "-f", conf), file.path(d, "log", "slurmd.out")))
+  s$pids <- c(s$pids, bg_start(bin[["slurmctld"]], c("-D", "-i", "-f", conf), file.path(d, "log", "slurmctld.out")))
+  s$pids <- c(s$pids, bg_start(bin[["slurmd"]], c("-D", "-f", conf), file.path(d, "log", "slurmd.out")))
   idle <- function() {
     st <- suppressWarnings(system2("sinfo", c("-h", "-o", "%t"), stdout = TRUE, stderr = FALSE))
     identical(trimws(st), "idle")
