@@ -237,9 +237,11 @@ launch_ssh <- function(cfg, n, p, extra, command) {
     bin <- if (!is.null(command)) command else if (!is.null(cfg$hako)) cfg$hako else if (t$loopback) hako_binary() else "hako"
     words <- daemon_words(r, with_name(extra, names[[i]]), bin, url)
     # Runs in sh whatever the remote login shell: it reads the token from
-    # ssh's standard input into the environment, then becomes the daemon.
-    remote_cmd <- paste("sh -c", shQuote(paste("read -r HAKO_TOKEN && export HAKO_TOKEN && exec",
-                                               paste(vapply(words, sh_word, ""), collapse = " "))))
+    # ssh's standard input into the environment, checks the binary, says
+    # so (STARTED: launch_remote() waits for it) and becomes the daemon.
+    remote_cmd <- paste("sh -c", shQuote(sprintf(
+      "read -r HAKO_TOKEN || exit 1; export HAKO_TOKEN; command -v %s >/dev/null || { echo \"hako: no %s on $(uname -n): give ssh_config(hako = ) its path there\" >&2; exit 127; }; echo \"%s $(uname -n)\" >&2; exec %s",
+      sh_word(bin), gsub("[\"`$\\]", "", bin), SSH_STARTED, paste(vapply(words, sh_word, ""), collapse = " "))))
     argv <- c(cfg$args, "-o", "BatchMode=yes", "-o", paste0("ConnectTimeout=", cfg$timeout), "-T",
               "-p", t$port, fwd, t$dest, remote_cmd)
     log <- file.path(p$dir, paste0(names[[i]], ".log"))
@@ -255,8 +257,42 @@ launch_ssh <- function(cfg, n, p, extra, command) {
     lines <- c(lines, paste(c(sh_word(cfg$command), vapply(argv, sh_word, "")), collapse = " "))
   }
   p$launched <- c(p$launched, pids)
+  ssh_wait(pids, logs, targets, cfg$timeout + 5)
   structure(lines, note = sprintf("started over ssh, the join token on ssh's standard input; logs in %s", p$dir),
             pids = pids, logs = logs, class = "hakoCommands")
+}
+
+# What the remote shell says once ssh got in and found the binary.
+SSH_STARTED <- "hako: starting a daemon on"
+
+# Waits (at most `wait` seconds) until each ssh got in and its remote shell
+# started the daemon; an ssh that ends first (authentication refused, no
+# binary there) is an R error in ssh's and the shell's own words. The
+# daemons dial on their own afterwards (a first start on a machine fetches
+# webR: minutes), so this does not wait for them to join.
+ssh_wait <- function(pids, logs, targets, wait) {
+  started <- function(log) any(startsWith(readLines(log, warn = FALSE), SSH_STARTED))
+  deadline <- Sys.time() + wait
+  todo <- seq_along(pids)
+  while (length(todo) && Sys.time() < deadline) {
+    for (i in todo) {
+      if (file.exists(logs[[i]]) && started(logs[[i]])) {
+        todo <- setdiff(todo, i)
+      } else if (!pid_alive(pids[[i]]) || is_zombie(pids[[i]])) {
+        stop(sprintf("hako: ssh to %s ended before the daemon started; it said:\n%s", targets[[i]]$url,
+                     log_tail(logs[[i]])), call. = FALSE)
+      }
+    }
+    if (length(todo)) Sys.sleep(0.05)
+  }
+  invisible()
+}
+
+# A child that has ended but not been reaped yet (R reaps its background
+# children only now and then).
+is_zombie <- function(pid) {
+  st <- suppressWarnings(system2("ps", c("-o", "stat=", "-p", pid), stdout = TRUE, stderr = FALSE))
+  length(st) > 0L && startsWith(trimws(st[[1L]]), "Z")
 }
 
 launch_cluster <- function(cfg, n, p, extra, command) {

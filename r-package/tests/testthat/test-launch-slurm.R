@@ -41,6 +41,9 @@ test_that("launch_remote(cluster_config()) submits daemons to a real Slurm with 
   # a third job still queued (the node's 2 CPUs are taken) is cancelled too
   more <- launch_remote(1, remote = cfg, .compute = "slurm")
   expect_match(more[[1]], "slurm-3\\.sh")
+  # a refused submission is an R error in sbatch's words
+  expect_error(launch_remote(1, remote = cluster_config(options = "#SBATCH --partition=nowhere"), .compute = "slurm"),
+               "sbatch could not submit the daemon's job \\(exit status 1\\):\n.*invalid partition")
   daemons(0, .compute = "slurm")
   expect_true(wait_until(function() !length(slurm_jobs()), 30),
               info = paste(c(system2("squeue", stdout = TRUE), files_text(logs())), collapse = "\n"))

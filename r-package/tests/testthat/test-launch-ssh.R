@@ -70,6 +70,24 @@ test_that("ssh_config(tunnel = TRUE): daemons dial 127.0.0.1 on the remote, thro
   expect_true(wait_until(function() !proc_alive(attr(cmds, "pids")), 30), info = files_text(logs))
 })
 
+test_that("launch_remote(ssh_config()): a refused login or a missing binary is an R error in ssh's and the shell's words", {
+  sshd <- start_sshd()
+  on.exit(expect_true(stop_sshd(sshd)))
+  on.exit(reset_all(), add = TRUE, after = FALSE)
+  daemons(url = host_url(host = "127.0.0.1"), .compute = "bad")
+  remote <- sprintf("ssh://127.0.0.1:%d", sshd$port)
+  other <- tempfile()
+  system2("ssh-keygen", c("-q", "-t", "ed25519", "-N", shQuote(""), "-f", other), stdout = FALSE)
+  on.exit(unlink(c(other, paste0(other, ".pub"))), add = TRUE)
+  wrong <- sshd$args
+  wrong[[2]] <- other
+  expect_error(launch_remote(1, remote = ssh_config(remote, args = c(wrong, "-o", "IdentitiesOnly=yes")), .compute = "bad"),
+               "ssh to ssh://127.0.0.1:[0-9]+ ended before the daemon started; it said:\n.*Permission denied")
+  expect_error(launch_remote(1, remote = ssh_config(remote, args = sshd$args, hako = "/nonexistent/hako"), .compute = "bad"),
+               "no /nonexistent/hako on .*: give ssh_config\\(hako = \\) its path there")
+  expect_equal(info(.compute = "bad")[["connections"]], 0L)
+})
+
 test_that("ssh_config() and launch_remote(remote = ) refuse what they cannot do, saying why", {
   on.exit(reset_all())
   expect_error(ssh_config("lab1"), "ssh://\\[user@\\]host\\[:port\\]")
