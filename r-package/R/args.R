@@ -177,8 +177,8 @@ daemons_dots <- function(dots, listening) {
 
 # daemons()'s own mirai arguments that have no per-daemon meaning.
 check_daemons_args <- function(remote, dispatcher, sync, serial, pass) {
-  if (!is.null(remote)) {
-    refuse_arg("daemons", "remote = ", "hako has no remote launch configurations; run the commands of launch_remote() on the other machines (they dial back over wss://)")
+  if (!is.null(remote) && !inherits(remote, "hakoRemote")) {
+    refuse_arg("daemons", "remote = ", "hako launches daemons with ssh_config() or cluster_config() (see launch_remote()); mirai's remote_config() and http_config() are not supported")
   }
   if (!isTRUE(dispatcher)) {
     refuse_arg("daemons", "dispatcher = FALSE", "hako's host always queues tasks first in, first out and hands each to the next free daemon (mirai's dispatcher), which is also what lets .timeout and stop_hako() cancel; drop the argument")

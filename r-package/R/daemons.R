@@ -22,8 +22,9 @@
 #' @param url `NULL` for local daemons only; a `wss://HOST:PORT` URL (see
 #'   [host_url()]) to listen for remote daemons; or, with `token`, the URL of
 #'   a remote host to join as a client.
-#' @param remote mirai's launch configuration: not supported (an R error);
-#'   run the commands of [launch_remote()] on the other machines.
+#' @param remote `NULL`, or with `url` a launch configuration made by
+#'   [ssh_config()] or [cluster_config()]: as in mirai, `n` daemons are
+#'   launched through it ([launch_remote()]) instead of `n` local ones.
 #' @param dispatcher `TRUE` only: hako's host always queues tasks first in,
 #'   first out, as mirai's dispatcher does; `FALSE` is an R error.
 #' @param ... mirai's [daemon()] arguments: `cleanup = FALSE` keeps state
@@ -104,6 +105,9 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
                     keep_state = FALSE, output = TRUE, .compute = NULL) {
   .compute <- compute_name(.compute)
   check_daemons_args(remote, dispatcher, sync, serial, pass)
+  if (!is.null(remote) && (is.null(url) || !is.null(token))) {
+    stop("hako: daemons(remote = ) launches daemons for a host that listens: daemons(n, url = host_url(), remote = )", call. = FALSE)
+  }
   dots <- daemons_dots(list(...), listening = !is.null(url))
   if (dots$keep_state) keep_state <- TRUE
   if (missing(n) && is.null(url)) return(status(.compute))
@@ -145,7 +149,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
     mode <- "client"
     nloc <- 0L
   } else {
-    nloc <- if (missing(n)) 0L else as.integer(n)
+    nloc <- if (missing(n) || !is.null(remote)) 0L else as.integer(n)
     args <- c("host", "--local", nloc)
     if (is.null(url)) {
       args <- c(args, "--no-listen")
@@ -180,12 +184,13 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   assign(.compute, p, envir = .hako$profiles)
   if (nloc > 0L) wait_connections(p, nloc)
   if (nloc > 0L && length(pkgs$set)) preload_packages(pkgs$set, .compute)
+  launched <- if (!is.null(remote)) launch_daemons_remote(if (missing(n)) 1L else n, remote, .compute)
   out <- structure(list(compute = .compute, n = nloc, url = p$url, mode = mode,
                         daemon_command = if (mode == "listen") launch_remote(1L, .compute = .compute),
                         fingerprint = p$ready[["fingerprint"]],
                         token = p$ready[["token"]],
                         client_token = p$ready[["client_token"]],
-                        client_command = p$ready[["client_command"]]),
+                        client_command = p$ready[["client_command"]], launched = launched),
                    class = "hakoDaemons")
   if (mode == "listen") out else invisible(out)
 }

@@ -331,3 +331,12 @@ cancel_on_reset <- function(p, cancel, id) {
     suppressWarnings(system2(cancel, id, stdout = FALSE, stderr = FALSE))
   }))
 }
+
+# daemons(n, url = , remote = ): mirai's way to launch remote daemons with
+# the host; a launch that fails resets the profile it had just set.
+launch_daemons_remote <- function(n, remote, .compute) {
+  tryCatch(launch_remote(n, remote = remote, .compute = .compute), error = function(e) {
+    reset_profile(.compute)
+    stop(e)
+  })
+}

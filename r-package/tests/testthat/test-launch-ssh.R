@@ -50,6 +50,24 @@ test_that("launch_remote(ssh_config()) starts daemons over a real sshd; the toke
   expect_false(any(startsWith(ps_args(), paste(hako_binary(), "daemon", d$url))))
 })
 
+test_that("daemons(n, url = , remote = ssh_config()) launches n daemons with the host, as in mirai", {
+  sshd <- start_sshd()
+  on.exit(expect_true(stop_sshd(sshd)))
+  on.exit(reset_all(), add = TRUE, after = FALSE)
+  d <- daemons(2, url = host_url(host = "127.0.0.1"), .compute = "with",
+               remote = ssh_config(sprintf("ssh://127.0.0.1:%d", sshd$port), args = sshd$args))
+  expect_equal(d$n, 0L)
+  expect_length(d$launched, 2)
+  expect_daemons(2L, "with", c(sshd$log, attr(d$launched, "logs")))
+  expect_equal(hako_map(1:4, function(i) -i, .compute = "with")[.flat], -(1:4))
+  expect_error(daemons(1, remote = ssh_config("ssh://lab1"), .compute = "nourl"), "for a host that listens")
+  # a launch that fails leaves no host behind
+  expect_error(daemons(1, url = host_url(host = "127.0.0.1"), .compute = "failed",
+                       remote = ssh_config(sprintf("ssh://127.0.0.1:%d", sshd$port), args = sshd$args, hako = "/no/hako")),
+               "no /no/hako on")
+  expect_false("failed" %in% ls(hako:::.hako$profiles))
+})
+
 test_that("ssh_config(tunnel = TRUE): daemons dial 127.0.0.1 on the remote, through ssh -R", {
   sshd <- start_sshd()
   on.exit(expect_true(stop_sshd(sshd)))
