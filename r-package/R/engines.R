@@ -85,7 +85,8 @@ ssh_config <- function(remotes, tunnel = FALSE, timeout = 10, command = "ssh", a
 #' which the scheduler keeps readable only by you and its administrators.
 #' The daemons have `--autoexit`, so they leave when the host goes, and
 #' `daemons(0)` cancels the jobs (`scancel`, `qdel`, `bkill`), including
-#' those still queued.
+#' those still queued. (A job still queued when this session ends without
+#' `daemons(0)` starts later and exits at once: its host is gone.)
 #'
 #' @param command The submission command: `"sbatch"` (Slurm), `"qsub"` or
 #'   `"bsub"` (its basename says which).
