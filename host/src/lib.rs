@@ -31,6 +31,7 @@ mod peer;
 pub mod pkg;
 mod progress;
 pub mod protocol;
+mod replicas;
 pub mod rser;
 mod sandbox_args;
 mod server;

@@ -46,6 +46,7 @@ pub fn status_of(kind: FailKind) -> u8 {
         FailKind::Shutdown => lf::status::SHUTDOWN,
         FailKind::Rejected => lf::status::REJECTED,
         FailKind::Refused => lf::status::REFUSED,
+        FailKind::Disagreed => lf::status::DISAGREED,
     }
 }
 
@@ -191,12 +192,14 @@ async fn skip_oversized<R: AsyncRead + Unpin>(
     }
     let message = format!("the message of {len} bytes exceeds the link's bound of {max} bytes");
     Ok(match head[..] {
-        [ty, a, b, c, d, ..] if ty == lf::TASK || ty == lf::EVERYWHERE => Some(LinkOut::Result {
-            id: u32::from_le_bytes([a, b, c, d]),
-            status: lf::status::REJECTED,
-            output: vec![],
-            payload: Bytes::from(message),
-        }),
+        [ty, a, b, c, d, ..] if [lf::TASK, lf::TASK_REPLICAS, lf::EVERYWHERE].contains(&ty) => {
+            Some(LinkOut::Result {
+                id: u32::from_le_bytes([a, b, c, d]),
+                status: lf::status::REJECTED,
+                output: vec![],
+                payload: Bytes::from(message),
+            })
+        }
         _ => Some(LinkOut::Notice(message)),
     })
 }
@@ -220,7 +223,7 @@ where
     }
     let writer = tokio::spawn(write_loop(w, upstream.events, direct_rx));
     let mut reader = tokio::io::BufReader::with_capacity(64 << 10, r);
-    let max = max_payload + lf::TASK_HEADER as u64;
+    let max = max_payload + lf::TASK_HEADER_MAX as u64;
     let end = loop {
         let (ty, body) = match read_frame(&mut reader, max).await {
             Ok(Some(f)) => f,
@@ -258,6 +261,18 @@ where
                 payload,
                 timeout_ms: (timeout_ms > 0).then_some(timeout_ms as u64),
                 replicas: 0,
+                user: String::new(),
+            })),
+            LinkIn::TaskReplicas {
+                id,
+                timeout_ms,
+                replicas,
+                payload,
+            } => (upstream.requests)(Message::Task(Task {
+                id: id as u64,
+                payload,
+                timeout_ms: (timeout_ms > 0).then_some(timeout_ms as u64),
+                replicas,
                 user: String::new(),
             })),
             LinkIn::Cancel { id } => (upstream.requests)(Message::Cancel { id: id as u64 }),
@@ -510,11 +525,12 @@ mod tests {
             Shutdown,
             Rejected,
             Refused,
+            Disagreed,
         ];
         for k in &all {
             match k {
                 Timeout | Cancelled | ConnectionReset | MemoryLimit | OutputLimit | Crashed
-                | Shutdown | Rejected | Refused => {}
+                | Shutdown | Rejected | Refused | Disagreed => {}
             }
         }
         all

@@ -26,6 +26,7 @@ impl Ready {
         r.add("protocol", crate::protocol::VERSION);
         r.add("hako", hako_version);
         r.add("max_payload", max_payload);
+        r.add("max_replicas", crate::replicas::MAX_REPLICAS);
         r
     }
 

@@ -22,6 +22,8 @@ pub const EVERYWHERE: u8 = 0x03;
 pub const INFO: u8 = 0x04;
 pub const PING: u8 = 0x05;
 pub const SHUTDOWN: u8 = 0x06;
+/// A TASK with the number of replicas to run (`.replicas = k`).
+pub const TASK_REPLICAS: u8 = 0x07;
 // hako -> R
 pub const READY: u8 = 0x80;
 pub const RESULT: u8 = 0x81;
@@ -47,6 +49,8 @@ pub mod status {
     pub const REJECTED: u8 = 9;
     /// The result failed the verifier: never forwarded (message says why).
     pub const REFUSED: u8 = 10;
+    /// The task's replicas gave no result k times (message says what).
+    pub const DISAGREED: u8 = 11;
 }
 
 /// Output chunk stream codes.
@@ -60,6 +64,8 @@ pub mod stream {
 /// Bytes of a task or everywhere frame before its payload (type, id,
 /// timeout): read even from an oversized frame, to answer for its id.
 pub const TASK_HEADER: usize = 1 + 4 + 4;
+/// The largest such header: TASK_REPLICAS's, with its replica count.
+pub const TASK_HEADER_MAX: usize = TASK_HEADER + 4;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkIn {
@@ -72,6 +78,14 @@ pub enum LinkIn {
     Task {
         id: u32,
         timeout_ms: u32,
+        payload: Bytes,
+    },
+    /// `id:u32 timeout_ms:u32 replicas:u32 payload`: a task to run on
+    /// `replicas` distinct daemons (0: the host's default, as TASK).
+    TaskReplicas {
+        id: u32,
+        timeout_ms: u32,
+        replicas: u32,
         payload: Bytes,
     },
     Cancel {
@@ -133,6 +147,17 @@ pub fn encode_in(m: &LinkIn) -> Vec<u8> {
         } => frame(TASK, 8 + payload.len(), |o| {
             o.extend_from_slice(&id.to_le_bytes());
             o.extend_from_slice(&timeout_ms.to_le_bytes());
+            o.extend_from_slice(payload);
+        }),
+        LinkIn::TaskReplicas {
+            id,
+            timeout_ms,
+            replicas,
+            payload,
+        } => frame(TASK_REPLICAS, 12 + payload.len(), |o| {
+            o.extend_from_slice(&id.to_le_bytes());
+            o.extend_from_slice(&timeout_ms.to_le_bytes());
+            o.extend_from_slice(&replicas.to_le_bytes());
             o.extend_from_slice(payload);
         }),
         LinkIn::Cancel { id } => frame(CANCEL, 4, |o| o.extend_from_slice(&id.to_le_bytes())),
@@ -243,6 +268,18 @@ pub fn parse_in(ty: u8, body: &Bytes) -> Result<LinkIn, String> {
                 payload: body.slice(8..),
             }
         }
+        TASK_REPLICAS => {
+            let id = r.u32()?;
+            let timeout_ms = r.u32()?;
+            let replicas = r.u32()?;
+            r.rest();
+            LinkIn::TaskReplicas {
+                id,
+                timeout_ms,
+                replicas,
+                payload: body.slice(12..),
+            }
+        }
         CANCEL => LinkIn::Cancel { id: r.u32()? },
         EVERYWHERE => {
             let id = r.u32()?;
@@ -332,6 +369,12 @@ mod tests {
             LinkIn::Task {
                 id: 5,
                 timeout_ms: 100,
+                payload: Bytes::from_static(b"X\n"),
+            },
+            LinkIn::TaskReplicas {
+                id: 7,
+                timeout_ms: 0,
+                replicas: 3,
                 payload: Bytes::from_static(b"X\n"),
             },
             LinkIn::Cancel { id: 5 },

@@ -255,6 +255,9 @@ pub enum FailKind {
     /// The daemon's value failed the result verifier (`verify.rs`); its
     /// bytes were dropped.
     Refused,
+    /// Its replicas (`Task.replicas`) gave no result k times over: the
+    /// message names the distinct results and the daemons behind each.
+    Disagreed,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
