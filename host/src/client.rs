@@ -74,6 +74,7 @@ async fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Out>();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Out>();
     let heartbeat = Duration::from_millis(welcome.heartbeat_ms.clamp(100, 3_600_000));
+    let notices = ev_tx.clone();
     let pump = tokio::spawn(ws::pump(
         conn,
         out_rx,
@@ -124,6 +125,12 @@ async fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
         end = &mut pump => {
             let end = end.map(|e| e.to_string()).unwrap_or_else(|e| e.to_string());
             eprintln!("hako: the host connection ended: {end}");
+            // The R session is told why (a revoked token, a shutdown).
+            let why = match end.strip_prefix("connection lost: closed by peer ") {
+                Some(reason) => format!("the host closed this connection: {reason}"),
+                None => format!("the host connection ended: {end}"),
+            };
+            let _ = notices.send(Out::Msg(Message::Refused { reason: why }));
             // Give the link writer a moment to pass on what arrived. Kept as
             // a pause on purpose: the writer belongs to `serve`, which is still
             // running in this select and only hands it back when the link ends,

@@ -43,6 +43,7 @@ pub mod tls;
 mod token;
 mod token_args;
 mod trust_args;
+pub mod user_cmd;
 mod users;
 mod verify;
 mod whoami;

@@ -133,6 +133,8 @@ fn to_link(m: Message) -> Option<LinkOut> {
         Message::Shutdown { reason } => {
             LinkOut::Notice(format!("the host is shutting down: {reason}"))
         }
+        // Why `hako client`'s host connection ended (client.rs).
+        Message::Refused { reason } => LinkOut::Notice(reason),
         _ => return None,
     })
 }

@@ -1,7 +1,7 @@
 //! `hako`: sandboxed R workers on webR + wasmtime. Parses the command line
 //! and dispatches to the library (`hako::*`).
 
-use hako::{assets, bench, client, daemon, eval, host, pkg, startup};
+use hako::{assets, bench, client, daemon, eval, host, pkg, startup, user_cmd};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,6 +39,8 @@ enum Command {
     Client(client::ClientArgs),
     /// Compiled R packages for the sandbox: build, install, list, remove.
     Pkg(pkg::PkgArgs),
+    /// The named users and volunteers of a host (`--identity DIR`).
+    User(user_cmd::UserArgs),
     /// Measure task round trips and throughput through the client link.
     Bench(bench::BenchArgs),
 }
@@ -60,5 +62,6 @@ fn main() -> ExitCode {
         Command::Client(a) => client::run(a),
         Command::Pkg(a) => pkg::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::User(a) => user_cmd::run(a),
     }
 }

@@ -12,6 +12,10 @@ use crate::protocol::Role;
 use crate::token;
 use std::sync::{Arc, RwLock};
 
+pub mod invite;
+pub mod store;
+pub mod watch;
+
 /// A submitter, as the dispatcher schedules it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -81,6 +85,9 @@ pub struct Rules {
     pub volunteers: Vec<(String, String)>,
     /// Daemons refused by hello name or token fingerprint.
     pub refused: Vec<Selector>,
+    /// Tokens of revoked users and volunteers: refused as revoked, so their
+    /// owners learn why (a token never seen is just wrong).
+    pub revoked: Vec<String>,
     /// A token that may only look at the status page.
     pub view_token: Option<String>,
 }
@@ -116,6 +123,7 @@ impl Access {
                     Some(t) if token::matches(t, token) => {
                         Ok(Principal::Client(User::shared("shared")))
                     }
+                    _ if revoked(&rules, token) => Err(watch::REVOKED.into()),
                     Some(_) => Err("wrong token".into()),
                     None if rules.users.is_empty() => {
                         Err("this host takes no remote clients".into())
@@ -134,6 +142,9 @@ impl Access {
                     found = Some(None);
                 }
                 let Some(name_of_token) = found else {
+                    if revoked(&rules, token) {
+                        return Err(watch::REVOKED.into());
+                    }
                     return Err("wrong token".into());
                 };
                 for r in &rules.refused {
@@ -144,7 +155,7 @@ impl Access {
                         Selector::User(_) => false,
                     };
                     if hit {
-                        return Err("refused: this daemon is refused by the host".into());
+                        return Err(watch::REFUSED.into());
                     }
                 }
                 Ok(Principal::Daemon(Volunteer {
@@ -162,13 +173,24 @@ impl Access {
     pub fn may_view(&self, token: &str) -> bool {
         let ok = {
             let rules = self.rules.read().unwrap_or_else(|e| e.into_inner());
-            rules.view_token.as_deref().is_some_and(|t| token::matches(t, token))
+            rules
+                .view_token
+                .as_deref()
+                .is_some_and(|t| token::matches(t, token))
         };
         ok || matches!(
             self.authenticate(Role::Client, token, ""),
             Ok(Principal::Client(_))
         )
     }
+}
+
+/// Whether `token` is a revoked one (every entry compared, as above).
+fn revoked(rules: &Rules, token: &str) -> bool {
+    rules
+        .revoked
+        .iter()
+        .fold(false, |hit, t| token::matches(t, token) | hit)
 }
 
 /// A token's public name: the first 16 hex digits of its SHA-256.

@@ -35,14 +35,29 @@ pub(super) async fn start(
     let bound = listener.local_addr()?;
     let advertise = advertise(args.advertise.clone(), bound);
     let identity = certificate(args, &advertise, bound)?;
-    let banner = announce(bound, &advertise, &identity, tokens, ready);
+    let mut banner = announce(bound, &advertise, &identity, tokens, ready);
+    let view_token = crate::status_page::view_token(args.identity.as_deref())?;
+    let status_url = crate::status_page::url(&advertise, bound.port(), &view_token);
+    ready.add("status_url", &status_url);
+    let _ = writeln!(banner, "the status page (read-only):\n  {status_url}");
+    let rules = crate::users::Rules {
+        daemon_token: tokens.daemon.clone(),
+        client_token: tokens.client.clone(),
+        view_token: Some(view_token),
+        ..Default::default()
+    };
+    if let Some(dir) = &args.identity {
+        // Where `hako user add` tells people to connect.
+        let host = crate::users::invite::HostInfo {
+            url: url(bound, &advertise),
+            fingerprint: identity.self_signed.then(|| identity.fingerprint.clone()),
+        };
+        crate::users::invite::remember(dir, &host)?;
+    }
+    let access = crate::users::watch::access(args.identity.as_deref(), rules, handle.clone())?;
     let cfg = Arc::new(ServerConfig {
         tls: identity.server_config()?,
-        access: crate::users::Access::new(crate::users::Rules {
-            daemon_token: tokens.daemon.clone(),
-            client_token: tokens.client.clone(),
-            ..Default::default()
-        }),
+        access,
         limits: settings.limits,
         handshake_timeout: settings.handshake_timeout,
         heartbeat: settings.heartbeat,
@@ -95,12 +110,7 @@ fn announce(
     tokens: &Tokens,
     ready: &mut Ready,
 ) -> String {
-    let host_part = if advertise.contains(':') {
-        format!("[{advertise}]")
-    } else {
-        advertise.to_string()
-    };
-    let url = format!("wss://{host_part}:{}", bound.port());
+    let url = url(bound, advertise);
     let pin = if identity.self_signed {
         format!(" --fingerprint {}", identity.fingerprint)
     } else {
@@ -130,6 +140,16 @@ fn announce(
         );
     }
     banner
+}
+
+/// The URL daemons and clients dial.
+fn url(bound: SocketAddr, advertise: &str) -> String {
+    let host_part = if advertise.contains(':') {
+        format!("[{advertise}]")
+    } else {
+        advertise.to_string()
+    };
+    format!("wss://{host_part}:{}", bound.port())
 }
 
 /// Shell-quote a word if it needs it.

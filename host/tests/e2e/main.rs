@@ -22,4 +22,5 @@ mod scale;
 mod startup;
 mod survival;
 mod tokens;
+mod users;
 mod volunteer;
