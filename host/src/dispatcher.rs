@@ -9,16 +9,22 @@
 //! - a task resolves exactly once (it is removed from `tasks` when it does);
 //!   a result for a task already resolved (cancelled, timed out, reassigned
 //!   after its daemon was presumed lost) is dropped.
+//!
+//! Queued tasks wait in a [`Fair`] queue: weighted fair queuing between
+//! users, FIFO within a user (or one FIFO with `--schedule fifo`).
 
+use crate::fair::{Fair, Look, Policy};
 use crate::peer::Peer;
 use crate::protocol::{
     clamp_timeout_ms, Capabilities, DaemonLimits, DaemonRow, Everywhere, FailKind, InfoReport,
     Message, Outcome, Task, TaskReport,
 };
-use crate::snapshot::{DaemonStatus, Snapshot, UserStatus};
+use crate::snapshot::{
+    DaemonStatus, Snapshot, UserStatus, THROUGHPUT_BUCKETS, THROUGHPUT_BUCKET_S,
+};
 use crate::users::{Selector, User, Volunteer};
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,6 +130,8 @@ pub struct Options {
     /// once (never blocked). A client with nothing pending may always submit
     /// one task within `max_payload`.
     pub max_queued: u64,
+    /// How queued tasks of different users are ordered.
+    pub schedule: Policy,
 }
 
 /// What a task costs the host besides its payload (its records), counted
@@ -145,6 +153,7 @@ impl Default for Options {
             max_everywhere: 64 << 20,
             max_unread: 256 << 20,
             max_queued: 1 << 30,
+            schedule: Policy::Fair,
         }
     }
 }
@@ -159,6 +168,8 @@ enum TaskState {
 
 struct TaskRec {
     client: ConnId,
+    /// Its submitter, as its connection authenticated.
+    user: Arc<User>,
     client_task: u64,
     payload: Bytes,
     timeout: Option<Duration>,
@@ -218,10 +229,38 @@ struct ClientRec {
     queued_bytes: u64,
 }
 
+/// Users remembered after their last connection left (with their done
+/// counts, for the status page); the oldest-gone are forgotten past it.
+const GONE_USERS: usize = 1000;
+
+/// A user's tally across all its connections.
+struct UserRec {
+    /// As its latest connection authenticated.
+    user: Arc<User>,
+    connections: u32,
+    queued: u64,
+    running: u64,
+    /// Tasks whose result reached the user.
+    done: u64,
+    /// When its last connection left (a key of `Dispatcher::gone`).
+    gone: Option<u64>,
+}
+
 pub struct Dispatcher {
     opts: Options,
     tasks: HashMap<u64, TaskRec>,
-    queue: VecDeque<u64>,
+    queue: Fair,
+    users: HashMap<String, UserRec>,
+    /// Users without connections, oldest-gone first.
+    gone: BTreeMap<u64, String>,
+    gone_seq: u64,
+    started: Instant,
+    /// The time of the event being handled.
+    clock: Instant,
+    /// Tasks resolved per [`THROUGHPUT_BUCKET_S`] since `started`, a ring
+    /// indexed by bucket number, and the bucket number last written.
+    throughput: [u64; THROUGHPUT_BUCKETS],
+    bucket: u64,
     daemons: HashMap<ConnId, DaemonRec>,
     idle: VecDeque<ConnId>,
     clients: HashMap<ConnId, ClientRec>,
@@ -240,10 +279,18 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(opts: Options) -> Dispatcher {
+        let schedule = opts.schedule;
         Dispatcher {
             opts,
             tasks: HashMap::new(),
-            queue: VecDeque::new(),
+            queue: Fair::new(schedule),
+            users: HashMap::new(),
+            gone: BTreeMap::new(),
+            gone_seq: 0,
+            started: Instant::now(),
+            clock: Instant::now(),
+            throughput: [0; THROUGHPUT_BUCKETS],
+            bucket: 0,
             daemons: HashMap::new(),
             idle: VecDeque::new(),
             clients: HashMap::new(),
@@ -264,6 +311,7 @@ impl Dispatcher {
     }
 
     pub fn handle(&mut self, ev: Event, now: Instant) {
+        self.clock = self.clock.max(now);
         match ev {
             Event::DaemonJoined { id, peer, info } => self.daemon_joined(id, peer, info, now),
             Event::ClientJoined {
@@ -273,6 +321,7 @@ impl Dispatcher {
                 user,
             } => {
                 tracing::info!(client = id, %name, user = %user.name, "client joined");
+                self.user_joined(&user);
                 self.clients.insert(
                     id,
                     ClientRec {
@@ -321,10 +370,10 @@ impl Dispatcher {
         }
         let refused: Vec<(u64, usize)> = self
             .queue
-            .iter()
-            .filter_map(|tid| match self.tasks.get(tid) {
+            .ids()
+            .filter_map(|tid| match self.tasks.get(&tid) {
                 Some(t) if matches!(t.state, TaskState::Queued) && t.payload.len() as u64 > max => {
-                    Some((*tid, t.payload.len()))
+                    Some((tid, t.payload.len()))
                 }
                 _ => None,
             })
@@ -427,6 +476,18 @@ impl Dispatcher {
                             client.peer.unread() >> 20
                         ),
                     ))
+                } else if let Some(max) = client.user.max_in_flight.filter(|&m| {
+                    self.users
+                        .get(&client.user.name)
+                        .is_some_and(|u| u.queued + u.running >= m)
+                }) {
+                    Some((
+                        FailKind::Rejected,
+                        format!(
+                            "too many tasks in flight: user {} may have at most {max} tasks queued or running at once: wait for results before submitting more",
+                            printable(&client.user.name)
+                        ),
+                    ))
                 } else if client.queued_bytes > 0
                     && client.queued_bytes + cost(&t) > self.opts.max_queued
                 {
@@ -450,14 +511,18 @@ impl Dispatcher {
                 }
                 let tid = self.next_task;
                 self.next_task += 1;
+                let user = client.user.clone();
                 if let Some(c) = self.clients.get_mut(&cid) {
                     c.pending.insert(t.id, tid);
                     c.queued_bytes += cost(&t);
                 }
+                self.tally(&user.name).queued += 1;
+                self.queue.push(&user.name, user.weight, tid);
                 self.tasks.insert(
                     tid,
                     TaskRec {
                         client: cid,
+                        user,
                         client_task: t.id,
                         payload: t.payload,
                         timeout: t
@@ -468,7 +533,6 @@ impl Dispatcher {
                         state: TaskState::Queued,
                     },
                 );
-                self.queue.push_back(tid);
             }
             Message::Cancel { id } => {
                 if let Some(&tid) = client.pending.get(&id) {
@@ -563,6 +627,16 @@ impl Dispatcher {
             return;
         };
         self.completed += 1;
+        self.count_resolved();
+        let delivered = self.clients.contains_key(&t.client);
+        let u = self.tally(&t.user.name);
+        match t.state {
+            TaskState::Queued => u.queued = u.queued.saturating_sub(1),
+            TaskState::Running { .. } => u.running = u.running.saturating_sub(1),
+        }
+        if delivered {
+            u.done += 1;
+        }
         if let Some(c) = self.clients.get_mut(&t.client) {
             c.pending.remove(&t.client_task);
             c.queued_bytes = c
@@ -702,11 +776,20 @@ impl Dispatcher {
         self.left(did, reason);
     }
 
+    /// A running task goes back to the front of its user's queue.
     fn requeue_front(&mut self, tid: u64) {
-        if let Some(t) = self.tasks.get_mut(&tid) {
-            t.state = TaskState::Queued;
-            self.queue.push_front(tid);
+        let Some(t) = self.tasks.get_mut(&tid) else {
+            return;
+        };
+        if matches!(t.state, TaskState::Queued) {
+            return; // already queued: a second entry would run it twice
         }
+        t.state = TaskState::Queued;
+        let user = t.user.clone();
+        self.queue.push_front(&user.name, user.weight, tid);
+        let u = self.tally(&user.name);
+        u.running = u.running.saturating_sub(1);
+        u.queued += 1;
     }
 
     fn left(&mut self, id: ConnId, reason: &str) {
@@ -742,6 +825,7 @@ impl Dispatcher {
                 // Nobody to tell: stop it and forget it.
                 self.stop_task(tid, FailKind::Cancelled, "client left".into(), now);
             }
+            self.user_left(&c.user.name);
         }
     }
 
@@ -848,25 +932,21 @@ impl Dispatcher {
         None
     }
 
-    /// The oldest queued task of at most `bound` bytes, taken off the
-    /// queue; stale entries (tasks resolved while queued) are dropped.
+    /// The next queued task of at most `bound` bytes in fair order (each
+    /// user's oldest it admits), taken off the queue; stale entries (tasks
+    /// resolved while queued) are dropped.
     fn pop_queued(&mut self, bound: u64) -> Option<u64> {
-        let mut i = 0;
-        while let Some(&tid) = self.queue.get(i) {
-            match self.tasks.get(&tid) {
-                Some(t) if matches!(t.state, TaskState::Queued) => {
-                    if t.payload.len() as u64 <= bound {
-                        self.queue.remove(i);
-                        return Some(tid);
-                    }
-                    i += 1;
-                }
-                _ => {
-                    self.queue.remove(i);
+        let tasks = &self.tasks;
+        self.queue.pop(|tid| match tasks.get(&tid) {
+            Some(t) if matches!(t.state, TaskState::Queued) => {
+                if t.payload.len() as u64 <= bound {
+                    Look::Take
+                } else {
+                    Look::Pass
                 }
             }
-        }
-        None
+            _ => Look::Stale,
+        })
     }
 
     fn assign(&mut self, tid: u64, did: ConnId, now: Instant) {
@@ -887,6 +967,10 @@ impl Dispatcher {
             daemon: did,
             deadline: timeout.and_then(|t| now.checked_add(t + self.opts.slack)),
         };
+        if let Some(u) = self.users.get_mut(&t.user.name) {
+            u.queued = u.queued.saturating_sub(1);
+            u.running += 1;
+        }
         d.busy = Some(Busy {
             task: tid,
             since: now,
@@ -899,11 +983,7 @@ impl Dispatcher {
             payload: t.payload.clone(),
             timeout_ms: timeout.map(|t| t.as_millis() as u64),
             replicas: 0,
-            user: self
-                .clients
-                .get(&t.client)
-                .map(|c| c.user.name.clone())
-                .unwrap_or_default(),
+            user: t.user.name.clone(),
         }));
         if !sent {
             // The connection is gone; its Left event will remove it.
@@ -915,6 +995,7 @@ impl Dispatcher {
 
     /// Time-driven work: task deadlines, stuck daemons, shutdown.
     pub fn tick(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         let mut timed_out = Vec::new();
         let mut stuck = Vec::new();
         for (&did, d) in &self.daemons {
@@ -1057,6 +1138,93 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
+    /// The tally of user `name`, created if new.
+    fn tally(&mut self, name: &str) -> &mut UserRec {
+        if !self.users.contains_key(name) {
+            // A task of a user with no connection left: cannot happen (its
+            // tasks are cancelled when it leaves), but keep counts exact.
+            self.users.insert(
+                name.to_string(),
+                UserRec {
+                    user: User::shared(name),
+                    connections: 0,
+                    queued: 0,
+                    running: 0,
+                    done: 0,
+                    gone: None,
+                },
+            );
+        }
+        self.users.get_mut(name).expect("inserted above")
+    }
+
+    fn user_joined(&mut self, user: &Arc<User>) {
+        let u = self.tally(&user.name);
+        u.user = user.clone();
+        u.connections += 1;
+        if let Some(at) = u.gone.take() {
+            self.gone.remove(&at);
+        }
+    }
+
+    /// One of its connections left; remembered a while once all have.
+    fn user_left(&mut self, name: &str) {
+        let seq = self.gone_seq;
+        let Some(u) = self.users.get_mut(name) else {
+            return;
+        };
+        u.connections = u.connections.saturating_sub(1);
+        if u.connections > 0 || u.gone.is_some() {
+            return;
+        }
+        u.gone = Some(seq);
+        self.gone_seq += 1;
+        self.gone.insert(seq, name.to_string());
+        while self.gone.len() > GONE_USERS {
+            let Some((_, old)) = self.gone.pop_first() else {
+                break;
+            };
+            self.users.remove(&old);
+        }
+    }
+
+    /// The throughput bucket `at` falls in, counted from `started`.
+    fn bucket_of(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_secs() / THROUGHPUT_BUCKET_S
+    }
+
+    /// Count one resolution in the current bucket, clearing the buckets
+    /// skipped since the last one (at most the ring's length: O(1)).
+    fn count_resolved(&mut self) {
+        let b = self.bucket_of(self.clock);
+        let n = THROUGHPUT_BUCKETS as u64;
+        if b > self.bucket {
+            for i in (self.bucket + 1)..=b.min(self.bucket + n) {
+                self.throughput[(i % n) as usize] = 0;
+            }
+            self.bucket = b;
+        }
+        self.throughput[(self.bucket % n) as usize] += 1;
+    }
+
+    /// Resolutions per bucket over the last [`THROUGHPUT_BUCKETS`] ending
+    /// with the bucket `now` falls in, oldest first.
+    fn throughput_at(&self, now: Instant) -> Vec<u64> {
+        let n = THROUGHPUT_BUCKETS as u64;
+        let cur = self.bucket_of(now).max(self.bucket);
+        (0..n)
+            .map(|back| {
+                let b = cur.checked_sub(n - 1 - back);
+                match b {
+                    Some(b) if b <= self.bucket && self.bucket - b < n => {
+                        self.throughput[(b % n) as usize]
+                    }
+                    _ => 0,
+                }
+            })
+            .collect()
+    }
+
     /// The status page's view of the host now.
     pub fn snapshot(&self, now: Instant) -> Snapshot {
         let info = self.info(now);
@@ -1077,32 +1245,31 @@ impl Dispatcher {
             })
             .collect();
         daemons.sort_by_key(|d| d.id);
-        let mut users: Vec<UserStatus> = Vec::new();
-        for c in self.clients.values() {
-            if let Some(u) = users.iter_mut().find(|u| u.name == c.user.name) {
-                u.connected = true;
-                continue;
-            }
-            users.push(UserStatus {
-                name: c.user.name.clone(),
-                weight: c.user.weight,
-                connected: true,
-                ..UserStatus::default()
-            });
-        }
+        let mut users: Vec<UserStatus> = self
+            .users
+            .iter()
+            .map(|(name, u)| UserStatus {
+                name: name.clone(),
+                weight: u.user.weight,
+                connected: u.connections > 0,
+                queued: u.queued,
+                running: u.running,
+                done: u.done,
+            })
+            .collect();
         users.sort_by(|a, b| a.name.cmp(&b.name));
         Snapshot {
             at_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
-            uptime_s: 0,
+            uptime_s: now.saturating_duration_since(self.started).as_secs(),
             queued: info.awaiting,
             running: info.executing,
             completed: info.completed,
             daemons,
             users,
-            throughput: Vec::new(),
-            throughput_bucket_s: crate::snapshot::THROUGHPUT_BUCKET_S,
+            throughput: self.throughput_at(now),
+            throughput_bucket_s: THROUGHPUT_BUCKET_S,
         }
     }
 }
@@ -1261,6 +1428,16 @@ mod tests {
                 peer: f.clone(),
                 name: "c".into(),
                 user: User::shared("c"),
+            });
+            f
+        }
+        fn client_as(&mut self, id: ConnId, user: Arc<User>) -> Arc<Fake> {
+            let f = Arc::new(Fake::default());
+            self.ev(Event::ClientJoined {
+                id,
+                peer: f.clone(),
+                name: "c".into(),
+                user,
             });
             f
         }
@@ -1958,6 +2135,223 @@ mod tests {
         }
         assert!(c.take().is_empty(), "none refused");
         assert_eq!(w.d.info(w.now).awaiting, 10_000);
+    }
+
+    fn user(name: &str, weight: u32, max_in_flight: Option<u64>) -> Arc<User> {
+        Arc::new(User {
+            name: name.into(),
+            weight,
+            max_in_flight,
+        })
+    }
+
+    /// User a's backlog and b's single task, one daemon: the tasks the
+    /// daemon runs until b's.
+    fn backlog_then_one(schedule: Policy, backlog: u64) -> Vec<u64> {
+        let mut w = World::new(1);
+        w.d.opts.schedule = schedule;
+        w.d.queue = Fair::new(schedule);
+        let _a = w.client_as(100, user("a", 1, None));
+        let _b = w.client_as(200, user("b", 1, None));
+        let d = w.daemon(1, info(None, None));
+        for id in 1..=backlog {
+            w.submit(100, id, None);
+        }
+        assert_eq!(d.tasks(), vec![1]);
+        w.submit(200, 1, None);
+        // Host task ids: a's are 1..=backlog, b's is backlog + 1.
+        let mut order = vec![1];
+        let mut running = 1;
+        while running != backlog + 1 {
+            w.report(1, running, "v");
+            match &d.tasks()[..] {
+                [next] => running = *next,
+                other => panic!("{other:?}"),
+            }
+            order.push(running);
+        }
+        order
+    }
+
+    #[test]
+    fn a_backlog_does_not_delay_another_user_s_task_beyond_one_dispatch() {
+        // a's task 1 was running when b's came: b's ties with a's next
+        // (both a turn behind), the older goes first.
+        let order = backlog_then_one(Policy::Fair, 100_000);
+        assert_eq!(order, vec![1, 2, 100_001]);
+    }
+
+    #[test]
+    fn under_fifo_the_single_task_waits_for_the_backlog() {
+        let order = backlog_then_one(Policy::Fifo, 50);
+        assert_eq!(order, (1..=51).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn weights_two_to_one_give_a_two_to_one_share_fifo_within_each() {
+        let mut w = World::new(1);
+        let _h = w.client_as(100, user("heavy", 2, None));
+        let _l = w.client_as(200, user("light", 1, None));
+        // Interleaved submissions: host ids odd are heavy's, even light's.
+        for id in 1..=1000 {
+            w.submit(100, id, None);
+            w.submit(200, id, None);
+        }
+        let d = w.daemon(1, info(None, None));
+        let mut got = d.tasks();
+        for _ in 0..299 {
+            let last = *got.last().unwrap();
+            w.report(1, last, "v");
+            got.extend(d.tasks());
+        }
+        assert_eq!(got.len(), 300);
+        let heavy: Vec<u64> = got.iter().copied().filter(|t| t % 2 == 1).collect();
+        let light: Vec<u64> = got.iter().copied().filter(|t| t % 2 == 0).collect();
+        assert_eq!((heavy.len(), light.len()), (200, 100));
+        assert!(heavy.windows(2).all(|p| p[0] < p[1]), "FIFO within a user");
+        assert!(light.windows(2).all(|p| p[0] < p[1]), "FIFO within a user");
+    }
+
+    #[test]
+    fn a_lost_daemon_s_task_goes_to_the_front_of_its_user_s_queue() {
+        let mut w = World::new(1);
+        let _a = w.client_as(100, user("a", 1, None));
+        let _b = w.client_as(200, user("b", 1, None));
+        for id in 1..=3 {
+            w.submit(100, id, None);
+        }
+        let x = w.daemon(1, info(None, None));
+        assert_eq!(x.tasks(), vec![1]);
+        w.submit(200, 1, None); // host id 4
+        w.lose(1);
+        let y = w.daemon(2, info(None, None));
+        let mut got = y.tasks();
+        for _ in 0..3 {
+            let last = *got.last().unwrap();
+            w.report(2, last, "v");
+            got.extend(y.tasks());
+        }
+        // a's re-queued task first among a's; b's turn comes at once after.
+        let a: Vec<u64> = got.iter().copied().filter(|&t| t != 4).collect();
+        assert_eq!(a, vec![1, 2, 3]);
+        assert!(got[..2].contains(&4), "{got:?}");
+    }
+
+    #[test]
+    fn a_small_daemon_takes_the_next_user_s_task_it_can_read() {
+        let mut w = World::new(1);
+        let a = w.client_as(100, user("a", 1, None));
+        let _b = w.client_as(200, user("b", 1, None));
+        let big = w.daemon(1, sized(None));
+        submit_bytes(&mut w, 1, 5); // a's, runs on big
+        assert_eq!(big.tasks(), vec![1]);
+        submit_bytes(&mut w, 2, 50); // a's, only big reads it
+        w.ev(Event::FromClient {
+            id: 200,
+            msg: Message::Task(Task {
+                id: 1,
+                payload: Bytes::from_static(b"small"),
+                timeout_ms: None,
+                replicas: 0,
+                user: String::new(),
+            }),
+        });
+        let small = w.daemon(2, sized(Some(10)));
+        assert_eq!(small.tasks(), vec![3], "b's task passes a's large one");
+        w.report(1, 1, "v");
+        assert_eq!(big.tasks(), vec![2]);
+        assert_eq!(a.results().len(), 1);
+    }
+
+    #[test]
+    fn max_in_flight_counts_a_user_s_connections_together_and_refuses_at_once() {
+        let mut w = World::new(1);
+        let u = user("a", 1, Some(2));
+        let c1 = w.client_as(100, u.clone());
+        let c2 = w.client_as(200, u);
+        let other = w.client_as(300, user("b", 1, None));
+        let d = w.daemon(1, info(None, None));
+        w.submit(100, 1, None); // runs
+        w.submit(200, 1, None); // queued
+        w.submit(200, 2, None);
+        w.submit(100, 2, None);
+        let want = "too many tasks in flight: user a may have at most 2 tasks queued or running at once: wait for results before submitting more";
+        assert_eq!(refused(&c2), vec![(2, want.to_string())]);
+        assert_eq!(refused(&c1), vec![(2, want.to_string())]);
+        // Other users are not affected.
+        w.submit(300, 1, None);
+        assert!(other.take().is_empty());
+        // A result makes room.
+        assert_eq!(d.tasks(), vec![1]);
+        w.report(1, 1, "v");
+        assert_eq!(c1.results(), vec![(1, value("v"))]);
+        w.submit(100, 3, None);
+        assert!(c1.take().is_empty());
+        let s = w.d.snapshot(w.now);
+        let a = s.users.iter().find(|u| u.name == "a").unwrap();
+        assert_eq!((a.queued, a.running, a.done), (1, 1, 1));
+    }
+
+    #[test]
+    fn the_snapshot_counts_users_and_throughput() {
+        let mut w = World::new(1);
+        let start = w.d.started;
+        w.now = start;
+        let a = w.client_as(100, user("a", 3, None));
+        let _b = w.client_as(200, user("b", 1, None));
+        let d = w.daemon(1, info(None, None));
+        for id in 1..=3 {
+            w.submit(100, id, None);
+        }
+        w.submit(200, 1, None);
+        let s = w.d.snapshot(w.now);
+        let rows: Vec<_> = s
+            .users
+            .iter()
+            .map(|u| {
+                (
+                    u.name.as_str(),
+                    u.weight,
+                    u.connected,
+                    u.queued,
+                    u.running,
+                    u.done,
+                )
+            })
+            .collect();
+        assert_eq!(rows, vec![("a", 3, true, 2, 1, 0), ("b", 1, true, 1, 0, 0)]);
+        assert_eq!(d.tasks(), vec![1]);
+        w.report(1, 1, "v");
+        w.now += Duration::from_secs(25);
+        let next = d.tasks()[0];
+        w.report(1, next, "v");
+        assert_eq!(a.results().len(), 2);
+        // a leaves: its queued task is cancelled, its row stays with its done count.
+        w.lose(100);
+        let s = w.d.snapshot(w.now);
+        let a_row = s.users.iter().find(|u| u.name == "a").unwrap();
+        assert!(!a_row.connected);
+        assert_eq!((a_row.queued, a_row.running, a_row.done), (0, 0, 2));
+        assert_eq!(s.uptime_s, 25);
+        assert_eq!(s.throughput.len(), THROUGHPUT_BUCKETS);
+        // One resolution at 0 s, one at 25 s, the cancellation at 25 s.
+        assert_eq!(s.throughput[THROUGHPUT_BUCKETS - 3..], [1, 0, 2]);
+        // Ten minutes later they have scrolled out.
+        let later = w.d.snapshot(w.now + Duration::from_secs(600));
+        assert_eq!(later.throughput.iter().sum::<u64>(), 0);
+        // Gone users are remembered, boundedly.
+        for i in 0..GONE_USERS as u64 + 5 {
+            w.client_as(1000 + i, user(&format!("u{i}"), 1, None));
+            w.lose(1000 + i);
+        }
+        let s = w.d.snapshot(w.now);
+        assert_eq!(
+            s.users.len(),
+            GONE_USERS + 1,
+            "the connected b and the last 1,000"
+        );
+        assert!(s.users.iter().all(|u| u.name != "a" && u.name != "u0"));
+        assert!(s.users.iter().any(|u| u.name == "u1004"));
     }
 
     #[test]

@@ -99,6 +99,11 @@ pub struct HostArgs {
     /// MiB: past it, its new tasks are refused at once until results come.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     max_queued: u64,
+    /// How tasks of different users share the daemons: `fair` (weighted
+    /// fair queuing between users, FIFO within each) or `fifo` (one queue
+    /// in submission order across everyone).
+    #[arg(long, value_enum, default_value = "fair")]
+    schedule: crate::fair::Policy,
     /// Largest control frame, in KiB.
     #[arg(long, value_name = "KIB", default_value_t = 64, hide = true)]
     max_control: u64,
@@ -230,6 +235,7 @@ impl Settings {
             max_everywhere: args.max_everywhere.saturating_mul(1 << 20),
             max_unread: args.max_unread.saturating_mul(1 << 20),
             max_queued: args.max_queued.saturating_mul(1 << 20),
+            schedule: args.schedule,
         }
     }
 }

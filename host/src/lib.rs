@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod dial;
 mod dispatcher;
 pub mod eval;
+mod fair;
 pub mod host;
 mod identity;
 mod link;
