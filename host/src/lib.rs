@@ -39,6 +39,7 @@ mod server;
 mod shutdown;
 mod snapshot;
 pub mod startup;
+mod status_page;
 mod stdio;
 pub mod tls;
 mod token;

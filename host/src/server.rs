@@ -3,6 +3,10 @@
 //! then handed to the dispatcher. A refused peer is told why, logged, and
 //! closed; nobody else notices.
 //!
+//! Before the upgrade the request head is read: anything but a WebSocket
+//! upgrade is the status page's (see [`crate::status_page`]), answered
+//! under the same deadline and budget.
+//!
 //! Connections mid-handshake are admitted by source address (see
 //! [`Admission`]), so that sockets held open by one source cannot keep
 //! honest daemons and clients out.
@@ -11,8 +15,10 @@ use crate::dispatcher::{DaemonInfo, Event, Handle};
 use crate::peer::ClientTx;
 use crate::protocol::{FrameLimits, Message, Role, Welcome};
 use crate::shutdown::Enlist;
+use crate::status_page;
 use crate::users::{Access, Principal};
 use crate::ws::{self, Budget, Budgeted, End, Flow};
+use prefixed::Prefixed;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -21,6 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+mod prefixed;
 
 /// Most connections allowed to be mid-handshake at once: together with the
 /// byte budget this bounds what unauthenticated peers can make us hold.
@@ -94,15 +102,29 @@ async fn connection(
     let budget = Budget::new(cfg.limits.control + PREAUTH_SLACK);
     let limits = cfg.limits;
     let handshake = async {
-        let tls = acceptor
+        let mut tls = acceptor
             .accept(Budgeted::new(tcp, budget.clone()))
             .await
             .map_err(|e| format!("TLS handshake failed: {e}"))?;
-        let mut ws = tokio_tungstenite::accept_async_with_config(tls, Some(ws::ws_config(&limits)))
-            .await
-            .map_err(|e| format!("WebSocket upgrade failed: {e}"))?;
+        // The head decides: a WebSocket upgrade goes on to the protocol
+        // (given the bytes read), anything else is the status page's,
+        // answered here (then there is no protocol connection: `None`).
+        let head = status_page::read_head(&mut tls).await?;
+        let req = status_page::Request::parse(&head)?;
+        if status_page::route(&req) != status_page::Route::WebSocket {
+            status_page::answer(&mut tls, &req, &cfg.access, &handle)
+                .await
+                .map_err(|e| format!("answering {:?}: {e}", req.path))?;
+            tracing::debug!(%addr, path = ?req.path, "answered over HTTP");
+            return Ok(None);
+        }
+        let stream = Prefixed::new(head, tls);
+        let mut ws =
+            tokio_tungstenite::accept_async_with_config(stream, Some(ws::ws_config(&limits)))
+                .await
+                .map_err(|e| format!("WebSocket upgrade failed: {e}"))?;
         let first = ws::recv(&mut ws, &limits).await;
-        Ok::<_, String>((ws, first))
+        Ok::<_, String>(Some((ws, first)))
     };
     let evicted = permit.evicted.clone();
     let outcome = tokio::select! {
@@ -121,7 +143,9 @@ async fn connection(
             tracing::warn!(%addr, %reason, "refused");
             return;
         }
-        Ok(Ok(v)) => v,
+        // An HTTP request, answered: nothing more on this connection.
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(v))) => v,
     };
     let hello = match first {
         Ok(Message::Hello(h)) => h,

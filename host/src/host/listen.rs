@@ -35,10 +35,15 @@ pub(super) async fn start(
     let bound = listener.local_addr()?;
     let advertise = advertise(args.advertise.clone(), bound);
     let identity = certificate(args, &advertise, bound)?;
-    let banner = announce(bound, &advertise, &identity, tokens, ready);
+    let mut banner = announce(bound, &advertise, &identity, tokens, ready);
+    let view_token = crate::status_page::view_token(args.identity.as_deref())?;
+    let status_url = crate::status_page::url(&advertise, bound.port(), &view_token);
+    ready.add("status_url", &status_url);
+    let _ = writeln!(banner, "the status page (read-only):\n  {status_url}");
     let rules = crate::users::Rules {
         daemon_token: tokens.daemon.clone(),
         client_token: tokens.client.clone(),
+        view_token: Some(view_token),
         ..Default::default()
     };
     if let Some(dir) = &args.identity {

@@ -20,6 +20,7 @@ mod refusals;
 mod results;
 mod scale;
 mod startup;
+mod status_page;
 mod survival;
 mod tokens;
 mod users;
