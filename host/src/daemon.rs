@@ -1,20 +1,27 @@
-//! `hako daemon URL --token T --fingerprint SHA256:…`: lend this machine's
-//! cores to a host. Dials out (so it works behind NAT), verifies the host,
-//! then runs tasks one at a time in its sandbox, pristine per task unless
-//! `--keep-state`. The volunteer's caps (`--memory`, `--task-timeout`,
-//! `--max-tasks`, `--idle-time`, `--wall-time`) are applied here, where the
-//! host cannot raise them. Nor can the host make it grow outside `--memory`
-//! or spawn threads: the frames it reads, the tasks and `everywhere()` code
-//! it holds and the results it sends are bounded (see `worker.rs` and
-//! PROTOCOL.md), and it tells the host no more than `--name` says. A host's
-//! package set comes from that host only, checked file by file by sha256 and
-//! kept within `--max-package-cache` (`package_fetch.rs`); `--no-packages`
-//! refuses sets, and the daemon then leaves that host.
+//! `hako daemon URL --fingerprint SHA256:…` (token in HAKO_TOKEN or
+//! `--token-file`): lend this machine's cores to a host. Dials out (so it
+//! works behind NAT), verifies the host, then runs tasks one at a time in
+//! its sandbox, pristine per task unless `--keep-state`. `--jobs N` runs N
+//! such sandboxes in one process, each its own connection and `--memory`
+//! cap; they share the compiled code, one TLS configuration, the package
+//! cache, the name and `--max-tasks`. The volunteer's caps (`--memory`,
+//! `--task-timeout`, `--max-tasks`, `--idle-time`, `--wall-time`) are
+//! applied here, where the host cannot raise them; their laptop defaults
+//! and what a host can and cannot do are in `--help` ([`LONG_HELP`]). Nor
+//! can the host make it grow outside `--memory` or spawn threads: the
+//! frames it reads, the tasks and `everywhere()` code it holds and the
+//! results it sends are bounded (see `worker.rs` and PROTOCOL.md), and it
+//! tells the host no more than `--name` says. A host's package set comes
+//! from that host only, checked file by file by sha256 and kept within
+//! `--max-package-cache` (`package_fetch.rs`); `--no-packages` refuses
+//! sets, and the daemon then leaves that host.
 //!
 //! Exit status: 0 when done (host shut down with `--autoexit`, a cap
-//! reached, a signal), 1 when the host refused (or this daemon refused its
-//! package set) or is not trusted or could
-//! not be reached with `--autoexit`, 2 on a usage or set-up error.
+//! reached by every job, a signal), 1 when the host refused (a wrong,
+//! revoked or refused token; or this daemon refused its package set) or is
+//! not trusted or could not be reached with `--autoexit` — one job's
+//! refusal stops them all, with one message — and 2 on a usage or set-up
+//! error.
 
 use crate::dial::{self, DialError, Target};
 use crate::package_cache::{Cache, InUse};
@@ -25,7 +32,7 @@ use crate::sandbox_args::{seconds, SandboxArgs};
 use crate::tls;
 use crate::trust_args::TrustArgs;
 use crate::whoami::capabilities;
-use crate::worker::{Exit, Worker, WorkerConfig, WorkerEvent};
+use crate::worker::{Exit, Job as WorkerJob, TaskBudget, Worker, WorkerConfig, WorkerEvent};
 use crate::ws::{self, Flow};
 use crate::{paths, shutdown};
 use clap::Args;
@@ -36,7 +43,37 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+/// The end of `hako daemon --help`: the defaults, and what lending this
+/// machine means. `volunteer.rs` (e2e) checks it, so it cannot go stale.
+const LONG_HELP: &str = "\
+Defaults for lending a laptop:
+  --task-timeout 600   each task stops after 10 minutes (`none` for no limit)
+  --memory 1024        each job's sandbox may use 1024 MiB of memory (plus an
+                       in-memory /tmp of at most 256 MiB); N jobs may use N
+                       times that in all
+  --jobs 1             one sandbox, one task at a time (at most one job per
+                       core this machine makes available)
+  nice 19              tasks run at the lowest CPU priority, so they never
+                       slow your own work (--normal-priority to change)
+  Each task leaves one line in this daemon's log: the job, the task id, the
+  user who submitted it, how it ended, its time and its memory.
+  --max-tasks counts the tasks of all jobs together; --idle-time applies to
+  each job (the daemon exits when the last one has left).
+
+What a host can and cannot do to this machine:
+  It can send R code that runs in this daemon's sandbox, within the caps
+  set here, and (unless --no-packages) R packages kept in the package cache
+  (--max-package-cache), checked by sha256 and only ever mounted read-only.
+  It cannot raise these caps; cannot read or write your files, except the
+  directories you --mount (read-only unless :rw); cannot open network
+  connections or start processes; cannot run a task beyond its time, memory
+  or output cap.
+  It sees the name you give (--name; by default an anonymous daemon-XXXXXXXX),
+  your IP address, the caps and job count set here and hako's version. It
+  learns nothing else about this machine or you.";
+
 #[derive(Args, Clone, Debug)]
+#[command(after_long_help = LONG_HELP)]
 pub struct DaemonArgs {
     /// The host's URL, wss://HOST:PORT.
     url: String,
@@ -44,10 +81,16 @@ pub struct DaemonArgs {
     /// --token-file or the HAKO_TOKEN environment variable).
     #[arg(long, env = "HAKO_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Run tasks at normal CPU priority. By default a daemon's sandbox runs
+    /// Run N sandboxes in this one process, N tasks at once: each its own
+    /// connection to the host and its own --memory cap (so the process may
+    /// use N x --memory in all); they share the compiled R, the package
+    /// cache and the --name. At most the number of cores available.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    jobs: usize,
+    /// Run tasks at normal CPU priority. By default a daemon's sandboxes run
     /// at the lowest (nice 19), so lending cores never slows the owner's own
-    /// work. (Either way the daemon logs one line per task: id, outcome,
-    /// time, memory.)
+    /// work. (Either way the daemon logs one line per task: id, user,
+    /// outcome, time, memory.)
     #[arg(long)]
     normal_priority: bool,
     /// Read the join token from this file (one line).
@@ -55,13 +98,14 @@ pub struct DaemonArgs {
     token_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     trust: TrustArgs,
-    /// Cap on any task's evaluation time, in seconds.
-    #[arg(long, value_name = "SECONDS")]
-    task_timeout: Option<f64>,
-    /// Leave after this many tasks.
+    /// Cap on any task's evaluation time, in seconds; `none` (or 0) for no
+    /// cap.
+    #[arg(long, value_name = "SECONDS|none", default_value = "600", value_parser = task_timeout)]
+    task_timeout: TaskTimeout,
+    /// Leave after this many tasks, counted over all --jobs.
     #[arg(long, value_name = "N")]
     max_tasks: Option<u64>,
-    /// Leave after this many seconds without a task.
+    /// Leave after this many seconds without a task (each job on its own).
     #[arg(long, value_name = "SECONDS")]
     idle_time: Option<f64>,
     /// Leave after this many seconds in all.
@@ -106,6 +150,27 @@ pub struct DaemonArgs {
     sandbox: SandboxArgs,
 }
 
+/// `--task-timeout`: a cap, or none.
+#[derive(Clone, Copy, Debug)]
+struct TaskTimeout(Option<Duration>);
+
+/// Seconds as every seconds option takes them, or `none` / `0` for no cap.
+fn task_timeout(s: &str) -> Result<TaskTimeout, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(TaskTimeout(None));
+    }
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number of seconds, or none"))?;
+    if secs == 0.0 {
+        return Ok(TaskTimeout(None));
+    }
+    seconds(secs, "--task-timeout")
+        .map(|d| TaskTimeout(Some(d)))
+        .map_err(|e| format!("{e}, or none"))
+}
+
 pub fn run(args: DaemonArgs) -> ExitCode {
     crate::async_main::run(daemon(args))
 }
@@ -127,16 +192,18 @@ struct Settings {
     sandbox: SandboxConfig,
     /// The join token, from --token-file, HAKO_TOKEN or --token.
     token: String,
+    jobs: usize,
 }
 
 impl Settings {
     fn check(args: &DaemonArgs) -> anyhow::Result<Settings> {
         let opt_secs = |v: Option<f64>, what: &str| v.map(|s| seconds(s, what)).transpose();
-        let task_timeout = opt_secs(args.task_timeout, "--task-timeout")?;
+        let task_timeout = args.task_timeout.0;
         let idle_time = opt_secs(args.idle_time, "--idle-time")?;
         let wall_time = opt_secs(args.wall_time, "--wall-time")?;
         let max_backoff = seconds(args.max_backoff, "--max-backoff")?;
         let handshake_timeout = seconds(args.handshake_timeout, "--handshake-timeout")?;
+        let jobs = check_jobs(args.jobs, available_cores())?;
         let token = crate::token_args::resolve(
             args.token.as_deref(),
             args.token_file.as_deref(),
@@ -161,46 +228,129 @@ impl Settings {
             limits,
             sandbox: args.sandbox.config(task_timeout)?,
             token,
+            jobs,
         })
     }
+}
+
+/// Cores this process may use (affinity and cgroup quota included).
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `--jobs`: at least one, at most one per core (more would only make each
+/// task slower, and hold more memory).
+fn check_jobs(jobs: usize, cores: usize) -> anyhow::Result<usize> {
+    if jobs == 0 {
+        anyhow::bail!("--jobs must be at least 1");
+    }
+    if jobs > cores {
+        anyhow::bail!(
+            "--jobs {jobs}: this machine makes {cores} core(s) available to hako, so at most \
+             --jobs {cores} (more jobs than cores would only make each task slower)"
+        );
+    }
+    Ok(jobs)
+}
+
+/// What all jobs of this process share: the host, its trust and one TLS
+/// configuration, the hello, one runtime (the compiled code, mapped once)
+/// and one package cache.
+struct Common {
+    target: Target,
+    trust: crate::tls::Trust,
+    tls: dial::Tls,
+    limits: FrameLimits,
+    hello: HelloBody,
+    handshake_timeout: Duration,
+    max_backoff: Duration,
+    autoexit: bool,
+    packages: Packages,
+}
+
+/// One job: a worker on its own sandbox, and the connection it serves.
+struct Job {
+    /// `job N: ` in log lines when there are several, else empty.
+    prefix: String,
+    worker: Arc<Worker>,
+    route: Route,
+    exit: watch::Receiver<Option<Exit>>,
+    /// Manifest ids of the package set its sandbox has, and their trees
+    /// held in the cache (not removed while mounted).
+    current: Mutex<(Vec<String>, Vec<InUse>)>,
+}
+
+/// How a job ended.
+enum JobEnd {
+    /// Its worker left (a cap, `--autoexit`), or the daemon is leaving.
+    Done,
+    /// Something no retry can mend: the process stops, exit status 1, with
+    /// this message.
+    Fatal(String),
 }
 
 async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let target: Target = dial::parse_url(&args.url)?;
     let trust = args.trust.trust()?;
-    // Fail early on a bad CA file.
-    tls::client_config(&trust)?;
+    // Made once for all jobs; fails early on a bad CA file.
+    let tls = tls::client_config(&trust)?;
     let settings = Settings::check(&args)?;
+    let jobs = settings.jobs;
+    warn_if_over_ram(jobs, args.sandbox.memory);
     let started = Instant::now();
-    let Settings {
-        wall_time,
-        max_backoff,
-        handshake_timeout,
-        limits,
-        ..
-    } = settings;
     let sandbox_config = settings.sandbox.clone();
     let assets_dir = paths::assets_dir(args.sandbox.assets.as_deref());
-    let (runtime, sandbox) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    // One runtime: R is compiled (or loaded from the code cache) once and its
+    // code mapped once; each job instantiates its own sandbox from it.
+    let (runtime, sandboxes) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let runtime = crate::progress::open_runtime(&assets_dir)?;
-        let sandbox = runtime.sandbox(sandbox_config)?;
-        Ok((runtime, sandbox))
+        let sandboxes = (0..jobs)
+            .map(|_| runtime.sandbox(sandbox_config.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((runtime, sandboxes))
     })
     .await??;
-    let (worker, route, mut exit_rx) = start_worker(&args, &settings, sandbox)?;
-    let cache = Cache::new(
-        args.package_cache.clone(),
-        args.max_package_cache.saturating_mul(1 << 20),
-    );
-    let packages = Packages {
-        allow: !args.no_packages,
-        cache,
-        runtime,
-        sandbox: settings.sandbox.clone(),
-        current: Mutex::new((Vec::new(), Vec::new())),
-    };
-    let hello = hello(&args, &settings);
-    let wall_deadline = wall_time.map(|w| tokio::time::Instant::from_std(started + w));
+    let budget = args.max_tasks.map(TaskBudget::new);
+    let mut workers = Vec::with_capacity(jobs);
+    for (i, sandbox) in sandboxes.into_iter().enumerate() {
+        workers.push(start_job(
+            &args,
+            &settings,
+            sandbox,
+            i + 1,
+            jobs,
+            budget.clone(),
+        )?);
+    }
+    let common = Arc::new(Common {
+        target,
+        trust,
+        tls,
+        limits: settings.limits,
+        hello: hello(&args, &settings),
+        handshake_timeout: settings.handshake_timeout,
+        max_backoff: settings.max_backoff,
+        autoexit: args.autoexit,
+        packages: Packages {
+            allow: !args.no_packages,
+            cache: Cache::new(
+                args.package_cache.clone(),
+                args.max_package_cache.saturating_mul(1 << 20),
+            ),
+            runtime,
+            sandbox: settings.sandbox.clone(),
+        },
+    });
+    // The process is leaving (a signal, --wall-time, another job's fatal
+    // end): every job says bye, with this reason.
+    let (leave_tx, leave_rx) = watch::channel::<Option<String>>(None);
+    let mut running = tokio::task::JoinSet::new();
+    for job in workers {
+        running.spawn(run_job(common.clone(), job, leave_rx.clone()));
+    }
+    let wall_deadline = settings
+        .wall_time
+        .map(|w| tokio::time::Instant::from_std(started + w));
     let wall = async move {
         match wall_deadline {
             Some(d) => tokio::time::sleep_until(d).await,
@@ -210,40 +360,136 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     tokio::pin!(wall);
     let signal = shutdown::signal();
     tokio::pin!(signal);
+    let mut code = ExitCode::SUCCESS;
+    let mut leaving = false;
+    loop {
+        tokio::select! {
+            ended = running.join_next() => {
+                let fatal = match ended {
+                    None => return Ok(code),
+                    Some(Ok(JobEnd::Done)) => continue,
+                    Some(Ok(JobEnd::Fatal(why))) => why,
+                    Some(Err(e)) => format!("a job failed: {e}"),
+                };
+                if leaving {
+                    tracing::debug!("also: {fatal}");
+                    continue;
+                }
+                // One message, and every other job leaves with it.
+                tracing::error!("{fatal}");
+                eprintln!("hako: {fatal}");
+                code = ExitCode::FAILURE;
+                leaving = true;
+                let _ = leave_tx.send(Some("the daemon stops".into()));
+            }
+            _ = &mut wall, if !leaving => {
+                leaving = true;
+                let _ = leave_tx.send(Some("wall time reached".into()));
+            }
+            s = &mut signal, if !leaving => {
+                leaving = true;
+                let _ = leave_tx.send(Some(s));
+            }
+        }
+    }
+}
 
+/// A warning when the jobs' memory caps together exceed this machine's
+/// memory: each is a cap, not a reservation, so they may still fit.
+fn warn_if_over_ram(jobs: usize, memory_mib: usize) {
+    // SAFETY: sysconf only reads system constants.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages <= 0 || page <= 0 {
+        return;
+    }
+    let ram_mib = (pages as u64).saturating_mul(page as u64) >> 20;
+    let total = (jobs as u64).saturating_mul(memory_mib as u64);
+    if total > ram_mib {
+        tracing::warn!(
+            "--jobs {jobs} x --memory {memory_mib} MiB may use {total} MiB, more than this \
+             machine's {ram_mib} MiB of memory"
+        );
+    }
+}
+
+/// What a job's select learns from the process: the reason to leave, once
+/// there is one.
+async fn leaving(rx: &mut watch::Receiver<Option<String>>) -> String {
+    let why = rx
+        .wait_for(Option::is_some)
+        .await
+        .map(|r| r.clone().unwrap_or_default());
+    match why {
+        Ok(why) => why,
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// One job's life: dial, serve the host, reconnect after a lost connection
+/// (with backoff), until its worker leaves, the process leaves, or
+/// something permanent ends it.
+async fn run_job(
+    common: Arc<Common>,
+    job: Job,
+    mut leave: watch::Receiver<Option<String>>,
+) -> JobEnd {
+    let Job {
+        prefix,
+        worker,
+        route,
+        mut exit,
+        current,
+    } = job;
+    let c = &*common;
+    let url = &c.target.url;
     let mut backoff = Duration::from_millis(250);
-    // Whether this daemon has worked for the host at this URL: a different
+    // Whether this job has worked for the host at this URL: a different
     // certificate there afterwards is a new host, not a passing fault.
-    let joined = std::cell::Cell::new(false);
+    let joined = std::sync::atomic::AtomicBool::new(false);
+    // Leaving: say bye and let the connection close before ending, so the
+    // host re-queues the running task without counting an attempt.
+    let bye_wait = Duration::from_secs(2);
     loop {
         let dialled = Instant::now();
         let attempt = async {
-            match dial::dial_within(&target, &trust, limits, hello.clone(), handshake_timeout).await
-            {
+            let dialled = dial::dial_using(
+                &c.target,
+                &c.trust,
+                &c.tls,
+                c.limits,
+                c.hello.clone(),
+                c.handshake_timeout,
+            )
+            .await;
+            match dialled {
                 Err(e) => Err(e),
                 Ok((conn, welcome)) => {
-                    joined.set(true);
-                    Ok(session(conn, welcome, &worker, &route, limits, &packages).await)
+                    joined.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let sess = Session {
+                        worker: &worker,
+                        route: &route,
+                        limits: c.limits,
+                        packages: &c.packages,
+                        current: &current,
+                    };
+                    Ok(session(conn, welcome, sess).await)
                 }
             }
         };
         tokio::pin!(attempt);
-        // Leaving: say bye and let the connection close before exiting, so
-        // the host re-queues the running task without counting an attempt.
-        let bye_wait = Duration::from_secs(2);
         let outcome = tokio::select! {
             r = &mut attempt => r,
-            _ = &mut wall => {
-                leave(&route, "wall time reached");
+            why = leaving(&mut leave) => {
+                say_bye(&route, &why);
                 let _ = tokio::time::timeout(bye_wait, &mut attempt).await;
-                return Ok(ExitCode::SUCCESS);
+                return JobEnd::Done;
             }
-            s = &mut signal => {
-                leave(&route, &s);
-                let _ = tokio::time::timeout(bye_wait, &mut attempt).await;
-                return Ok(ExitCode::SUCCESS);
-            }
-            _ = exit_rx.changed() => {
+            _ = exit.changed() => {
                 // The worker queued its last result, then bye and close: keep
                 // the connection going until they are written, or the host
                 // would re-queue a task that is done.
@@ -251,75 +497,82 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
                 Ok(Ok(ws::End::Local("the worker left".into())))
             }
         };
-        if let Some(exit) = exit_rx.borrow().clone() {
-            tracing::info!("daemon {exit}");
-            return Ok(match exit {
-                Exit::Failed(_) => ExitCode::FAILURE,
-                _ => ExitCode::SUCCESS,
-            });
+        if let Some(e) = exit.borrow().clone() {
+            return match e {
+                Exit::Failed(why) => JobEnd::Fatal(format!("{prefix}the sandbox failed: {why}")),
+                e => {
+                    tracing::info!("{prefix}daemon {e}");
+                    JobEnd::Done
+                }
+            };
         }
         match outcome {
-            Err(DialError::Untrusted(e)) if joined.get() => {
-                tracing::error!("{}: {e}", target.url);
-                eprintln!(
-                    "hako: the host at {} is not the one this daemon joined ({}): it was \
+            Err(DialError::Untrusted(e)) if joined.load(std::sync::atomic::Ordering::Relaxed) => {
+                return JobEnd::Fatal(format!(
+                    "the host at {url} is not the one this daemon joined ({}): it was \
                      restarted with a new certificate (a host keeps its certificate only with \
                      --identity). This daemon cannot join it and exits: run the daemon command \
                      the new host prints.",
-                    target.url,
                     dial::printable(&e)
-                );
-                return Ok(ExitCode::FAILURE);
+                ));
             }
-            Ok(Err(refused)) => {
-                tracing::error!("{}: {refused}", target.url);
-                eprintln!("hako: {}: {refused}", target.url);
-                return Ok(ExitCode::FAILURE);
-            }
+            Ok(Err(refused)) => return JobEnd::Fatal(format!("{url}: {refused}")),
             Err(e @ DialError::Untrusted(_)) | Err(e @ DialError::Refused(_)) => {
-                tracing::error!("{}: {e}", target.url);
-                eprintln!("hako: {}: {e}", target.url);
-                return Ok(ExitCode::FAILURE);
+                return JobEnd::Fatal(format!("{url}: {e}"));
             }
             Err(DialError::Unreachable(e)) => {
-                if args.autoexit {
-                    eprintln!("hako: cannot reach {}: {}", target.url, dial::printable(&e));
-                    return Ok(ExitCode::FAILURE);
+                if c.autoexit {
+                    return JobEnd::Fatal(format!("cannot reach {url}: {}", dial::printable(&e)));
                 }
-                tracing::warn!(
-                    "cannot reach {}: {e}; retrying in {backoff:.1?}",
-                    target.url
-                );
+                tracing::warn!("{prefix}cannot reach {url}: {e}; retrying in {backoff:.1?}");
             }
             Ok(Ok(end)) => {
-                if args.autoexit {
-                    tracing::info!("host connection ended ({end}); exiting (--autoexit)");
-                    return Ok(ExitCode::SUCCESS);
+                if let Some(why) = revoked(&end) {
+                    return JobEnd::Fatal(format!(
+                        "{url}: the host closed this daemon's connection for good: {why}"
+                    ));
+                }
+                if c.autoexit {
+                    tracing::info!("{prefix}host connection ended ({end}); exiting (--autoexit)");
+                    return JobEnd::Done;
                 }
                 // Only a connection that lasted starts the backoff afresh: a
                 // host that drops each one at once cannot make us spin.
                 if dialled.elapsed() >= STABLE {
                     backoff = Duration::from_millis(250);
                 }
-                tracing::warn!("host connection ended ({end}); reconnecting in {backoff:.1?}");
+                tracing::warn!(
+                    "{prefix}host connection ended ({end}); reconnecting in {backoff:.1?}"
+                );
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = &mut wall => { return Ok(ExitCode::SUCCESS); }
-            s = &mut signal => { tracing::info!("{s}"); return Ok(ExitCode::SUCCESS); }
+            _ = leaving(&mut leave) => return JobEnd::Done,
         }
-        backoff = (backoff * 2).min(max_backoff);
+        backoff = (backoff * 2).min(c.max_backoff);
     }
 }
 
-/// Start the worker on `sandbox`. Its messages take the returned route (the
-/// current connection's session); when it exits, the receiver says why.
-fn start_worker(
+/// The host's reason, when it closed the connection because this daemon's
+/// token was revoked or the daemon is refused (`users::watch`'s words):
+/// reconnecting would only be refused, so the daemon stops at once.
+fn revoked(end: &ws::End) -> Option<String> {
+    use crate::users::watch::{REFUSED, REVOKED};
+    let ws::End::Lost(why) = end else { return None };
+    (why.contains(REVOKED) || why.contains(REFUSED)).then(|| dial::printable(why))
+}
+
+/// Start job `n` of `jobs` on `sandbox`. Its messages take the job's route
+/// (the current connection's session); when it exits, `Job::exit` says why.
+fn start_job(
     args: &DaemonArgs,
     settings: &Settings,
     sandbox: hako_runtime::Sandbox,
-) -> anyhow::Result<(Arc<Worker>, Route, watch::Receiver<Option<Exit>>)> {
+    n: usize,
+    jobs: usize,
+    budget: Option<Arc<TaskBudget>>,
+) -> anyhow::Result<Job> {
     let route: Route = Arc::new(Mutex::new(None));
     let (exit_tx, exit_rx) = watch::channel::<Option<Exit>>(None);
     let r = route.clone();
@@ -345,7 +598,8 @@ fn start_worker(
             }
         }
     });
-    let worker = Worker::start(
+    let several = jobs > 1;
+    let worker = Worker::start_job(
         sandbox,
         WorkerConfig {
             keep_state: args.keep_state,
@@ -357,15 +611,37 @@ fn start_worker(
             lowest_priority: !args.normal_priority,
             log_tasks: true,
         },
+        WorkerJob {
+            label: several.then(|| format!("job {n}")),
+            budget,
+        },
         out,
-        "daemon".into(),
+        // Its threads: hako-daemon, or hako-daemon-N of several.
+        if several {
+            format!("daemon-{n}")
+        } else {
+            "daemon".into()
+        },
     )?;
-    Ok((worker, route, exit_rx))
+    Ok(Job {
+        prefix: if several {
+            format!("job {n}: ")
+        } else {
+            String::new()
+        },
+        worker,
+        route,
+        exit: exit_rx,
+        current: Mutex::new((Vec::new(), Vec::new())),
+    })
 }
 
 /// What this daemon tells each host: its token, a name that says nothing
-/// about the machine unless `--name` does, and the caps it applies.
+/// about the machine unless `--name` does, the caps it applies and how many
+/// jobs share that name (`jobs=N` among its features).
 fn hello(args: &DaemonArgs, settings: &Settings) -> HelloBody {
+    let mut caps = capabilities();
+    caps.features.push(format!("jobs={}", settings.jobs));
     HelloBody {
         role: Role::Daemon,
         token: settings.token.clone(),
@@ -380,7 +656,7 @@ fn hello(args: &DaemonArgs, settings: &Settings) -> HelloBody {
             // What it reads: a larger task would close the connection.
             max_task_bytes: Some(settings.limits.bulk),
         },
-        caps: capabilities(),
+        caps,
     }
 }
 
@@ -406,7 +682,7 @@ fn anonymous_name() -> String {
 }
 
 /// Say bye on the current connection, if any.
-fn leave(route: &Route, reason: &str) {
+fn say_bye(route: &Route, reason: &str) {
     if let Ok(g) = route.lock() {
         if let Some((_, tx)) = g.as_ref() {
             let _ = tx.send(Out::Msg(Message::Bye {
@@ -418,17 +694,26 @@ fn leave(route: &Route, reason: &str) {
     tracing::info!("leaving: {reason}");
 }
 
-/// What a daemon needs to take a host's package set.
+/// What a daemon's jobs need to take a host's package set.
 struct Packages {
     /// Not `--no-packages`.
     allow: bool,
+    /// Shared by the jobs: of several that want the same set at once, one
+    /// fetches it and the others wait, then take it from the cache.
     cache: Cache,
     runtime: hako_runtime::Runtime,
     /// The volunteer's sandbox, without packages.
     sandbox: SandboxConfig,
-    /// Manifest ids of the set the worker's sandbox has now, and its trees
-    /// held in the cache (not removed while mounted).
-    current: Mutex<(Vec<String>, Vec<InUse>)>,
+}
+
+/// What one job's connection works with.
+struct Session<'a> {
+    worker: &'a Arc<Worker>,
+    route: &'a Route,
+    limits: FrameLimits,
+    packages: &'a Packages,
+    /// The job's current set (see [`Job::current`]).
+    current: &'a Mutex<(Vec<String>, Vec<InUse>)>,
 }
 
 /// The host's set in place and a sandbox that has it, if the worker's does
@@ -438,6 +723,7 @@ async fn take_set(
     conn: &mut dial::Conn,
     limits: FrameLimits,
     packages: &Packages,
+    current: &Mutex<(Vec<String>, Vec<InUse>)>,
 ) -> Result<Option<hako_runtime::Sandbox>, Failure> {
     let policy = Policy {
         allow: packages.allow,
@@ -448,7 +734,7 @@ async fn take_set(
         Err(e) => Err(e),
         Ok((set, holds)) => {
             let ids: Vec<String> = set.packages.iter().map(|p| p.manifest.id()).collect();
-            let same = packages.current.lock().map(|c| c.0 == ids).unwrap_or(false);
+            let same = current.lock().map(|c| c.0 == ids).unwrap_or(false);
             let announced = !set.is_empty();
             let sandbox = if same {
                 Ok(None)
@@ -458,7 +744,7 @@ async fn take_set(
                 let rt = packages.runtime.clone();
                 match tokio::task::spawn_blocking(move || rt.sandbox(config)).await {
                     Ok(Ok(sb)) => {
-                        if let Ok(mut c) = packages.current.lock() {
+                        if let Ok(mut c) = current.lock() {
                             *c = (ids, holds);
                         }
                         Ok(Some(sb))
@@ -491,17 +777,21 @@ async fn take_set(
 async fn session(
     mut conn: dial::Conn,
     welcome: crate::protocol::Welcome,
-    worker: &Arc<Worker>,
-    route: &Route,
-    limits: FrameLimits,
-    packages: &Packages,
+    job: Session<'_>,
 ) -> Result<ws::End, String> {
+    let Session {
+        worker,
+        route,
+        limits,
+        packages,
+        current,
+    } = job;
     tracing::info!(
         id = welcome.id,
         "connected; host runs hako {}",
         welcome.hako_version
     );
-    let sandbox = match take_set(&mut conn, limits, packages).await {
+    let sandbox = match take_set(&mut conn, limits, packages, current).await {
         Ok(s) => s,
         Err(Failure::Refused(why)) => return Err(format!("refused the host's package set: {why}")),
         Err(Failure::Broken(why)) => return Ok(ws::End::Lost(why)),
@@ -533,4 +823,44 @@ async fn session(
     // Whatever runs or waits belongs to a connection that is gone.
     worker.abandon();
     Ok(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_are_one_to_the_cores() {
+        assert!(check_jobs(0, 4).is_err());
+        assert_eq!(check_jobs(4, 4).unwrap(), 4);
+        let e = check_jobs(5, 4).unwrap_err().to_string();
+        assert!(e.contains("at most --jobs 4"), "{e}");
+    }
+
+    #[test]
+    fn task_timeouts_are_seconds_or_none() {
+        assert_eq!(
+            task_timeout("600").unwrap().0,
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            task_timeout("0.5").unwrap().0,
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(task_timeout("none").unwrap().0, None);
+        assert_eq!(task_timeout("0").unwrap().0, None);
+        for bad in ["-1", "soon", "", "1e300", "NaN"] {
+            assert!(task_timeout(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_revocation_or_refusal_in_a_close_reason_is_final() {
+        use crate::users::watch::{REFUSED, REVOKED};
+        let lost = |r: &str| ws::End::Lost(format!("closed by peer ({r})"));
+        assert!(revoked(&lost(REVOKED)).is_some());
+        assert!(revoked(&lost(REFUSED)).is_some());
+        assert!(revoked(&lost("host shut down")).is_none());
+        assert!(revoked(&ws::End::Local(REVOKED.into())).is_none());
+    }
 }

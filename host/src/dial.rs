@@ -99,9 +99,25 @@ pub async fn dial_within(
     hello: HelloBody,
     handshake: Duration,
 ) -> Result<(Conn, Welcome), DialError> {
+    let tls = tls::client_config(trust).map_err(|e| DialError::Untrusted(format!("{e:#}")))?;
+    dial_using(target, trust, &tls, limits, hello, handshake).await
+}
+
+/// A TLS client configuration made once for many connections (the jobs of
+/// one daemon share it), and what its verifier saw last.
+pub type Tls = (Arc<rustls::ClientConfig>, Arc<tls::Seen>);
+
+/// [`dial_within`] on a TLS configuration made for `trust` beforehand.
+pub async fn dial_using(
+    target: &Target,
+    trust: &Trust,
+    tls: &Tls,
+    limits: FrameLimits,
+    hello: HelloBody,
+    handshake: Duration,
+) -> Result<(Conn, Welcome), DialError> {
     let unreachable = |e: String| DialError::Unreachable(e);
-    let (config, seen) =
-        tls::client_config(trust).map_err(|e| DialError::Untrusted(format!("{e:#}")))?;
+    let (config, seen) = (tls.0.clone(), tls.1.clone());
     let tcp = tokio::time::timeout(
         Duration::from_secs(10),
         TcpStream::connect((target.host.as_str(), target.port)),

@@ -10,6 +10,7 @@ use anyhow::Context;
 use hako_runtime::packages::{InstalledPackage, PackageManifest};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Default `--max-package-cache`, in MiB.
 pub const DEFAULT_MAX_MIB: u64 = 1024;
@@ -18,11 +19,17 @@ pub struct Cache {
     root: PathBuf,
     /// Bytes of package files the cache may hold.
     pub max_bytes: u64,
+    /// Taken before the lock file by the jobs of one process (`--jobs N`),
+    /// which wait for it without blocking the runtime's thread: a job that
+    /// holds the lock file across a fetch would otherwise block the others
+    /// in `flock`, and with them the connection that fetch needs.
+    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Held while the cache changes; released on drop.
 pub struct Lock {
     _file: File,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// A tree a sandbox has mounted: other daemons sharing the cache do not
@@ -43,6 +50,7 @@ impl Cache {
         Cache {
             root: dir.unwrap_or_else(|| crate::paths::cache_dir().join("daemon-packages")),
             max_bytes,
+            gate: Arc::default(),
         }
     }
 
@@ -50,14 +58,28 @@ impl Cache {
         self.root.join("store").join(id)
     }
 
-    /// Waits for any other daemon changing this cache.
+    /// Waits for any other daemon changing this cache (synchronous code:
+    /// the tests; daemons use [`Cache::lock_async`]).
+    #[cfg(test)]
     pub fn lock(&self) -> anyhow::Result<Lock> {
-        let path = self.root.join("lock");
-        let file = hako_assets::lock_file(&path, || {})
-            .with_context(|| format!("locking {}", path.display()))?;
-        // What a daemon killed mid-fetch left.
-        let _ = fs::remove_dir_all(self.root.join("tmp"));
-        Ok(Lock { _file: file })
+        Ok(Lock {
+            _file: lock_root(&self.root)?,
+            _gate: None,
+        })
+    }
+
+    /// [`Cache::lock`] for async code: waits for the other jobs of this
+    /// process first, then for other processes on a blocking thread. Of
+    /// jobs that want the same set, one fetches it and the others find it
+    /// in the cache.
+    pub async fn lock_async(&self) -> anyhow::Result<Lock> {
+        let gate = self.gate.clone().lock_owned().await;
+        let root = self.root.clone();
+        let file = tokio::task::spawn_blocking(move || lock_root(&root)).await??;
+        Ok(Lock {
+            _file: file,
+            _gate: Some(gate),
+        })
     }
 
     /// The cached tree of `manifest`, if it is there and whole (a damaged
@@ -163,6 +185,16 @@ impl Cache {
         }
         Ok(())
     }
+}
+
+/// The cache's lock file, locked; what a daemon killed mid-fetch left is
+/// cleared.
+fn lock_root(root: &Path) -> anyhow::Result<File> {
+    let path = root.join("lock");
+    let file = hako_assets::lock_file(&path, || {})
+        .with_context(|| format!("locking {}", path.display()))?;
+    let _ = fs::remove_dir_all(root.join("tmp"));
+    Ok(file)
 }
 
 /// Whether a daemon's sandbox has the tree at `dir` mounted ([`InUse`]).

@@ -92,7 +92,8 @@ where
     check_offer(&offer, policy.cache.max_bytes).map_err(Failure::Refused)?;
     let cache = policy.cache;
     let lock = cache
-        .lock()
+        .lock_async()
+        .await
         .map_err(|e| Failure::Refused(format!("{e:#}")))?;
     let mut out = Vec::with_capacity(offer.packages.len());
     let mut missing = Vec::new();

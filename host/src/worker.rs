@@ -23,7 +23,8 @@ use crate::protocol::{Everywhere, FailKind, Message, Outcome, OutputChunk, Task,
 use bytes::Bytes;
 use hako_runtime::{InterruptHandle, Limit, Sandbox, SandboxError, TaskOutcome};
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// The caps a daemon applies to itself.
@@ -45,6 +46,57 @@ pub struct WorkerConfig {
     pub lowest_priority: bool,
     /// Log one line per task, for the owner of the machine to see what ran.
     pub log_tasks: bool,
+}
+
+/// What a worker of a `hako daemon --jobs N` process shares with the others
+/// and how it names itself in the volunteer's log.
+#[derive(Clone, Default)]
+pub struct Job {
+    /// Prefix of its log lines (`job 2`), when the process runs several.
+    pub label: Option<String>,
+    /// The process's `--max-tasks`, shared by all its workers; `None`: the
+    /// worker's own `WorkerConfig::max_tasks`.
+    pub budget: Option<Arc<TaskBudget>>,
+}
+
+/// `--max-tasks` of a whole process: each task a worker starts takes one
+/// place; once none is left every worker says bye when idle, and a worker
+/// given a task then leaves without starting it (the host re-queues it).
+pub struct TaskBudget {
+    left: AtomicU64,
+    /// The workers to wake when the last place is taken.
+    workers: Mutex<Vec<Weak<Shared>>>,
+}
+
+impl TaskBudget {
+    pub fn new(tasks: u64) -> Arc<TaskBudget> {
+        Arc::new(TaskBudget {
+            left: AtomicU64::new(tasks),
+            workers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Places left.
+    pub fn left(&self) -> u64 {
+        self.left.load(Ordering::SeqCst)
+    }
+
+    /// Take one place: false when none is left. Taking the last one wakes
+    /// every worker (idle ones then leave). Never called with a worker's
+    /// state locked, so the state locks it takes cannot deadlock.
+    fn take(&self) -> bool {
+        let took = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if took == Ok(1) {
+            let workers = self.workers.lock().map(|w| w.clone()).unwrap_or_default();
+            for w in workers.iter().filter_map(Weak::upgrade) {
+                let _s = w.lock();
+                w.work.notify_all();
+            }
+        }
+        took.is_ok()
+    }
 }
 
 /// Why a worker stopped.
@@ -172,6 +224,22 @@ impl Worker {
         out: Outbound,
         name: String,
     ) -> std::io::Result<Arc<Worker>> {
+        Worker::start_job(sandbox, config, Job::default(), out, name)
+    }
+
+    /// [`Worker::start`] as one of a daemon process's jobs: its log lines
+    /// carry `job.label`, and `job.budget` counts its tasks with the others'.
+    pub fn start_job(
+        sandbox: Sandbox,
+        config: WorkerConfig,
+        job: Job,
+        out: Outbound,
+        name: String,
+    ) -> std::io::Result<Arc<Worker>> {
+        let budget = job
+            .budget
+            .clone()
+            .or_else(|| config.max_tasks.map(TaskBudget::new));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 interrupt: Some(sandbox.interrupt_handle()),
@@ -186,6 +254,11 @@ impl Worker {
             everywhere_bound: everywhere_bound(sandbox.config().memory_bytes),
             max_result: config.max_result,
         });
+        if let Some(b) = &budget {
+            if let Ok(mut w) = b.workers.lock() {
+                w.push(Arc::downgrade(&shared));
+            }
+        }
         let sh = shared.clone();
         std::thread::Builder::new()
             .name(format!("hako-{name}-int"))
@@ -205,7 +278,8 @@ impl Worker {
                     shared,
                     everywhere: Vec::new(),
                     session: 0,
-                    done: 0,
+                    label: job.label,
+                    budget,
                     dirty: false,
                     based: false,
                 };
@@ -419,7 +493,10 @@ struct Thread {
     /// This session's `everywhere()` code, in order.
     everywhere: Vec<Bytes>,
     session: u64,
-    done: u64,
+    /// Prefix of this worker's log lines (one of several jobs).
+    label: Option<String>,
+    /// `--max-tasks`, of this worker or of its whole process.
+    budget: Option<Arc<TaskBudget>>,
     /// Something ran since the last reset.
     dirty: bool,
     /// The sandbox's base holds this session's `everywhere()` state.
@@ -453,6 +530,15 @@ impl Thread {
                     Work::Session(..) => None,
                 };
                 return Ok(w);
+            }
+            // The process's last task has been taken (by this worker or
+            // another job's): nothing more will run here.
+            if self.budget.as_ref().is_some_and(|b| b.left() == 0) {
+                drop(s);
+                self.send(Message::Bye {
+                    reason: "maximum number of tasks reached".into(),
+                });
+                return Err(Exit::MaxTasks);
             }
             // Idle a while with a reset sandbox: its pages go back to the
             // kernel (the next task faults the image in again), so an idle
@@ -536,13 +622,27 @@ impl Thread {
                     }
                 }
                 Work::Task(t) => {
+                    if self.budget.as_ref().is_some_and(|b| !b.take()) {
+                        // Another job took the last place: leave without
+                        // starting it, so the host gives it to another daemon.
+                        self.finished();
+                        self.send(Message::Bye {
+                            reason: "maximum number of tasks reached".into(),
+                        });
+                        return Exit::MaxTasks;
+                    }
                     let t0 = Instant::now();
                     let id = t.id;
+                    let user = user_label(&t.user);
                     let report = self.run_task(t);
                     let ran = t0.elapsed();
                     if self.config.log_tasks {
                         tracing::info!(
-                            "task {id}: {} in {:.3} s, memory {} MiB",
+                            "{}task {id} (user {user}): {} in {:.3} s, memory {} MiB",
+                            self.label
+                                .as_deref()
+                                .map(|l| format!("{l}: "))
+                                .unwrap_or_default(),
                             outcome_word(&report.outcome),
                             ran.as_secs_f64(),
                             self.sandbox.memory_size() >> 20
@@ -554,7 +654,6 @@ impl Thread {
                         s.max_result
                     };
                     self.send(Message::Result(bound_result(report, max_result)));
-                    self.done += 1;
                     if !self.config.keep_state {
                         let t1 = Instant::now();
                         if let Err(e) = self.sandbox.reset() {
@@ -572,7 +671,7 @@ impl Thread {
                     } else {
                         tracing::trace!(ran_us = ran.as_micros() as u64, "task");
                     }
-                    if self.config.max_tasks.is_some_and(|m| self.done >= m) {
+                    if self.budget.as_ref().is_some_and(|b| b.left() == 0) {
                         self.send(Message::Bye {
                             reason: "maximum number of tasks reached".into(),
                         });
@@ -836,6 +935,34 @@ fn lowest_priority() {
     }
 }
 
+/// Longest user name a volunteer's log shows.
+const MAX_USER_LABEL: usize = 64;
+
+/// The submitter's name as the host sent it, safe to print in the
+/// volunteer's log: letters, digits and `-_.@+` kept, anything else (control
+/// characters, spaces, brackets that could forge the rest of the line) shown
+/// as `?`, at most [`MAX_USER_LABEL`] characters; none: `unknown`.
+fn user_label(user: &str) -> String {
+    if user.is_empty() {
+        return "unknown".into();
+    }
+    let mut out: String = user
+        .chars()
+        .take(MAX_USER_LABEL)
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.@+".contains(c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if user.chars().nth(MAX_USER_LABEL).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// How a task ended, in a word for the volunteer's log.
 fn outcome_word(o: &Outcome) -> String {
     match o {
@@ -886,6 +1013,24 @@ mod tests {
         let noisy = report(5000, 5000);
         let b = bound_result(noisy, Some(1000));
         assert!(frame_len(&b) <= 1000 && b.output.is_empty());
+    }
+
+    #[test]
+    fn user_labels_are_printable_and_bounded() {
+        assert_eq!(user_label("alice"), "alice");
+        assert_eq!(user_label(""), "unknown");
+        assert_eq!(user_label("a\x1b]0;x\x07 b)"), "a??0?x??b?");
+        let long = user_label(&"é".repeat(1000));
+        assert_eq!(long.chars().count(), MAX_USER_LABEL + 3);
+        assert!(long.ends_with("..."));
+    }
+
+    #[test]
+    fn a_budget_is_taken_once_per_place() {
+        let b = TaskBudget::new(2);
+        assert!(b.take() && b.take());
+        assert!(!b.take());
+        assert_eq!(b.left(), 0);
     }
 
     #[test]

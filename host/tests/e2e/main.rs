@@ -13,6 +13,7 @@ mod failures;
 mod first_start;
 mod host_gone;
 mod hostile_host;
+mod jobs;
 mod links;
 mod package_sets;
 mod packages;
