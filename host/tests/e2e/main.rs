@@ -10,6 +10,7 @@ mod caps;
 mod dispatch;
 mod everywhere;
 mod failures;
+mod fair_share;
 mod first_start;
 mod host_gone;
 mod hostile_host;
