@@ -347,7 +347,7 @@ fn refused_daemons_are_closed_and_refused_by_name_and_by_fingerprint() {
     user(&dir, &["refuse-daemon", "bad-box"]);
     let why = ends(&mut named);
     assert!(why.contains("refused by the host"), "{why}");
-    let again = dial_as(&shared, "bad-box").err().expect("refused");
+    let again = dial_as(&shared, "bad-box").expect_err("refused");
     assert!(again.to_string().contains("refused by the host"), "{again}");
     // Others on the shared token still join.
     let (_other, _) = dial_as(&shared, "good-box").unwrap();
@@ -356,7 +356,7 @@ fn refused_daemons_are_closed_and_refused_by_name_and_by_fingerprint() {
     user(&dir, &["refuse-daemon", "--fingerprint", &fp]);
     let why = ends(&mut by_token);
     assert!(why.contains("refused by the host"), "{why}");
-    let again = dial_as(&vol, "renamed").err().expect("refused");
+    let again = dial_as(&vol, "renamed").expect_err("refused");
     assert!(again.to_string().contains("refused by the host"), "{again}");
     let list = user(&dir, &["list"]);
     assert!(list.contains("bad-box") && list.contains(&fp), "{list}");
