@@ -28,16 +28,7 @@ struct Http {
 /// Send `request` over TLS (the host's certificate pinned) and read the
 /// whole response: the host closes after it.
 async fn http(port: u16, fingerprint: &str, request: &str) -> Http {
-    let pin = tls::parse_fingerprint(fingerprint).unwrap();
-    let (config, _) = tls::client_config(&Trust::Pinned(pin)).unwrap();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let name = ServerName::try_from("127.0.0.1").unwrap();
-    let mut s = tokio_rustls::TlsConnector::from(Arc::clone(&config))
-        .connect(name, tcp)
-        .await
-        .expect("TLS to the host");
+    let mut s = tls_to(port, fingerprint).await;
     s.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw)).await;
@@ -54,6 +45,23 @@ async fn http(port: u16, fingerprint: &str, request: &str) -> Http {
         head: head.to_string(),
         body: body.to_string(),
     }
+}
+
+/// A TLS connection to the host, its certificate pinned.
+async fn tls_to(
+    port: u16,
+    fingerprint: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let pin = tls::parse_fingerprint(fingerprint).unwrap();
+    let (config, _) = tls::client_config(&Trust::Pinned(pin)).unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::clone(&config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS to the host")
 }
 
 fn get(path: &str, extra: &str) -> String {
@@ -295,4 +303,87 @@ fn the_status_page_shows_daemons_and_counts_in_a_browser() {
     assert!(dom.contains(&completed), "{completed} in {dom}");
     let daemons = r#"id="c-jobs">3<"#;
     assert!(dom.contains(daemons), "{daemons} in {dom}");
+}
+
+/// What a peer gets for a request the host will not answer: the
+/// connection closed, nothing written.
+async fn dropped<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut got)).await;
+    assert!(r.is_ok(), "the host did not drop the connection");
+    got
+}
+
+#[test]
+fn hostile_requests_are_dropped_and_the_host_serves_on() {
+    let mut host = Host::start(
+        "status-hostile",
+        &["--listen", "127.0.0.1:0", "--handshake-timeout", "1"],
+    );
+    let port = dial::parse_url(&host.get("url")).unwrap().port;
+    let fp = host.get("fingerprint");
+    let view = host
+        .get("status_url")
+        .split_once("?token=")
+        .unwrap()
+        .1
+        .to_string();
+    let rt = crate::common::runtime();
+    rt.block_on(async {
+        // A head that never ends (past 8 KiB): dropped unanswered.
+        let mut s = tls_to(port, &fp).await;
+        let long = format!(
+            "GET /status HTTP/1.1\r\nAuthorization: Bearer {view}\r\nX-Pad: {}\r\n",
+            "a".repeat(9 << 10)
+        );
+        let _ = s.write_all(long.as_bytes()).await;
+        assert_eq!(dropped(&mut s).await, b"");
+
+        // Half a head, then silence: dropped at the handshake deadline.
+        let mut s = tls_to(port, &fp).await;
+        s.write_all(b"GET /status HTTP/1.1\r\nHost: h\r\n")
+            .await
+            .unwrap();
+        let t = std::time::Instant::now();
+        assert_eq!(dropped(&mut s).await, b"");
+        assert!(
+            t.elapsed() >= Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+
+        // Junk that is not HTTP, and too many headers: dropped.
+        for junk in [
+            "\x00\x01\x02 nonsense\r\n\r\n".to_string(),
+            format!("GET /status HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(200)),
+        ] {
+            let mut s = tls_to(port, &fp).await;
+            let _ = s.write_all(junk.as_bytes()).await;
+            assert_eq!(dropped(&mut s).await, b"", "{junk:?}");
+        }
+
+        // A token with a line break in the address splits no header.
+        let r = http(
+            port,
+            &fp,
+            &get(&format!("/status?token={view}%0d%0aX-Evil:%201"), ""),
+        )
+        .await;
+        assert_eq!(r.status, 401, "{}", r.head);
+        assert!(!r.head.contains("X-Evil"), "{}", r.head);
+
+        // The page answers all the while.
+        let r = http(
+            port,
+            &fp,
+            &get("/status.json", &format!("Authorization: Bearer {view}\r\n")),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.head);
+    });
+    // And daemons still join on the same port.
+    host.daemon("status-hostile-d", &[]);
+    host.wait_connections(1);
+    host.submit(1, code("40 + 2"), 0);
+    assert_eq!(host.result(Duration::from_secs(60)).value(), 42.0);
 }
