@@ -334,6 +334,31 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_changes_are_all_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("id");
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    update(&dir, |s| {
+                        // Widen the window a lost update would need.
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        s.users
+                            .push(entry(&format!("u{i}"), Kind::Submitter, false));
+                        Ok(())
+                    })
+                    .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(load(&dir).unwrap().users.len(), 8);
+    }
+
+    #[test]
     fn malformed_stores_are_refused_whole() {
         assert!(parse("{").is_err());
         assert!(parse(

@@ -16,7 +16,8 @@ use std::time::Duration;
 const POLL: Duration = Duration::from_secs(1);
 
 pub const REVOKED: &str = "this token was revoked by the host";
-const REMOVED: &str = "this user was removed from the host";
+/// Said as a revocation too, so the daemon of a removed volunteer stops.
+const REMOVED: &str = "this token was revoked by the host (its user was removed)";
 pub const REFUSED: &str = "this daemon is refused by the host";
 
 /// The host's access rules: `base` (the shared tokens) and, with

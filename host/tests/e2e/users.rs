@@ -313,6 +313,7 @@ fn refused_daemons_are_closed_and_refused_by_name_and_by_fingerprint() {
     let id = tempfile::tempdir().unwrap();
     let dir = id.path().join("identity");
     user(&dir, &["add", "vol", "--volunteer"]);
+    user(&dir, &["add", "sub"]);
     let vol = token_of(&dir, "vol");
     let mut host = host_with_users("users-refused", &dir, "0");
     let target = dial::parse_url(&host.get("url")).unwrap();
@@ -327,6 +328,18 @@ fn refused_daemons_are_closed_and_refused_by_name_and_by_fingerprint() {
             common::peer_hello(Role::Daemon, token, name, None),
         ))
     };
+    // A submitter's token does not make a daemon, nor a volunteer's a client.
+    let err = dial_as(&token_of(&dir, "sub"), "x").expect_err("refused");
+    assert!(err.to_string().contains("wrong token"), "{err}");
+    let err = rt
+        .block_on(dial::dial(
+            &target,
+            &trust,
+            FrameLimits::default(),
+            common::peer_hello(Role::Client, &vol, "x", None),
+        ))
+        .expect_err("refused");
+    assert!(err.to_string().contains("wrong token"), "{err}");
     // Fake daemons (the real protocol), one on the shared token with a
     // name, one on the volunteer's token.
     let (mut named, _) = dial_as(&shared, "bad-box").unwrap();
