@@ -67,6 +67,8 @@ pub struct HostArgs {
     /// Keep the self-signed certificate, and the tokens not given, in DIR
     /// (made on first use, private to its owner): a restarted host keeps its
     /// fingerprint and tokens, and pinned daemons reconnect by themselves.
+    /// The named users and volunteers of `hako user` live there too; the
+    /// host follows their changes (revocations, refusals) while it runs.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["cert", "key"])]
     identity: Option<PathBuf>,
     /// PEM certificate chain (default: a fresh self-signed certificate).
