@@ -5,9 +5,6 @@
 //! life, and a revocation closes live connections through the dispatcher
 //! ([`crate::dispatcher::Event::Disconnect`]).
 
-// TEMPORARY while the parts that use it are wired (issue 12): remove.
-#![allow(dead_code)]
-
 use crate::protocol::Role;
 use crate::token;
 use std::sync::{Arc, RwLock};
