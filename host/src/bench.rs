@@ -2,6 +2,9 @@
 //! at the client link, the way an R session sees them. Starts
 //! `hako host --stdio` as a child, with in-process daemons or with
 //! `hako daemon` children over wss on loopback.
+//!
+//! `--fair-share`: user B's wait for one task while user A has a backlog,
+//! under `--schedule fair` and `--schedule fifo` in the same run.
 
 use crate::linkframe::{self as lf, LinkIn, LinkOut};
 use crate::rser;
@@ -37,6 +40,17 @@ pub struct BenchArgs {
     /// Keep state between tasks (no reset): shows what the reset costs.
     #[arg(long)]
     keep_state: bool,
+    /// Measure instead user B's wait for one task while user A has
+    /// `--backlog` tasks queued, fair share against FIFO, on a host with
+    /// two in-process daemons (A is the host's own link, B a remote client).
+    #[arg(long)]
+    fair_share: bool,
+    /// User A's backlog for `--fair-share`.
+    #[arg(long, default_value_t = 10000)]
+    backlog: usize,
+    /// Backlogs per policy for `--fair-share` (B's median wait is shown).
+    #[arg(long, default_value_t = 3)]
+    trials: usize,
 }
 
 struct Link {
@@ -111,35 +125,7 @@ fn start(n: usize, over: Over, keep_state: bool) -> anyhow::Result<Link> {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("HAKO_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || read_loop(stdout, tx));
-    let mut link = Link {
-        child,
-        daemons: Vec::new(),
-        w: BufWriter::new(stdin),
-        rx,
-    };
-    let ready = match link.recv()? {
-        LinkOut::Ready(t) => lf::parse_kv(&t),
-        other => anyhow::bail!("expected READY, got {other:?}"),
-    };
+    let (mut link, ready) = spawn_link(cmd)?;
     let get = |k: &str| ready.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
     if let Over::Wss = over {
         let (url, token, fp) = (
@@ -169,7 +155,47 @@ fn start(n: usize, over: Over, keep_state: bool) -> anyhow::Result<Link> {
             );
         }
     }
-    // Wait until all daemons are connected.
+    wait_connections(&mut link, n)?;
+    Ok(link)
+}
+
+/// Spawn `cmd` (a host or a client, speaking the client link on its
+/// stdio) and read its READY.
+fn spawn_link(mut cmd: Command) -> anyhow::Result<(Link, Vec<(String, String)>)> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var_os("HAKO_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || read_loop(stdout, tx));
+    let link = Link {
+        child,
+        daemons: Vec::new(),
+        w: BufWriter::new(stdin),
+        rx,
+    };
+    let ready = match link.recv()? {
+        LinkOut::Ready(t) => lf::parse_kv(&t),
+        other => anyhow::bail!("expected READY, got {other:?}"),
+    };
+    Ok((link, ready))
+}
+
+/// Wait until `n` daemons are connected to the host on `link`.
+fn wait_connections(link: &mut Link, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         link.send(&LinkIn::Info)?;
@@ -189,7 +215,7 @@ fn start(n: usize, over: Over, keep_state: bool) -> anyhow::Result<Link> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(link)
+    Ok(())
 }
 
 fn check(m: LinkOut, want: f64) -> anyhow::Result<u32> {
@@ -273,6 +299,15 @@ fn measure(n: usize, args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
+    if args.fair_share {
+        return match fair_share(args.backlog, args.trials) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hako bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     for &n in &args.daemons {
         if let Err(e) = measure(n, &args) {
             eprintln!("hako bench: {e:#}");
@@ -280,4 +315,126 @@ pub fn run(args: BenchArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// What one policy gave: B's wait on an idle host, B's waits behind A's
+/// backlogs (sorted), and the time A's backlogs took (median).
+struct Waits {
+    idle: Duration,
+    behind: Vec<Duration>,
+    backlog: Duration,
+}
+
+/// B's waits under `--schedule schedule`: a host with two in-process
+/// daemons; user A is its own link ("local"), user B a `hako client` with
+/// the client token ("shared").
+fn share_run(schedule: &str, backlog: usize, trials: usize) -> anyhow::Result<Waits> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(["host", "--stdio", "--local", "2", "--listen", "127.0.0.1:0"])
+        .args(["--schedule", schedule]);
+    let (mut a, ready) = spawn_link(cmd)?;
+    wait_connections(&mut a, 2)?;
+    let get = |k: &str| {
+        ready
+            .iter()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| anyhow::anyhow!("no {k} in the host's READY"))
+    };
+    let mut client = Command::new(&exe);
+    client
+        .args([
+            "client",
+            &get("url")?,
+            "--fingerprint",
+            &get("fingerprint")?,
+        ])
+        .env("HAKO_CLIENT_TOKEN", get("client_token")?);
+    let (mut b, _) = spawn_link(client)?;
+    // Warm both paths, then B's wait on an idle host (the anchor).
+    for i in 0..20 {
+        send_plus_one(&mut b, i)?;
+        send_plus_one(&mut a, i)?;
+    }
+    b.flush()?;
+    a.flush()?;
+    for _ in 0..20 {
+        check(b.recv()?, f64::NAN)?;
+        check(a.recv()?, f64::NAN)?;
+    }
+    let mut idle = Vec::new();
+    for i in 0..20 {
+        let t = Instant::now();
+        send_plus_one(&mut b, i)?;
+        b.flush()?;
+        check(b.recv()?, i as f64 + 1.0)?;
+        idle.push(t.elapsed());
+    }
+    idle.sort();
+    let (mut behind, mut took) = (Vec::new(), Vec::new());
+    for _ in 0..trials {
+        // A's backlog, and an INFO behind it: its answer means the host
+        // has queued all of it.
+        let t0 = Instant::now();
+        for i in 0..backlog {
+            send_plus_one(&mut a, i)?;
+        }
+        a.send(&LinkIn::Info)?;
+        a.flush()?;
+        let mut a_done = 0;
+        loop {
+            match a.recv()? {
+                LinkOut::Info(_) => break,
+                m => {
+                    check(m, f64::NAN)?;
+                    a_done += 1;
+                }
+            }
+        }
+        let t = Instant::now();
+        send_plus_one(&mut b, 7)?;
+        b.flush()?;
+        check(b.recv()?, 8.0)?;
+        behind.push(t.elapsed());
+        while a_done < backlog {
+            check(a.recv()?, f64::NAN)?;
+            a_done += 1;
+        }
+        took.push(t0.elapsed());
+    }
+    behind.sort();
+    took.sort();
+    Ok(Waits {
+        idle: percentile(&idle, 0.5),
+        behind,
+        backlog: percentile(&took, 0.5),
+    })
+}
+
+fn fair_share(backlog: usize, trials: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        trials > 0 && backlog > 0,
+        "--trials and --backlog must be positive"
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut behind = Vec::new();
+    for schedule in ["fair", "fifo"] {
+        let w = share_run(schedule, backlog, trials)?;
+        let median = percentile(&w.behind, 0.5);
+        println!(
+            "--schedule {schedule}: B's one task waited {:.1} ms (median of {trials}, {:.1}-{:.1}) behind A's {backlog}-task backlog; on the idle host {:.1} ms; a backlog took {:.2} s",
+            ms(median),
+            ms(w.behind[0]),
+            ms(w.behind[w.behind.len() - 1]),
+            ms(w.idle),
+            w.backlog.as_secs_f64()
+        );
+        behind.push(median);
+    }
+    println!(
+        "fifo / fair: {:.0}x",
+        behind[1].as_secs_f64() / behind[0].as_secs_f64().max(1e-9)
+    );
+    Ok(())
 }
