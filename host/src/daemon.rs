@@ -471,6 +471,7 @@ async fn run_job(
                 Ok((conn, welcome)) => {
                     joined.store(true, std::sync::atomic::Ordering::Relaxed);
                     let sess = Session {
+                        prefix: &prefix,
                         worker: &worker,
                         route: &route,
                         limits: c.limits,
@@ -560,6 +561,7 @@ async fn run_job(
 fn revoked(end: &ws::End) -> Option<String> {
     use crate::users::watch::{REFUSED, REVOKED};
     let ws::End::Lost(why) = end else { return None };
+    let why = why.strip_prefix("closed by peer").unwrap_or(why).trim();
     (why.contains(REVOKED) || why.contains(REFUSED)).then(|| dial::printable(why))
 }
 
@@ -708,6 +710,8 @@ struct Packages {
 
 /// What one job's connection works with.
 struct Session<'a> {
+    /// The job's log prefix.
+    prefix: &'a str,
     worker: &'a Arc<Worker>,
     route: &'a Route,
     limits: FrameLimits,
@@ -780,6 +784,7 @@ async fn session(
     job: Session<'_>,
 ) -> Result<ws::End, String> {
     let Session {
+        prefix,
         worker,
         route,
         limits,
@@ -788,7 +793,7 @@ async fn session(
     } = job;
     tracing::info!(
         id = welcome.id,
-        "connected; host runs hako {}",
+        "{prefix}connected; host runs hako {}",
         welcome.hako_version
     );
     let sandbox = match take_set(&mut conn, limits, packages, current).await {
@@ -857,8 +862,8 @@ mod tests {
     #[test]
     fn a_revocation_or_refusal_in_a_close_reason_is_final() {
         use crate::users::watch::{REFUSED, REVOKED};
-        let lost = |r: &str| ws::End::Lost(format!("closed by peer ({r})"));
-        assert!(revoked(&lost(REVOKED)).is_some());
+        let lost = |r: &str| ws::End::Lost(format!("closed by peer {r}"));
+        assert_eq!(revoked(&lost(REVOKED)).as_deref(), Some(REVOKED));
         assert!(revoked(&lost(REFUSED)).is_some());
         assert!(revoked(&lost("host shut down")).is_none());
         assert!(revoked(&ws::End::Local(REVOKED.into())).is_none());

@@ -20,6 +20,21 @@ fn meet(mine: &str, theirs: &str, then: &str) -> Vec<u8> {
     ))
 }
 
+/// The nice value of each thread of process `pid` named `comm`.
+fn nice_of(pid: u32, comm: &str) -> Vec<i64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm))
+        .map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap();
+            // After "(comm) ": state is field 3, nice field 19.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            rest.split(' ').nth(16).unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
 /// The results of `n` tasks, by id.
 fn results(host: &Host, n: usize) -> HashMap<u32, crate::common::Res> {
     (0..n)
@@ -58,6 +73,10 @@ fn two_jobs_run_two_tasks_at_once_each_within_its_own_cap() {
     host.submit(2, meet("b", "a", "2"), 0);
     let r = results(&host, 2);
     assert_eq!((r[&1].value(), r[&2].value()), (1.0, 2.0));
+    // Each job's sandbox thread lends at the lowest priority.
+    for job in ["hako-daemon-1", "hako-daemon-2"] {
+        assert_eq!(nice_of(daemon.id(), job), [19], "{job}");
+    }
 
     // Each job has its own 256 MiB: two tasks that hold 114 MiB each at
     // the same time (with R's own ~70 MiB each) would not fit in one.
@@ -220,4 +239,121 @@ fn help_states_the_defaults_and_what_a_host_can_do() {
     ] {
         assert!(can.contains(said), "{said:?} in {can}");
     }
+}
+
+#[test]
+fn jobs_share_one_package_cache_and_fetch_a_set_once() {
+    let shared = tempfile::tempdir().unwrap();
+    let mount = format!("{}:/shared:rw", shared.path().display());
+    let mut host = Host::start_env(
+        "jobs-pkgset",
+        &["--listen", "127.0.0.1:0", "--packages", "purrr"],
+        &[("HAKO_PACKAGES", crate::package_sets::store())],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = cache.path().display().to_string();
+    let n = crate::package_sets::set_size();
+    let (mut daemon, log) = spawn_logged(
+        &mut host.daemon_cmd(&[
+            "--jobs",
+            "2",
+            "--package-cache",
+            &cache_arg,
+            "--mount",
+            &mount,
+        ]),
+        "jobs-pkgset-daemon",
+    );
+    host.wait_connections(2);
+    // Both jobs sandbox with the set, at once.
+    let squares = "sum(purrr::map_dbl(1:3, function(x) x^2))";
+    host.submit(1, meet("a", "b", squares), 0);
+    host.submit(2, meet("b", "a", squares), 0);
+    let r = results(&host, 2);
+    assert_eq!((r[&1].value(), r[&2].value()), (14.0, 14.0));
+    // One job fetched the trees; the other waited for it and found them in
+    // the cache.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let sets: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("package set: "))
+        .collect();
+    assert_eq!(sets.len(), 2, "{text}");
+    let fetched = format!("{n} package(s), 0 from the cache, {n} fetched from the host");
+    let reused = format!("{n} package(s), {n} from the cache, 0 fetched from the host");
+    assert_eq!(
+        sets.iter().filter(|l| l.contains(&fetched)).count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        sets.iter().filter(|l| l.contains(&reused)).count(),
+        1,
+        "{text}"
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
+
+#[test]
+fn a_revoked_volunteer_stops_all_its_jobs_at_once() {
+    let id = tempfile::tempdir().unwrap();
+    let dir = id.path().join("identity");
+    let d = dir.to_str().unwrap();
+    let mut host = Host::start(
+        "jobs-revoked",
+        &["--identity", d, "--listen", "127.0.0.1:0"],
+    );
+    let user = |args: &[&str]| {
+        let out = hako()
+            .arg("user")
+            .args(args)
+            .args(["--identity", d])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    user(&["add", "vic", "--volunteer"]);
+    let store: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("users.json")).unwrap()).unwrap();
+    let token = store["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "vic")
+        .and_then(|u| u["token"].as_str())
+        .expect("vic's token")
+        .to_string();
+    let mut cmd = host.daemon_cmd(&["--jobs", "2"]);
+    cmd.env("HAKO_TOKEN", &token);
+    // The host takes vic's token once it has read the store again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&host.log)
+        .unwrap_or_default()
+        .contains("rules replaced")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host never read the store"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut daemon, log) = spawn_logged(&mut cmd, "jobs-revoked-daemon");
+    host.wait_connections(2);
+    user(&["revoke", "vic"]);
+    let status = wait_exit(&mut daemon, Duration::from_secs(60));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{text}");
+    // One message, from the close reason: no job dials again to be refused.
+    let said: Vec<&str> = text.lines().filter(|l| l.starts_with("hako: ")).collect();
+    assert!(
+        said.len() == 1 && said[0].contains("this token was revoked by the host"),
+        "{text}"
+    );
+    assert!(!text.contains("reconnecting"), "{text}");
+    host.wait_connections(0);
 }

@@ -37,7 +37,7 @@ fn repository() -> PathBuf {
 
 /// A private package store with purrr (and what it needs) installed, once
 /// for all tests here.
-fn store() -> &'static str {
+pub fn store() -> &'static str {
     static STORE: OnceLock<(tempfile::TempDir, String)> = OnceLock::new();
     &STORE
         .get_or_init(|| {
@@ -56,7 +56,7 @@ fn store() -> &'static str {
 }
 
 /// How many packages `purrr` brings, dependencies included.
-fn set_size() -> usize {
+pub fn set_size() -> usize {
     let store = Store::at(PathBuf::from(store()));
     hako::pkg::store::resolve_set_in(&store, &["purrr".into()])
         .unwrap()
