@@ -18,7 +18,7 @@ pub struct UserArgs {
     #[command(subcommand)]
     command: UserCommand,
     /// The host's identity directory (as `hako host --identity DIR`).
-    #[arg(long, value_name = "DIR", global = true, env = "HAKO_IDENTITY")]
+    #[arg(long, value_name = "DIR", global = true)]
     identity: Option<PathBuf>,
 }
 
@@ -27,6 +27,8 @@ enum UserCommand {
     /// Add a submitter (or, with --volunteer, a volunteer) with a new token,
     /// and print the line to send them.
     Add {
+        /// 1 to 32 letters, digits and - _ . @ (shown in logs and on the
+        /// status page).
         name: String,
         /// A volunteer: lends machines (its daemons join with this token).
         #[arg(long)]
@@ -51,21 +53,25 @@ enum UserCommand {
     /// their token's fingerprint (`hako user list`, the status page),
     /// closing those connected.
     RefuseDaemon {
+        /// The daemon's name (its hello's, as the status page shows it).
         #[arg(
             required_unless_present = "fingerprint",
             conflicts_with = "fingerprint"
         )]
         name: Option<String>,
+        /// Its token's fingerprint: 16 hex digits.
         #[arg(long, value_name = "FP")]
         fingerprint: Option<String>,
     },
     /// Take daemons refused by `refuse-daemon` again.
     AllowDaemon {
+        /// The daemon's name (its hello's, as the status page shows it).
         #[arg(
             required_unless_present = "fingerprint",
             conflicts_with = "fingerprint"
         )]
         name: Option<String>,
+        /// Its token's fingerprint: 16 hex digits.
         #[arg(long, value_name = "FP")]
         fingerprint: Option<String>,
     },
