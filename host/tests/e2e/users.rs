@@ -138,25 +138,39 @@ impl Client {
             .unwrap_or_else(|_| panic!("nothing from hako client; {}", self.log_text()))
     }
 
-    /// Run `1 + x` and return the value.
-    fn plus_one(&mut self, id: u32, x: f64) -> f64 {
+    fn send(&mut self, id: u32, payload: Vec<u8>) {
         self.w
             .write_all(&lf::encode_in(&LinkIn::Task {
                 id,
                 timeout_ms: 0,
-                payload: Bytes::from(rser::plus_one(x)),
+                payload: Bytes::from(payload),
             }))
             .unwrap();
         self.w.flush().unwrap();
+    }
+
+    /// The next result: id, status, payload.
+    fn result(&self) -> (u32, u8, Bytes) {
         loop {
             match self.next() {
                 Some(LinkOut::Result {
-                    id: got, payload, ..
-                }) if got == id => return rser::unserialize(&payload).unwrap().as_f64().unwrap(),
+                    id,
+                    status,
+                    payload,
+                    ..
+                }) => return (id, status, payload),
                 Some(LinkOut::Notice(_)) => {}
-                other => panic!("expected result {id}, got {other:?}; {}", self.log_text()),
+                other => panic!("expected a result, got {other:?}; {}", self.log_text()),
             }
         }
+    }
+
+    /// Run `1 + x` and return the value.
+    fn plus_one(&mut self, id: u32, x: f64) -> f64 {
+        self.send(id, rser::plus_one(x));
+        let (got, _, payload) = self.result();
+        assert_eq!(got, id);
+        rser::unserialize(&payload).unwrap().as_f64().unwrap()
     }
 
     /// The notices until the link ends.
@@ -201,7 +215,7 @@ fn two_users_submit_and_a_revoked_one_is_closed_mid_session_and_refused() {
     assert!(before.contains("has not listened yet"), "{before}");
     let mut host = host_with_users("users-two", &dir, "1");
     // Added while the host runs: taken within a second.
-    let printed = user(&dir, &["add", "bob", "--max-in-flight", "10"]);
+    let printed = user(&dir, &["add", "bob", "--max-in-flight", "1"]);
     let (alice, bob) = (token_of(&dir, "alice"), token_of(&dir, "bob"));
     assert_ne!(alice, bob);
     // The line to send bob: this host's URL, pin and bob's token, in R.
@@ -228,6 +242,17 @@ fn two_users_submit_and_a_revoked_one_is_closed_mid_session_and_refused() {
     let mut b = Client::start(&host, &bob, "users-bob");
     assert_eq!(a.plus_one(1, 1.0), 2.0);
     assert_eq!(b.plus_one(1, 10.0), 11.0);
+    // The shared client token works alongside the named ones.
+    let mut shared = Client::start(&host, &host.get("client_token"), "users-shared");
+    assert_eq!(shared.plus_one(1, 5.0), 6.0);
+    // bob's limit from the store: one task in flight, a second is refused.
+    b.send(5, code("{ Sys.sleep(2); 1 }"));
+    b.send(6, rser::plus_one(0.0));
+    let (id, status, text) = b.result();
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!((id, status), (6, lf::status::REJECTED), "{text}");
+    assert!(text.contains("user bob may have at most 1 tasks"), "{text}");
+    assert_eq!(b.result().0, 5);
 
     // Revoked mid-session: alice's link is told why and ends.
     user(&dir, &["revoke", "alice"]);
