@@ -31,7 +31,7 @@ enum UserCommand {
         /// status page).
         name: String,
         /// A volunteer: lends machines (its daemons join with this token).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["weight", "max_in_flight"])]
         volunteer: bool,
         /// Share weight in fair queuing: twice the weight, twice the share
         /// when users compete.

@@ -4,6 +4,10 @@
 //! [`Access`] at every hello; what it answers is fixed for the connection's
 //! life, and a revocation closes live connections through the dispatcher
 //! ([`crate::dispatcher::Event::Disconnect`]).
+//!
+//! With `hako host --identity DIR`, the named ones live in `DIR/users.json`
+//! ([`store`], changed by `hako user`), which the host follows while it runs
+//! ([`watch`]); [`invite`] prints the lines that let people join.
 
 use crate::protocol::Role;
 use crate::token;
