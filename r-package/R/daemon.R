@@ -1,8 +1,10 @@
 #' Lend this machine's cores to a hako host
 #'
-#' Runs `hako daemon`: this machine runs the host's tasks in a sandbox, with
-#' the caps the volunteer sets here (the host cannot raise them). Blocks
-#' until the daemon exits (with `autoexit`, when the host goes away).
+#' Runs `hako daemon`: this machine runs the host's tasks in a sandbox (or
+#' `jobs` sandboxes), with the caps the volunteer sets here (the host cannot
+#' raise them), at the lowest CPU priority. Blocks until the daemon exits
+#' (with `autoexit`, when the host goes away). `hako daemon --help` lists
+#' the defaults and what a host can and cannot do to this machine.
 #'
 #' mirai's arguments keep mirai's meaning and units: durations are in
 #' milliseconds (`idletime`, `walltime`, `timeout`). Those hako cannot honour
@@ -35,8 +37,13 @@
 #'   to trust besides the web PKI.
 #' @param rs Not supported (an R error): each task's random stream comes
 #'   from the host (`daemons(seed = )`).
-#' @param memory Memory cap of the sandbox in MiB.
-#' @param timeout Cap on any task's evaluation time, in milliseconds.
+#' @param memory Memory cap of each job's sandbox in MiB (default 1024).
+#' @param timeout Cap on any task's evaluation time, in milliseconds
+#'   (default: 10 minutes; `Inf`: none).
+#' @param jobs How many sandboxes this daemon runs, each running one task
+#'   at a time within `memory` (so up to `jobs * memory` MiB in all), each
+#'   its own connection to the host; at most this machine's cores.
+#'   `maxtasks` counts the tasks of all jobs together.
 #' @param mount Directories of this machine the host's tasks may read, as
 #'   `c("/host/dir" = "/guest/dir:ro")` (`:rw` to let them write); nothing
 #'   else of this machine's filesystem is visible to them.
@@ -53,15 +60,18 @@
 daemon <- function(url, token = Sys.getenv("HAKO_TOKEN"), fingerprint = NULL, dispatcher = TRUE, ...,
                    asyncdial = TRUE, autoexit = TRUE, cleanup = TRUE, output = FALSE, idletime = Inf,
                    walltime = Inf, maxtasks = Inf, tlscert = NULL, rs = NULL, memory = NULL, timeout = NULL,
-                   mount = NULL, packages = NULL, log = "") {
+                   jobs = 1L, mount = NULL, packages = NULL, log = "") {
   parse_url(url)
   if (!is.character(token) || length(token) != 1L || is.na(token) || !nzchar(token)) {
     stop("hako: daemon() needs the host's join token (token = ), as printed by the host", call. = FALSE)
   }
+  # Inf: no cap, where NULL keeps the daemon's 10-minute default.
+  no_timeout <- is.numeric(timeout) && length(timeout) == 1L && isTRUE(timeout == Inf)
   opts <- c(list(dispatcher = dispatcher, asyncdial = asyncdial, autoexit = autoexit, cleanup = cleanup,
                  output = output, idletime = idletime, walltime = walltime, maxtasks = maxtasks,
-                 tlscert = tlscert, rs = rs, memory = memory, timeout = timeout), list(...))
-  args <- c("daemon", url, if (!is.null(fingerprint)) c("--fingerprint", fingerprint), daemon_cli("daemon", opts))
+                 tlscert = tlscert, rs = rs, memory = memory, timeout = if (!no_timeout) timeout), list(...))
+  args <- c("daemon", url, if (!is.null(fingerprint)) c("--fingerprint", fingerprint), daemon_cli("daemon", opts),
+            if (no_timeout) c("--task-timeout", "none"), if (!is.null(j <- count_arg(jobs, "jobs"))) c("--jobs", j))
   if (length(mount)) args <- c(args, mount_args(mount))
   if (length(packages)) args <- c(args, package_mounts(packages))
   bin <- hako_binary()
