@@ -53,8 +53,8 @@ Defaults for lending a laptop:
                        times that in all
   --jobs 1             one sandbox, one task at a time (at most one job per
                        core this machine makes available)
-  nice 19              tasks run at the lowest CPU priority, so they never
-                       slow your own work (--normal-priority to change)
+  nice 19              tasks run at the lowest CPU priority, so they yield
+                       to your own work (--normal-priority to change)
   Each task leaves one line in this daemon's log: the job, the task id, the
   user who submitted it, how it ended, its time and its memory.
   --max-tasks counts the tasks of all jobs together; --idle-time applies to
@@ -266,6 +266,9 @@ struct Common {
     max_backoff: Duration,
     autoexit: bool,
     packages: Packages,
+    /// Whether any job has worked for the host at this URL: a different
+    /// certificate there afterwards is a new host, not a passing fault.
+    joined: std::sync::atomic::AtomicBool,
 }
 
 /// One job: a worker on its own sandbox, and the connection it serves.
@@ -340,6 +343,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             runtime,
             sandbox: settings.sandbox.clone(),
         },
+        joined: false.into(),
     });
     // The process is leaving (a signal, --wall-time, another job's fatal
     // end): every job says bye, with this reason.
@@ -448,9 +452,6 @@ async fn run_job(
     let c = &*common;
     let url = &c.target.url;
     let mut backoff = Duration::from_millis(250);
-    // Whether this job has worked for the host at this URL: a different
-    // certificate there afterwards is a new host, not a passing fault.
-    let joined = std::sync::atomic::AtomicBool::new(false);
     // Leaving: say bye and let the connection close before ending, so the
     // host re-queues the running task without counting an attempt.
     let bye_wait = Duration::from_secs(2);
@@ -469,7 +470,7 @@ async fn run_job(
             match dialled {
                 Err(e) => Err(e),
                 Ok((conn, welcome)) => {
-                    joined.store(true, std::sync::atomic::Ordering::Relaxed);
+                    c.joined.store(true, std::sync::atomic::Ordering::Relaxed);
                     let sess = Session {
                         prefix: &prefix,
                         worker: &worker,
@@ -508,7 +509,7 @@ async fn run_job(
             };
         }
         match outcome {
-            Err(DialError::Untrusted(e)) if joined.load(std::sync::atomic::Ordering::Relaxed) => {
+            Err(DialError::Untrusted(e)) if c.joined.load(std::sync::atomic::Ordering::Relaxed) => {
                 return JobEnd::Fatal(format!(
                     "the host at {url} is not the one this daemon joined ({}): it was \
                      restarted with a new certificate (a host keeps its certificate only with \

@@ -357,3 +357,29 @@ fn a_revoked_volunteer_stops_all_its_jobs_at_once() {
     assert!(!text.contains("reconnecting"), "{text}");
     host.wait_connections(0);
 }
+
+#[test]
+fn a_changed_fingerprint_stops_every_job_with_one_message() {
+    let listen = format!("127.0.0.1:{}", crate::common::free_port());
+    let mut first = Host::start("jobs-gone-1", &["--listen", &listen]);
+    let (mut daemon, log) = spawn_logged(
+        &mut first.daemon_cmd(&["--jobs", "2", "--max-backoff", "1"]),
+        "jobs-gone-daemon",
+    );
+    first.wait_connections(2);
+    first.close_link();
+    first.wait_exit(Duration::from_secs(15));
+    drop(first);
+    // Another host on the same address, with its own certificate.
+    let second = Host::start("jobs-gone-2", &["--listen", &listen]);
+    let status = wait_exit(&mut daemon, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{text}");
+    let said: Vec<&str> = text.lines().filter(|l| l.starts_with("hako: ")).collect();
+    assert!(
+        said.len() == 1
+            && said[0].contains("is not the one this daemon joined")
+            && said[0].contains(&second.get("fingerprint")),
+        "{text}"
+    );
+}
