@@ -54,6 +54,14 @@ fn a_daemon_lends_at_the_lowest_priority_and_logs_each_task() {
             .all(|l| l.contains(" in ") && l.contains(" s, memory ") && l.contains(" MiB")),
         "{log}"
     );
+    // The submitter is named (the link's user is `local`); one job has no
+    // job number.
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(" task ") && l.contains(" (user local): ") && !l.contains("job ")),
+        "{log}"
+    );
     host.close_link();
     let _ = low.kill();
     let _ = normal.kill();
