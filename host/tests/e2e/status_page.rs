@@ -8,6 +8,7 @@
 
 use crate::common::{code, Host};
 use crate::dial;
+use crate::linkframe as lf;
 use crate::protocol::{FrameLimits, Role};
 use crate::tls::{self, Trust};
 use rustls_pki_types::ServerName;
@@ -19,15 +20,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const EVIL: &str = "<script>alert(1)</script>";
 
 /// An HTTP response as the tests look at it.
-struct Http {
-    status: u16,
-    head: String,
-    body: String,
+pub(crate) struct Http {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
 }
 
 /// Send `request` over TLS (the host's certificate pinned) and read the
 /// whole response: the host closes after it.
-async fn http(port: u16, fingerprint: &str, request: &str) -> Http {
+pub(crate) async fn http(port: u16, fingerprint: &str, request: &str) -> Http {
     let mut s = tls_to(port, fingerprint).await;
     s.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
@@ -64,12 +65,103 @@ async fn tls_to(
         .expect("TLS to the host")
 }
 
-fn get(path: &str, extra: &str) -> String {
+pub(crate) fn get(path: &str, extra: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n")
 }
 
+/// A child killed when the test ends, passed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A user's token, from the host's store.
+fn token_of(dir: &std::path::Path, name: &str) -> String {
+    let store = std::fs::read_to_string(dir.join("users.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&store).unwrap();
+    let users = v["users"].as_array().unwrap();
+    let u = users.iter().find(|u| u["name"] == name);
+    let u = u.unwrap_or_else(|| panic!("no {name} in {store}"));
+    u["token"].as_str().unwrap().to_string()
+}
+
+/// A named user's R session elsewhere: `hako client` carrying its link.
+struct Submitter {
+    child: std::process::Child,
+    w: std::process::ChildStdin,
+    r: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Submitter {
+    fn start(host: &Host, token: &str, name: &str) -> Submitter {
+        let (log, _) = crate::common::log_file(name);
+        let mut child = crate::common::hako()
+            .args(["client", &host.get("url")])
+            .args(["--fingerprint", &host.get("fingerprint")])
+            .env("HAKO_CLIENT_TOKEN", token)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let w = child.stdin.take().unwrap();
+        let r = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut s = Submitter { child, w, r };
+        assert!(matches!(s.next(), lf::LinkOut::Ready(_)));
+        s
+    }
+
+    fn next(&mut self) -> lf::LinkOut {
+        use std::io::Read;
+        let mut len = [0u8; 4];
+        self.r
+            .read_exact(&mut len)
+            .expect("a frame from hako client");
+        let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+        self.r
+            .read_exact(&mut buf)
+            .expect("a frame from hako client");
+        lf::parse_out(buf[0], &buf[1..]).unwrap()
+    }
+
+    /// Submit tasks that take a moment each.
+    fn run(&mut self, ids: std::ops::RangeInclusive<u32>) {
+        use std::io::Write;
+        for id in ids {
+            let task = lf::LinkIn::Task {
+                id,
+                timeout_ms: 0,
+                payload: code(&format!("Sys.sleep(0.3); {id}")).into(),
+            };
+            self.w.write_all(&lf::encode_in(&task)).unwrap();
+        }
+        self.w.flush().unwrap();
+    }
+
+    /// Wait for `n` results, each a value.
+    fn wait(&mut self, mut n: u32) {
+        while n > 0 {
+            if let lf::LinkOut::Result { status, .. } = self.next() {
+                assert_eq!(status, lf::status::VALUE);
+                n -= 1;
+            }
+        }
+    }
+}
+
+impl Drop for Submitter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Debian's chromium, or a failure that says how to get it.
-fn chromium() -> String {
+pub(crate) fn chromium() -> String {
     let found = Command::new("chromium").arg("--version").output();
     match found {
         Ok(o) if o.status.success() => "chromium".to_string(),
@@ -79,7 +171,7 @@ fn chromium() -> String {
 
 /// Headless Chromium on `url`, with `args`; its stdout. The virtual time
 /// budget lets the page's script fetch and redraw before the DOM is taken.
-fn browse(url: &str, args: &[&str]) -> String {
+pub(crate) fn browse(url: &str, args: &[&str]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(chromium())
         .args([
@@ -109,6 +201,20 @@ fn the_status_page_shows_daemons_and_counts_in_a_browser() {
     let id = tempfile::tempdir().unwrap();
     let dir = id.path().join("identity");
     let dir_s = dir.to_str().unwrap();
+    // Two named users, each with their own token, and a named volunteer.
+    for args in [
+        &["ann", "--weight", "1"][..],
+        &["ben", "--weight", "2"],
+        &["alice", "--volunteer"],
+    ] {
+        let out = crate::common::hako()
+            .args(["user", "add"])
+            .args(args)
+            .args(["--identity", dir_s])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
     let mut host = Host::start(
         "status",
         &[
@@ -135,10 +241,13 @@ fn the_status_page_shows_daemons_and_counts_in_a_browser() {
     assert_eq!(kept.trim(), view);
     let fp = host.get("fingerprint");
 
-    // Two real daemons run some real tasks.
-    host.daemon("status-alice", &["--name", "alice-laptop"]);
+    // Two real daemons run some real tasks: the volunteer alice's with two
+    // jobs (two connections, one row), and one with the shared join token.
+    let mut alice = host.daemon_cmd(&["--name", "alice-laptop", "--jobs", "2"]);
+    alice.env("HAKO_TOKEN", token_of(&dir, "alice"));
+    let _alice = Killed(crate::common::spawn_logged(&mut alice, "status-alice").0);
     host.daemon("status-bob", &["--name", "bob-desktop"]);
-    host.wait_connections(2);
+    host.wait_connections(3);
     let shot = std::env::var_os("HAKO_STATUS_SCREENSHOT");
     // For the picture, waves of tasks over a few throughput intervals.
     let waves: &[u32] = if shot.is_some() {
@@ -146,19 +255,22 @@ fn the_status_page_shows_daemons_and_counts_in_a_browser() {
     } else {
         &[12]
     };
-    let mut tasks = 0u32;
+    let mut ann = Submitter::start(&host, &token_of(&dir, "ann"), "status-ann");
+    let mut ben = Submitter::start(&host, &token_of(&dir, "ben"), "status-ben");
+    let (mut by_ann, mut by_ben) = (0u32, 0u32);
     for (w, &n) in waves.iter().enumerate() {
         if w > 0 {
             std::thread::sleep(Duration::from_secs(10));
         }
-        for i in tasks + 1..=tasks + n {
-            host.submit(i, code(&format!("Sys.sleep(0.3); {i}")), 0);
-        }
-        for _ in 0..n {
-            host.result(Duration::from_secs(120)).value();
-        }
-        tasks += n;
+        let half = n / 2;
+        ann.run(by_ann + 1..=by_ann + n - half);
+        ben.run(by_ben + 1..=by_ben + half);
+        by_ann += n - half;
+        by_ben += half;
+        ann.wait(n - half);
+        ben.wait(half);
     }
+    let tasks = by_ann + by_ben;
 
     let rt = crate::common::runtime();
     let json = |token: &str| {
@@ -179,7 +291,11 @@ fn the_status_page_shows_daemons_and_counts_in_a_browser() {
         .iter()
         .map(|d| d["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names.len(), 2, "{s}");
+    assert_eq!(names.len(), 3, "{s}");
+    for d in daemons {
+        let volunteer = (d["name"] == "alice-laptop").then_some("alice");
+        assert_eq!(d["volunteer"].as_str(), volunteer, "{s}");
+    }
     assert!(
         names.contains(&"alice-laptop") && names.contains(&"bob-desktop"),
         "{s}"
@@ -189,7 +305,15 @@ fn the_status_page_shows_daemons_and_counts_in_a_browser() {
         .map(|d| d["tasks_done"].as_u64().unwrap())
         .sum();
     assert_eq!(done, u64::from(tasks), "{s}");
-    // A submitter's token shows the page too.
+    // Each user's row, and a submitter's token shows the page too.
+    for (name, done) in [("ann", by_ann), ("ben", by_ben)] {
+        let users = s["users"].as_array().unwrap();
+        let row = users.iter().find(|u| u["name"] == name);
+        let row = row.unwrap_or_else(|| panic!("no {name} in {s}"));
+        assert_eq!(row["done"], u64::from(done), "{s}");
+        assert_eq!(row["queued"], 0, "{s}");
+    }
+    assert_eq!(json(&token_of(&dir, "ben"))["completed"], u64::from(tasks));
     assert_eq!(
         json(&host.get("client_token"))["completed"],
         u64::from(tasks)
@@ -220,7 +344,7 @@ fn the_status_page_shows_daemons_and_counts_in_a_browser() {
     let (_evil, _) = rt
         .block_on(dial::dial(&target, &trust(), limits, hello))
         .expect("a daemon still joins on the status page's port");
-    host.wait_connections(3);
+    host.wait_connections(4);
 
     // Refusals: no token, a wrong one, a join token (not a view token),
     // another path, another method; none shows the data.
@@ -294,6 +418,7 @@ fn the_status_page_shows_daemons_and_counts_in_a_browser() {
         dom.contains("alice-laptop") && dom.contains("bob-desktop"),
         "{dom}"
     );
+    assert!(dom.contains(">ann<") && dom.contains(">ben<"), "{dom}");
     assert!(
         dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
         "{dom}"
@@ -301,7 +426,9 @@ fn the_status_page_shows_daemons_and_counts_in_a_browser() {
     assert!(!dom.contains(EVIL), "{dom}");
     let completed = format!(r#"id="c-completed">{}<"#, tasks + 1);
     assert!(dom.contains(&completed), "{completed} in {dom}");
-    let daemons = r#"id="c-jobs">3<"#;
+    let daemons = r#"id="c-machines">3<"#;
+    assert!(dom.contains(daemons), "{daemons} in {dom}");
+    let daemons = r#"id="c-jobs">4<"#;
     assert!(dom.contains(daemons), "{daemons} in {dom}");
 }
 
