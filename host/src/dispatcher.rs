@@ -12,6 +12,13 @@
 //!
 //! Queued tasks wait in a [`Fair`] queue: weighted fair queuing between
 //! users, FIFO within a user (or one FIFO with `--schedule fifo`).
+//!
+//! A replicated task (`replicas` k > 1) is a [`Group`] the client sees as
+//! one task, and its runs are ordinary tasks: each run is queued, assigned,
+//! retried and timed out as any task, never twice on one daemon connection
+//! and on distinct machines where the host can tell ([`replicas::Spread`]);
+//! a run's end is a vote ([`replicas::Vote`]) instead of a result, and the
+//! group resolves exactly once, when the vote decides.
 
 use crate::fair::{Fair, Look, Policy};
 use crate::peer::Peer;
@@ -19,6 +26,7 @@ use crate::protocol::{
     clamp_timeout_ms, Capabilities, DaemonLimits, DaemonRow, Everywhere, FailKind, InfoReport,
     Message, Outcome, Task, TaskReport,
 };
+use crate::replicas::{self, DaemonKey, Decision, Records, Spread, Vote, Voter};
 use crate::snapshot::{
     DaemonStatus, Snapshot, UserStatus, THROUGHPUT_BUCKETS, THROUGHPUT_BUCKET_S,
 };
@@ -132,6 +140,8 @@ pub struct Options {
     pub max_queued: u64,
     /// How queued tasks of different users are ordered.
     pub schedule: Policy,
+    /// Replicas of a task whose client asks for none (`hako host --replicas`).
+    pub replicas: u32,
 }
 
 /// What a task costs the host besides its payload (its records), counted
@@ -154,6 +164,7 @@ impl Default for Options {
             max_unread: 256 << 20,
             max_queued: 1 << 30,
             schedule: Policy::Fair,
+            replicas: 1,
         }
     }
 }
@@ -178,6 +189,22 @@ struct TaskRec {
     /// Daemons lost before it started there.
     blips: u32,
     state: TaskState,
+    /// A run of this replicated task (a key of `Dispatcher::groups`): its
+    /// end is a vote, not a result.
+    group: Option<u64>,
+}
+
+/// A replicated task: what its client waits for, and its runs' votes.
+struct Group {
+    client: ConnId,
+    client_task: u64,
+    user: Arc<User>,
+    payload: Bytes,
+    timeout: Option<Duration>,
+    vote: Vote,
+    spread: Spread,
+    /// Its runs not yet ended (keys of `Dispatcher::tasks`).
+    runs: Vec<u64>,
 }
 
 struct Busy {
@@ -200,6 +227,9 @@ struct DaemonRec {
     /// Said bye or failed a send: gets nothing more.
     leaving: bool,
     in_idle: bool,
+    /// Its record's key and the machine it runs on (see `replicas`).
+    key: DaemonKey,
+    machine: String,
     /// `everywhere()` outcomes it owes a client (sent while it was
     /// connected): the host's everywhere id -> (client, the client's id).
     owed: HashMap<u64, (ConnId, u64)>,
@@ -249,6 +279,10 @@ struct UserRec {
 pub struct Dispatcher {
     opts: Options,
     tasks: HashMap<u64, TaskRec>,
+    /// Replicated tasks, by the id their runs' `group` names.
+    groups: HashMap<u64, Group>,
+    /// Each daemon's failures and disagreements, across reconnections.
+    records: Records,
     queue: Fair,
     users: HashMap<String, UserRec>,
     /// Users without connections, oldest-gone first.
@@ -283,6 +317,8 @@ impl Dispatcher {
         Dispatcher {
             opts,
             tasks: HashMap::new(),
+            groups: HashMap::new(),
+            records: Records::new(replicas::MAX_RECORDS),
             queue: Fair::new(schedule),
             users: HashMap::new(),
             gone: BTreeMap::new(),
@@ -404,9 +440,18 @@ impl Dispatcher {
             peer.send(Message::Everywhere(e.clone()));
         }
         self.cumulative += 1;
+        let key = DaemonKey {
+            name: info.name.clone(),
+            volunteer: info.volunteer.name.clone(),
+        };
+        let machine =
+            replicas::machine_of(&info.address, &info.name, info.volunteer.name.as_deref());
+        self.records.joined(&key);
         self.daemons.insert(
             id,
             DaemonRec {
+                key,
+                machine,
                 peer,
                 info,
                 joined: now,
@@ -448,8 +493,21 @@ impl Dispatcher {
         }
         match msg {
             Message::Task(t) => {
+                let k = if t.replicas == 0 {
+                    self.opts.replicas
+                } else {
+                    t.replicas
+                };
                 let reject = if self.shutdown.is_some() {
                     Some((FailKind::Shutdown, "the host is shutting down".to_string()))
+                } else if k > replicas::MAX_REPLICAS {
+                    Some((
+                        FailKind::Rejected,
+                        format!(
+                            "{k} replicas asked for: a task runs on at most {} daemons",
+                            replicas::MAX_REPLICAS
+                        ),
+                    ))
                 } else if t.payload.len() as u64 > self.opts.max_payload {
                     Some((
                         FailKind::Rejected,
@@ -516,6 +574,29 @@ impl Dispatcher {
                     c.pending.insert(t.id, tid);
                     c.queued_bytes += cost(&t);
                 }
+                let timeout = t
+                    .timeout_ms
+                    .map(|ms| Duration::from_millis(clamp_timeout_ms(ms)));
+                if k > 1 {
+                    // The client's id names the group; its runs get ids of their own.
+                    self.groups.insert(
+                        tid,
+                        Group {
+                            client: cid,
+                            client_task: t.id,
+                            user,
+                            payload: t.payload,
+                            timeout,
+                            vote: Vote::new(k),
+                            spread: Spread::default(),
+                            runs: Vec::new(),
+                        },
+                    );
+                    for _ in 0..k {
+                        self.add_run(tid, false);
+                    }
+                    return;
+                }
                 self.tally(&user.name).queued += 1;
                 self.queue.push(&user.name, user.weight, tid);
                 self.tasks.insert(
@@ -525,12 +606,11 @@ impl Dispatcher {
                         user,
                         client_task: t.id,
                         payload: t.payload,
-                        timeout: t
-                            .timeout_ms
-                            .map(|ms| Duration::from_millis(clamp_timeout_ms(ms))),
+                        timeout,
                         crashed: Vec::new(),
                         blips: 0,
                         state: TaskState::Queued,
+                        group: None,
                     },
                 );
             }
@@ -607,6 +687,10 @@ impl Dispatcher {
     /// Resolve a task the host decided about (cancel, timeout), stopping it
     /// on its daemon if it runs.
     fn stop_task(&mut self, tid: u64, kind: FailKind, message: String, now: Instant) {
+        if self.groups.contains_key(&tid) {
+            self.end_group(tid, Outcome::Failed { kind, message }, vec![], now);
+            return;
+        }
         let Some(t) = self.tasks.get(&tid) else {
             return;
         };
@@ -622,32 +706,174 @@ impl Dispatcher {
     }
 
     /// Deliver a task's one and only result to its client.
+    /// A run of a replicated task ends in a vote instead.
     fn resolve(&mut self, tid: u64, outcome: Outcome, output: Vec<crate::protocol::OutputChunk>) {
         let Some(t) = self.tasks.remove(&tid) else {
             return;
         };
-        self.completed += 1;
-        self.count_resolved();
-        let delivered = self.clients.contains_key(&t.client);
         let u = self.tally(&t.user.name);
         match t.state {
             TaskState::Queued => u.queued = u.queued.saturating_sub(1),
             TaskState::Running { .. } => u.running = u.running.saturating_sub(1),
         }
-        if delivered {
-            u.done += 1;
+        if let Some(gid) = t.group {
+            let voter = match t.state {
+                TaskState::Running { daemon, .. } => self.daemons.get(&daemon).map(|d| Voter {
+                    conn: daemon,
+                    key: d.key.clone(),
+                }),
+                TaskState::Queued => None,
+            };
+            self.run_ended(gid, tid, voter, outcome, output);
+            return;
         }
-        if let Some(c) = self.clients.get_mut(&t.client) {
-            c.pending.remove(&t.client_task);
+        let len = t.payload.len();
+        self.deliver(t.client, t.client_task, len, &t.user.name, outcome, output);
+    }
+
+    /// Send a client the one result of its task `client_task`.
+    fn deliver(
+        &mut self,
+        client: ConnId,
+        client_task: u64,
+        payload_len: usize,
+        user: &str,
+        outcome: Outcome,
+        output: Vec<crate::protocol::OutputChunk>,
+    ) {
+        self.completed += 1;
+        self.count_resolved();
+        if self.clients.contains_key(&client) {
+            self.tally(user).done += 1;
+        }
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.pending.remove(&client_task);
             c.queued_bytes = c
                 .queued_bytes
-                .saturating_sub(t.payload.len() as u64 + TASK_OVERHEAD);
+                .saturating_sub(payload_len as u64 + TASK_OVERHEAD);
             c.peer.send(Message::Result(TaskReport {
-                id: t.client_task,
+                id: client_task,
                 outcome,
                 output,
             }));
         }
+    }
+
+    /// Queue one more run of replicated task `gid` (at the front of its
+    /// user's queue when the vote asks for it, so a split vote ends soon).
+    fn add_run(&mut self, gid: u64, front: bool) {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        let tid = self.next_task;
+        self.next_task += 1;
+        g.runs.push(tid);
+        let rec = TaskRec {
+            client: g.client,
+            user: g.user.clone(),
+            client_task: g.client_task,
+            payload: g.payload.clone(),
+            timeout: g.timeout,
+            crashed: Vec::new(),
+            blips: 0,
+            state: TaskState::Queued,
+            group: Some(gid),
+        };
+        let user = g.user.clone();
+        self.tasks.insert(tid, rec);
+        self.tally(&user.name).queued += 1;
+        if front {
+            self.queue.push_front(&user.name, user.weight, tid);
+        } else {
+            self.queue.push(&user.name, user.weight, tid);
+        }
+    }
+
+    /// Run `tid` of replicated task `gid` ended: count its vote (a value or
+    /// R error from `voter`) or its failure, and do what the vote decides.
+    fn run_ended(
+        &mut self,
+        gid: u64,
+        tid: u64,
+        voter: Option<Voter>,
+        outcome: Outcome,
+        output: Vec<crate::protocol::OutputChunk>,
+    ) {
+        let shutting = self.shutdown.is_some();
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        g.runs.retain(|&r| r != tid);
+        let decision = match (voter, outcome) {
+            // Nothing more will run: the task ends as its run did.
+            (_, Outcome::Failed { kind, message })
+                if shutting
+                    || matches!(
+                        kind,
+                        FailKind::Shutdown | FailKind::Rejected | FailKind::Cancelled
+                    ) =>
+            {
+                Decision::Resolve {
+                    outcome: Outcome::Failed { kind, message },
+                    output: vec![],
+                    losers: vec![],
+                }
+            }
+            (_, Outcome::Failed { kind, message }) => g.vote.fail(kind, message),
+            (Some(v), outcome) => g.vote.vote(v, outcome, output),
+            (None, _) => g
+                .vote
+                .fail(FailKind::ConnectionReset, "its daemon was lost".into()),
+        };
+        match decision {
+            Decision::Wait => {}
+            Decision::More => self.add_run(gid, true),
+            Decision::Resolve {
+                outcome,
+                output,
+                losers,
+            } => {
+                for key in &losers {
+                    tracing::warn!(task = gid, daemon = %key, "a replica disagreed with the agreed result");
+                    self.records.disagreed(key);
+                }
+                self.end_group(gid, outcome, output, self.clock);
+            }
+        }
+    }
+
+    /// Resolve replicated task `gid` once: stop its runs still out and
+    /// answer its client.
+    fn end_group(
+        &mut self,
+        gid: u64,
+        outcome: Outcome,
+        output: Vec<crate::protocol::OutputChunk>,
+        now: Instant,
+    ) {
+        let Some(g) = self.groups.remove(&gid) else {
+            return;
+        };
+        for tid in g.runs {
+            let Some(t) = self.tasks.remove(&tid) else {
+                continue;
+            };
+            let u = self.tally(&t.user.name);
+            match t.state {
+                TaskState::Queued => u.queued = u.queued.saturating_sub(1),
+                TaskState::Running { daemon, .. } => {
+                    u.running = u.running.saturating_sub(1);
+                    if let Some(d) = self.daemons.get_mut(&daemon) {
+                        if let Some(b) = d.busy.as_mut().filter(|b| b.task == tid) {
+                            b.abandoned = Some(now);
+                            d.peer.send(Message::Cancel { id: tid });
+                        }
+                    }
+                }
+            }
+        }
+        let len = g.payload.len();
+        self.deliver(g.client, g.client_task, len, &g.user.name, outcome, output);
     }
 
     fn daemon_message(&mut self, did: ConnId, msg: Message, now: Instant) {
@@ -674,7 +900,13 @@ impl Dispatcher {
                 if ours {
                     // The one choke point: no value a daemon sends reaches a
                     // client without passing the result verifier.
-                    self.resolve(r.id, crate::verify::checked(r.outcome), r.output);
+                    let outcome = crate::verify::checked(r.outcome);
+                    if let Outcome::Failed { kind, .. } = &outcome {
+                        if daemons_fault(*kind) {
+                            self.records.failed(&d.key);
+                        }
+                    }
+                    self.resolve(r.id, outcome, r.output);
                 } else {
                     tracing::debug!(
                         daemon = did,
@@ -813,8 +1045,12 @@ impl Dispatcher {
                     }));
                 }
             }
+            self.records.left(&d.key);
             if let Some(b) = d.busy {
                 if b.abandoned.is_none() {
+                    if b.started {
+                        self.records.failed(&d.key);
+                    }
                     self.lost_task(b.task, b.started, &d.info.name, reason);
                 }
             }
@@ -903,10 +1139,15 @@ impl Dispatcher {
                 passed.push(did);
                 continue;
             }
-            match self.pop_queued(bound) {
-                Some(tid) => self.assign(tid, did, now),
-                None => {
-                    fruitless = Some(bound);
+            match self.pop_queued(did, bound) {
+                (Some(tid), _) => self.assign(tid, did, now),
+                (None, spread) => {
+                    // Passed over only for its size: no smaller daemon
+                    // finds anything either. Not so if a replica's spread
+                    // kept it from one: another daemon may take that.
+                    if !spread {
+                        fruitless = Some(bound);
+                    }
                     passed.push(did);
                 }
             }
@@ -932,27 +1173,51 @@ impl Dispatcher {
         None
     }
 
-    /// The next queued task of at most `bound` bytes in fair order (each
-    /// user's oldest it admits), taken off the queue; stale entries (tasks
-    /// resolved while queued) are dropped.
-    fn pop_queued(&mut self, bound: u64) -> Option<u64> {
-        let tasks = &self.tasks;
-        self.queue.pop(|tid| match tasks.get(&tid) {
+    /// The next queued task daemon `did` (reading at most `bound` bytes)
+    /// may take, in fair order (each user's oldest it admits), taken off
+    /// the queue; stale entries (tasks resolved while queued) are dropped.
+    /// Also says whether a replica's spread passed one over.
+    fn pop_queued(&mut self, did: ConnId, bound: u64) -> (Option<u64>, bool) {
+        let machine = self.daemons.get(&did).map_or("", |d| d.machine.as_str());
+        let open: Vec<&str> = if self.groups.is_empty() {
+            Vec::new()
+        } else {
+            self.daemons
+                .values()
+                .filter(|d| d.open())
+                .map(|d| d.machine.as_str())
+                .collect()
+        };
+        let (tasks, groups) = (&self.tasks, &self.groups);
+        let mut spread = false;
+        let tid = self.queue.pop(|tid| match tasks.get(&tid) {
             Some(t) if matches!(t.state, TaskState::Queued) => {
-                if t.payload.len() as u64 <= bound {
-                    Look::Take
-                } else {
+                if t.payload.len() as u64 > bound {
+                    return Look::Pass;
+                }
+                let kept = t
+                    .group
+                    .and_then(|g| groups.get(&g))
+                    .is_some_and(|g| !g.spread.admits(did, machine, open.iter().copied()));
+                if kept {
+                    spread = true;
                     Look::Pass
+                } else {
+                    Look::Take
                 }
             }
             _ => Look::Stale,
-        })
+        });
+        (tid, spread)
     }
 
     fn assign(&mut self, tid: u64, did: ConnId, now: Instant) {
         let (Some(t), Some(d)) = (self.tasks.get_mut(&tid), self.daemons.get_mut(&did)) else {
             return;
         };
+        if let Some(g) = t.group.and_then(|g| self.groups.get_mut(&g)) {
+            g.spread.add(did, &d.machine);
+        }
         // Both are clamped, so the deadline below cannot overflow.
         let cap = d
             .info
@@ -1115,6 +1380,8 @@ impl Dispatcher {
                 connected_ms: now.duration_since(d.joined).as_millis() as u64,
                 limits: d.info.limits.clone(),
                 version: d.info.caps.hako_version.clone(),
+                failures: self.records.get(&d.key).failures,
+                disagreements: self.records.get(&d.key).disagreements,
             })
             .collect();
         daemons.sort_by_key(|r| r.id);
@@ -1240,8 +1507,8 @@ impl Dispatcher {
                 connected_s: now.duration_since(d.joined).as_secs(),
                 busy: d.busy.is_some(),
                 tasks_done: d.tasks_done,
-                failures: 0,
-                disagreements: 0,
+                failures: self.records.get(&d.key).failures,
+                disagreements: self.records.get(&d.key).disagreements,
             })
             .collect();
         daemons.sort_by_key(|d| d.id);
@@ -1272,6 +1539,15 @@ impl Dispatcher {
             throughput_bucket_s: THROUGHPUT_BUCKET_S,
         }
     }
+}
+
+/// Failures charged to the daemon's record: it crashed, lost the task, or
+/// sent what the verifier refused (not the task's own limits or R errors).
+fn daemons_fault(kind: FailKind) -> bool {
+    matches!(
+        kind,
+        FailKind::Crashed | FailKind::Refused | FailKind::ConnectionReset
+    )
 }
 
 /// What a task counts against its client's `max_queued`.
@@ -1523,6 +1799,179 @@ mod tests {
         assert_eq!(a.tasks(), vec![2]);
         w.report(1, 2, "ok");
         assert_eq!(c.results(), vec![(10, value("ok"))]);
+    }
+
+    fn named(name: &str) -> DaemonInfo {
+        DaemonInfo {
+            name: name.into(),
+            ..info(None, None)
+        }
+    }
+
+    impl World {
+        fn submit_k(&mut self, client: ConnId, id: u64, k: u32) {
+            self.ev(Event::FromClient {
+                id: client,
+                msg: Message::Task(Task {
+                    id,
+                    payload: Bytes::from(format!("p{id}")),
+                    timeout_ms: None,
+                    replicas: k,
+                    user: String::new(),
+                }),
+            });
+        }
+        fn record(&self, name: &str) -> (u64, u64) {
+            let r = self.d.records.get(&DaemonKey {
+                name: name.into(),
+                volunteer: None,
+            });
+            (r.failures, r.disagreements)
+        }
+    }
+
+    #[test]
+    fn two_agreeing_replicas_give_one_result_from_two_daemons() {
+        let mut w = World::new(1);
+        let c = w.client(100);
+        let a = w.daemon(1, named("a"));
+        let b = w.daemon(2, named("b"));
+        w.submit_k(100, 7, 2);
+        let (ta, tb) = (a.tasks(), b.tasks());
+        assert_eq!((ta.len(), tb.len()), (1, 1), "one run on each daemon");
+        assert_ne!(ta, tb);
+        w.report(1, ta[0], "x");
+        assert!(c.results().is_empty(), "one vote is not enough");
+        w.report(2, tb[0], "x");
+        assert_eq!(c.results(), vec![(7, value("x"))]);
+        assert_eq!(w.d.info(w.now).completed, 1);
+        assert_eq!(w.record("a"), (0, 0));
+    }
+
+    #[test]
+    fn a_liar_is_outvoted_and_recorded() {
+        let mut w = World::new(1);
+        let c = w.client(100);
+        let honest = w.daemon(1, named("honest"));
+        let liar = w.daemon(2, named("liar"));
+        w.submit_k(100, 7, 2);
+        let (th, tl) = (honest.tasks()[0], liar.tasks()[0]);
+        w.report(2, tl, "lie");
+        w.report(1, th, "truth");
+        assert!(c.results().is_empty(), "a split vote resolves nothing");
+        // The third run waits for a daemon that has had none of this task.
+        assert!(honest.tasks().is_empty() && liar.tasks().is_empty());
+        let third = w.daemon(3, named("third"));
+        let t3 = third.tasks();
+        assert_eq!(t3.len(), 1);
+        w.report(3, t3[0], "truth");
+        assert_eq!(c.results(), vec![(7, value("truth"))]);
+        assert_eq!(w.record("liar"), (0, 1));
+        assert_eq!(w.record("honest"), (0, 0));
+        let row = w.d.snapshot(w.now);
+        let liar_row = row.daemons.iter().find(|d| d.name == "liar").unwrap();
+        assert_eq!(liar_row.disagreements, 1);
+        // the record outlives the connection
+        w.lose(2);
+        let _liar = w.daemon(4, named("liar"));
+        assert_eq!(w.record("liar"), (0, 1));
+    }
+
+    #[test]
+    fn a_vote_that_cannot_agree_resolves_to_a_disagreement() {
+        let mut w = World::new(1);
+        let c = w.client(100);
+        let ds: Vec<_> = (1..=5)
+            .map(|i| w.daemon(i, named(&format!("d{i}"))))
+            .collect();
+        w.submit_k(100, 7, 2);
+        let mut answered = 0;
+        for round in 0..4 {
+            for (i, d) in ds.iter().enumerate() {
+                for t in d.tasks() {
+                    answered += 1;
+                    w.report(i as u64 + 1, t, &format!("v{round}{i}"));
+                }
+            }
+        }
+        match &c.results()[..] {
+            [(
+                7,
+                Outcome::Failed {
+                    kind: FailKind::Disagreed,
+                    message,
+                },
+            )] => {
+                assert!(message.contains("replicas disagree"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(answered, 4, "k + EXTRA_VOTES runs at most");
+    }
+
+    #[test]
+    fn a_replica_on_a_lost_daemon_runs_again_and_cancel_stops_every_run() {
+        let mut w = World::new(1);
+        let c = w.client(100);
+        let a = w.daemon(1, named("a"));
+        let b = w.daemon(2, named("b"));
+        w.submit_k(100, 7, 2);
+        let tb = b.tasks()[0];
+        let _ = a.tasks();
+        w.lose(2); // lost before it started: re-queued, no charge
+        let b2 = w.daemon(3, named("b"));
+        let again = b2.tasks();
+        assert_eq!(again, vec![tb], "the same run goes to the new daemon");
+        w.ev(Event::FromClient {
+            id: 100,
+            msg: Message::Cancel { id: 7 },
+        });
+        assert!(matches!(
+            &c.results()[..],
+            [(
+                7,
+                Outcome::Failed {
+                    kind: FailKind::Cancelled,
+                    ..
+                }
+            )]
+        ));
+        let cancels = |f: &Fake| {
+            f.take()
+                .into_iter()
+                .filter(|m| matches!(m, Message::Cancel { .. }))
+                .count()
+        };
+        assert_eq!((cancels(&a), cancels(&b2)), (1, 1));
+        assert!(w.d.groups.is_empty() && w.d.tasks.is_empty());
+    }
+
+    #[test]
+    fn replicas_never_share_a_connection_and_too_many_are_refused() {
+        let mut w = World::new(1);
+        let c = w.client(100);
+        let a = w.daemon(1, named("a"));
+        w.submit_k(100, 7, 2);
+        assert_eq!(a.tasks().len(), 1);
+        let t = w.d.tasks.keys().copied().max().unwrap();
+        let first = *w.d.tasks.keys().min().unwrap();
+        w.report(1, first, "x");
+        assert!(
+            a.tasks().is_empty(),
+            "the second run never goes to the same connection"
+        );
+        assert!(matches!(w.d.tasks[&t].state, TaskState::Queued));
+        w.submit_k(100, 8, replicas::MAX_REPLICAS + 1);
+        assert!(matches!(
+            &c.results()[..],
+            [(
+                8,
+                Outcome::Failed {
+                    kind: FailKind::Rejected,
+                    ..
+                }
+            )]
+        ));
     }
 
     #[test]

@@ -106,6 +106,12 @@ pub struct HostArgs {
     /// in submission order across everyone).
     #[arg(long, value_enum, default_value = "fair")]
     schedule: crate::fair::Policy,
+    /// Run every task on this many distinct daemons and accept a result
+    /// only when that many agree (a task's own `.replicas` overrides it):
+    /// results from volunteers' machines checked by redundancy.
+    #[arg(long, value_name = "K", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=crate::replicas::MAX_REPLICAS as i64))]
+    replicas: u32,
     /// Largest control frame, in KiB.
     #[arg(long, value_name = "KIB", default_value_t = 64, hide = true)]
     max_control: u64,
@@ -238,6 +244,7 @@ impl Settings {
             max_unread: args.max_unread.saturating_mul(1 << 20),
             max_queued: args.max_queued.saturating_mul(1 << 20),
             schedule: args.schedule,
+            replicas: args.replicas,
         }
     }
 }

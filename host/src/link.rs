@@ -94,7 +94,7 @@ pub fn info_text(i: &InfoReport) -> String {
         let _ = writeln!(s, "{k}\t{v}");
     }
     s.push('\n');
-    s.push_str("id\tname\taddress\ttasks_done\tbusy_ms\tconnected_ms\tmemory_mb\ttask_timeout_ms\tmax_tasks\tkeep_state\tversion\n");
+    s.push_str("id\tname\taddress\ttasks_done\tbusy_ms\tconnected_ms\tmemory_mb\ttask_timeout_ms\tmax_tasks\tkeep_state\tversion\tfailures\tdisagreements\n");
     for d in &i.daemons {
         // Names and versions come from daemons: no tabs or newlines (the
         // table's syntax), no terminal escapes.
@@ -105,7 +105,7 @@ pub fn info_text(i: &InfoReport) -> String {
         };
         let _ = writeln!(
             s,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             d.id,
             clean(&d.name),
             clean(&d.address),
@@ -117,6 +117,8 @@ pub fn info_text(i: &InfoReport) -> String {
             na(d.limits.max_tasks),
             if d.limits.keep_state { "TRUE" } else { "FALSE" },
             clean(&d.version),
+            d.failures,
+            d.disagreements,
         );
     }
     s
@@ -511,7 +513,7 @@ mod tests {
         let t = info_text(&i);
         let row = t.lines().last().unwrap();
         assert!(!row.contains(['\x1b', '\x07']), "{row:?}");
-        assert_eq!(row.split('\t').count(), 11, "{row:?}");
+        assert_eq!(row.split('\t').count(), 13, "{row:?}");
     }
 
     /// Every failure kind, listed so that adding one fails to compile here.

@@ -125,6 +125,7 @@ mod tests {
                 format!("protocol\t{}", crate::protocol::VERSION).as_str(),
                 "hako\t9.9.9",
                 "max_payload\t1024",
+                "max_replicas\t5",
                 "url\twss://h:1",
             ]
         );

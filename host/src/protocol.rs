@@ -318,6 +318,10 @@ pub struct DaemonRow {
     pub limits: DaemonLimits,
     /// The daemon's hako version.
     pub version: String,
+    /// Its record over all its connections (by name and volunteer): runs
+    /// it failed, and replicas where its result lost to the agreed one.
+    pub failures: u64,
+    pub disagreements: u64,
 }
 
 /// The package set a host's daemons sandbox with: each package's manifest

@@ -22,10 +22,6 @@
 //!   no vote: it is re-run elsewhere, at most k times; the next failure
 //!   resolves the task to it.
 
-// TEMPORARY until the dispatcher runs replicas (after the fair-share
-// hand-off): remove.
-#![allow(dead_code)]
-
 use crate::protocol::{FailKind, Outcome, OutputChunk};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -113,10 +109,6 @@ impl Vote {
             ballots: Vec::new(),
             failures: 0,
         }
-    }
-
-    pub fn k(&self) -> u32 {
-        self.k
     }
 
     fn votes(&self) -> u32 {
