@@ -1287,6 +1287,15 @@ impl Dispatcher {
                 Some(_) => {}
             }
         }
+        for tid in &timed_out {
+            let daemon = match self.tasks.get(tid).map(|t| &t.state) {
+                Some(TaskState::Running { daemon, .. }) => self.daemons.get(daemon),
+                _ => None,
+            };
+            if let Some(d) = daemon {
+                self.records.failed(&d.key);
+            }
+        }
         for tid in timed_out {
             tracing::warn!(
                 task = tid,
@@ -1541,12 +1550,13 @@ impl Dispatcher {
     }
 }
 
-/// Failures charged to the daemon's record: it crashed, lost the task, or
-/// sent what the verifier refused (not the task's own limits or R errors).
+/// Failures charged to the daemon's record: every failure it reports (or
+/// sends a value the verifier refuses) but those the host or the client
+/// caused. R errors are results, not failures.
 fn daemons_fault(kind: FailKind) -> bool {
-    matches!(
+    !matches!(
         kind,
-        FailKind::Crashed | FailKind::Refused | FailKind::ConnectionReset
+        FailKind::Cancelled | FailKind::Shutdown | FailKind::Rejected
     )
 }
 

@@ -66,7 +66,7 @@ chunk_expr <- function(expr) {
 
 # Sends a map's elements as chunks of `size`; the batch `b` learns which
 # elements each chunk holds (its ids are the chunks').
-send_chunks <- function(p, b, items, expr, g, pk, tms, size) {
+send_chunks <- function(p, b, items, expr, g, pk, tms, size, replicas = 0L) {
   n <- b$n
   starts <- seq(1L, n, by = size)
   b$chunks <- lapply(starts, function(s) s:min(n, s + size - 1L))
@@ -81,7 +81,7 @@ send_chunks <- function(p, b, items, expr, g, pk, tms, size) {
     scan <- any(vapply(xs, function(it) !is.atomic(it) || !is.null(attributes(it)), NA))
     payload <- task_payload(cexpr, a = list(.hako_xs = xs), g = g, seed = next_seed(p), pk = pk, scan = scan)
     check_size(p, payload)
-    send_raw(p, task_frame(lo + k - 1L, tms, payload))
+    send_raw(p, task_frame(lo + k - 1L, tms, payload, replicas))
     poll(p, 0)
   }
   invisible()

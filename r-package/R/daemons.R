@@ -84,6 +84,11 @@
 #'   mirai's `cleanup = FALSE`.
 #' @param output Relay the tasks' output (stdout, messages, warnings) in
 #'   this session.
+#' @param replicas `NULL` or a whole number from 1 to 5: the default
+#'   `.replicas` of this profile's tasks (see [hako()]), each run on that
+#'   many distinct daemons that must return the same result. A host this
+#'   session starts also takes it as its default (`hako host --replicas`),
+#'   for its remote clients too. Local daemons: `n` must be at least this.
 #' @param .compute Compute profile name (`NULL`: the default one).
 #' @return Invisibly, a 'hakoDaemons' object (printed, it shows the launch
 #'   command of a listening host) that `with()` accepts; `daemons()` with no
@@ -102,9 +107,10 @@
 daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync = FALSE, seed = NULL,
                     memory = NULL, serial = NULL, tls = NULL, pass = NULL, token = NULL, fingerprint = NULL,
                     timeout = NULL, mount = NULL, packages = NULL, repos = getOption("hako.repos"), max_payload = NULL,
-                    keep_state = FALSE, output = TRUE, .compute = NULL) {
+                    keep_state = FALSE, output = TRUE, replicas = NULL, .compute = NULL) {
   .compute <- compute_name(.compute)
   check_daemons_args(remote, dispatcher, sync, serial, pass)
+  replicas <- check_replicas(replicas, "replicas")
   if (!is.null(remote) && (is.null(url) || !is.null(token))) {
     stop("hako: daemons(remote = ) launches daemons for a host that listens: daemons(n, url = host_url(), remote = )", call. = FALSE)
   }
@@ -165,6 +171,13 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
     if (!is.null(memory)) args <- c(args, "--memory", as.integer(memory))
     if (!is.null(max_payload)) args <- c(args, "--max-payload", as.integer(max_payload))
     if (isTRUE(keep_state)) args <- c(args, "--keep-state")
+    if (!is.null(replicas)) {
+      if (is.null(url) && nloc < replicas) {
+        stop(sprintf("hako: daemons(%d, replicas = %d): each task runs on %d distinct daemons, so at least %d are needed",
+                     nloc, replicas, replicas, replicas), call. = FALSE)
+      }
+      args <- c(args, "--replicas", replicas)
+    }
     if (length(mount)) args <- c(args, mount_args(mount))
     pkgs <- if (length(packages)) resolve_packages(packages, repos)
     args <- c(args, package_args(pkgs))
@@ -177,6 +190,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   p$packages <- sort(unique(as.character(packages)))
   p$repos <- repos
   p$timeout <- timeout
+  p$replicas <- replicas
   p$output <- isTRUE(output)
   p$seed <- init_seed(seed)
   p$url <- p$ready[["url"]]

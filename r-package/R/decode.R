@@ -6,13 +6,15 @@
 # with an errorValue becomes that integer code; the others a 'hakoError' of
 # that class. Cancelled is errorValue 20 and also a 'hakoInterrupt'.
 RESULT_STATUS <- data.frame(
-  code = 0:10,
+  code = 0:11,
   name = c("value", "error", "timeout", "cancelled", "connection reset", "memory", "output",
-           "crashed", "shutdown", "rejected", "refused"),
-  error_value = c(NA, NA, 5L, 20L, 19L, NA, NA, NA, 19L, NA, NA),
+           "crashed", "shutdown", "rejected", "refused", "disagreed"),
+  error_value = c(NA, NA, 5L, 20L, 19L, NA, NA, NA, 19L, NA, NA, NA),
   class = c(NA, NA, NA, "hakoInterrupt", NA, "hakoMemoryLimit", "hakoOutputLimit", "hakoCrashed", NA,
             # refused: the host's result verifier refused what the sandbox sent, never read
-            "hakoRejected", "hakoRefused"),
+            "hakoRejected", "hakoRefused",
+            # disagreed: a task's replicas gave no result k times (.replicas)
+            "hakoDisagreed"),
   stringsAsFactors = FALSE
 )
 

@@ -31,7 +31,9 @@ mk_hako_error <- function(msg, cls = character()) {
 #' `$message` and its kind first in `$condition.class`: "hakoRefused" (the
 #' result is outside the safe subset: "result refused: ..."), "hakoRejected"
 #' ("result too large", "too many unread results"), "hakoCrashed" ("the
-#' task crashed its daemon"), "hakoMemoryLimit", "hakoOutputLimit". Printed
+#' task crashed its daemon"), "hakoDisagreed" (a task's `.replicas` gave
+#' no result k times: "replicas disagree: ..."), "hakoMemoryLimit",
+#' "hakoOutputLimit". Printed
 #' messages show a task's terminal control characters visibly (`^[`); `$`
 #' returns them as sent.
 #'

@@ -17,6 +17,7 @@ T_CANCEL <- 0x02
 T_EVERYWHERE <- 0x03
 T_INFO <- 0x04
 T_SHUTDOWN <- 0x06
+T_TASK_REPLICAS <- 0x07
 # hako -> R
 T_READY <- 0x80
 T_RESULT <- 0x81
@@ -164,7 +165,13 @@ handle_frame <- function(p, type, body) {
   invisible()
 }
 
-task_frame <- function(id, timeout_ms, payload) {
+task_frame <- function(id, timeout_ms, payload, replicas = 0L) {
+  if (replicas > 0L) {
+    # len:u32 type:u8 id:u32 timeout_ms:u32 replicas:u32 payload
+    h <- writeBin(c(length(payload) + 13L, as.integer(id), as.integer(timeout_ms), as.integer(replicas)),
+                  raw(), size = 4L, endian = "little")
+    return(c(h[1:4], as.raw(T_TASK_REPLICAS), h[5:16], payload))
+  }
   # len:u32 type:u8 id:u32 timeout_ms:u32 payload, the integers in one go
   h <- writeBin(c(length(payload) + 9L, as.integer(id), as.integer(timeout_ms)), raw(), size = 4L, endian = "little")
   c(h[1:4], as.raw(T_TASK), h[5:12], payload)

@@ -34,6 +34,14 @@
 #'   is interrupted and resolves to errorValue 5.
 #' @param .compute The compute profile (`NULL`: "default", or the one set by
 #'   `with(daemons(...), ...)`).
+#' @param .replicas Results checked by redundancy: the number of distinct
+#'   daemons (1 to 5) that run the task and must return the same result
+#'   (compared by a hash of its serialization; each replica draws the same
+#'   random numbers). `NULL`: the profile's `daemons(replicas = )`, else the
+#'   host's default (1). When they disagree, more replicas run (up to k + 2
+#'   results), and without k identical results the task resolves to a
+#'   'hakoError' of class "hakoDisagreed" saying which daemons gave which
+#'   result. Each daemon's failures and disagreements show in [status()].
 #' @return A 'hako' object (an environment).
 #' @examples
 #' \dontrun{
@@ -43,27 +51,32 @@
 #' daemons(0)
 #' }
 #' @export
-hako <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
+hako <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL, .replicas = NULL) {
   expr <- substitute(.expr)
   expr <- task_expr(expr, parent.frame())
   g <- dots_globals(...)
   a <- task_args(.args)
   reap_ephemeral()
-  if (is.null(.hako$profiles[[compute_name(.compute)]])) return(ephemeral_hako(expr, a, g, .timeout))
-  submit(get_profile(.compute), expr, a = a, g = g, timeout = .timeout)
+  if (is.null(.hako$profiles[[compute_name(.compute)]])) return(ephemeral_hako(expr, a, g, .timeout, .replicas))
+  p <- get_profile(.compute)
+  k <- task_replicas(p, .replicas)
+  submit(p, expr, a = a, g = g, timeout = .timeout, replicas = k)
 }
 
 # Without daemons, as in mirai 2.x, a task runs in a daemon of its own
 # that goes once the task has resolved: one host and one sandbox for this
 # task alone (about half a second to start), reaped at the next hako() or
 # wait after it resolved, or with the session.
-ephemeral_hako <- function(expr, a, g, timeout) {
+ephemeral_hako <- function(expr, a, g, timeout, replicas = NULL) {
+  k <- check_replicas(replicas)
   .hako$nephemeral <- if (is.null(.hako$nephemeral)) 1L else .hako$nephemeral + 1L
   name <- sprintf(".ephemeral%d", .hako$nephemeral)
-  daemons(1L, .compute = name)
+  # as many sandboxes as the task has replicas
+  daemons(if (is.null(k)) 1L else k, .compute = name)
   p <- .hako$profiles[[name]]
   p$ephemeral <- TRUE
-  x <- submit(p, expr, a = a, g = g, timeout = timeout)
+  k <- task_replicas(p, k)
+  x <- submit(p, expr, a = a, g = g, timeout = timeout, replicas = k)
   x$callbacks <- c(x$callbacks, list(function(v) p$done <- TRUE))
   x
 }
@@ -121,7 +134,11 @@ next_seed <- function(p) {
   s
 }
 
-submit <- function(p, expr, a = NULL, g = NULL, timeout = NULL, pk = NULL, relay = TRUE, seed = NULL) {
+# `replicas`: the task's (0: the host's default); NULL: the profile's.
+submit <- function(p, expr, a = NULL, g = NULL, timeout = NULL, pk = NULL, relay = TRUE, seed = NULL, replicas = NULL) {
+  # decided here, not inside send_raw()'s error handler (which would take
+  # an error of the argument for a broken link)
+  if (is.null(replicas)) replicas <- task_replicas(p, NULL)
   if (is.null(seed)) seed <- next_seed(p) else if (isFALSE(seed)) seed <- NULL
   payload <- task_payload(expr, a = a, g = g, seed = seed, pk = pk)
   check_size(p, payload)
@@ -131,7 +148,7 @@ submit <- function(p, expr, a = NULL, g = NULL, timeout = NULL, pk = NULL, relay
   # task waited for that was never sent
   suspendInterrupts({
     assign(as.character(id), x, envir = p$pending)
-    send_raw(p, task_frame(id, timeout_ms(p, timeout), payload))
+    send_raw(p, task_frame(id, timeout_ms(p, timeout), payload, replicas))
   })
   x
 }

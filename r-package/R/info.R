@@ -4,7 +4,13 @@
 #' `connections` (daemons connected now), `cumulative` (ever), `awaiting`
 #' (queued tasks), `executing` and `completed`. `status()` returns a list
 #' with `connections`, `daemons` (the listening URL or "local") and `hako`
-#' (awaiting, executing, completed), plus `table`, one row per daemon.
+#' (awaiting, executing, completed), plus `table`, one row per daemon:
+#' its id, name, address, tasks done on this connection, limits and version,
+#' and its record over all its connections (by name and volunteer, so
+#' reconnecting does not reset it): `failures` (tasks it failed: timeouts,
+#' crashes, limits, refused results; not R errors) and `disagreements`
+#' (replicated tasks where its result lost to the agreed one, see
+#' [hako()]'s `.replicas`).
 #'
 #' @param .compute Compute profile (`NULL`: default), or a cluster made by
 #'   [make_cluster()] (its nodes' counters summed, one table row per node).

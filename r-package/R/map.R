@@ -31,6 +31,9 @@
 #'   is shown when it completes; random numbers come from one stream per
 #'   chunk. `TRUE` makes up to 16 chunks of at most 1,000 elements.
 #' @param .compute Compute profile (`NULL`: default).
+#' @param .replicas As for [hako()]: each element's task (with `.chunk`,
+#'   each chunk) runs on this many distinct daemons, which must return the
+#'   same result.
 #' @return A 'hako_map' object.
 #' @examples
 #' \dontrun{
@@ -41,8 +44,9 @@
 #' }
 #' @export
 hako_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .timeout = NULL, .chunk = FALSE,
-                     .compute = NULL) {
+                     .compute = NULL, .replicas = NULL) {
   p <- get_profile(.compute)
+  k <- task_replicas(p, .replicas)
   size <- chunk_size(.chunk, NROW(.x))
   if (!is.function(.f)) stop("hako: '.f' must be a function", call. = FALSE)
   .args <- task_args(.args, "hako_map")
@@ -79,7 +83,7 @@ hako_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .timeout = NU
   pk <- setdiff(needed_packages(g), sandbox_packages())
   g <- ser(g)
   if (size > 0L) {
-    send_chunks(p, b, items, expr, g, pk, tms, size)
+    send_chunks(p, b, items, expr, g, pk, tms, size, k)
     if (length(.promise)) map_then(x, .promise)
     return(x)
   }
@@ -105,7 +109,7 @@ hako_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .timeout = NU
         task_payload(expr, a = list(.x = item), g = g, seed = seeds[[i]], pk = pk, scan = is.recursive(item))
       }
       if (i == 1L) check_size(p, payload)
-      task_frame(lo + i - 1L, tms, payload)
+      task_frame(lo + i - 1L, tms, payload, k)
     })
     send_raw(p, unlist(frames, use.names = FALSE))
     poll(p, 0)

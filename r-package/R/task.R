@@ -78,6 +78,36 @@ check_size <- function(p, payload) {
   }
 }
 
+# Most replicas a task may ask for (the host's cap; READY's max_replicas).
+MAX_REPLICAS <- 5L
+
+# `.replicas` or daemons(replicas = ) checked: NULL, or a whole number in
+# 1..MAX_REPLICAS, as an integer.
+check_replicas <- function(k, what = ".replicas") {
+  if (is.null(k)) return(NULL)
+  if (!is.numeric(k) || length(k) != 1L || is.na(k) || k != round(k) || k < 1 || k > MAX_REPLICAS) {
+    stop(sprintf("hako: '%s' must be a whole number from 1 to %d: how many distinct daemons run each task and must return the same result",
+                 what, MAX_REPLICAS), call. = FALSE)
+  }
+  as.integer(k)
+}
+
+# The replicas a task of profile `p` is sent with: `.replicas`, else the
+# profile's daemons(replicas = ); 0 (a plain TASK) leaves it to the host.
+task_replicas <- function(p, k) {
+  if (is.null(k)) k <- p$replicas
+  if (is.null(k)) return(0L)
+  k <- check_replicas(k)
+  if (is.null(p$ready[["max_replicas"]])) {
+    stop("hako: this hako binary does not run replicated tasks (.replicas): update it", call. = FALSE)
+  }
+  if (identical(p$mode, "local") && k > p$n) {
+    stop(sprintf("hako: .replicas = %d runs each task on %d distinct daemons, but compute profile '%s' has %d: set daemons(%d) or more",
+                 k, k, p$name, p$n, k), call. = FALSE)
+  }
+  k
+}
+
 timeout_ms <- function(p, .timeout) {
   t <- if (is.null(.timeout)) p$timeout else .timeout
   if (is.null(t) || is.na(t) || t <= 0) return(0L)

@@ -19,6 +19,7 @@ mod links;
 mod package_sets;
 mod packages;
 mod refusals;
+mod replicas;
 mod results;
 mod scale;
 mod startup;
