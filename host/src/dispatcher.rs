@@ -825,6 +825,19 @@ impl Dispatcher {
                 .vote
                 .fail(FailKind::ConnectionReset, "its daemon was lost".into()),
         };
+        let split = g.vote.split();
+        let decision = match decision {
+            // A tie nobody connected may break ends now (a failed run waits
+            // for a daemon like any task): a task whose replicas differ on
+            // every daemon a local host has would wait for ever.
+            Decision::More if split && !self.may_run_another(gid) => match self.groups.get(&gid) {
+                Some(g) => g
+                    .vote
+                    .disagreed("no other connected daemon may run another replica"),
+                None => return,
+            },
+            d => d,
+        };
         match decision {
             Decision::Wait => {}
             Decision::More => self.add_run(gid, true),
@@ -840,6 +853,22 @@ impl Dispatcher {
                 self.end_group(gid, outcome, output, self.clock);
             }
         }
+    }
+
+    /// Could an open daemon take another run of replicated task `gid`?
+    fn may_run_another(&self, gid: u64) -> bool {
+        let Some(g) = self.groups.get(&gid) else {
+            return false;
+        };
+        let open: Vec<&str> = self
+            .daemons
+            .values()
+            .filter(|d| d.open())
+            .map(|d| d.machine.as_str())
+            .collect();
+        self.daemons
+            .iter()
+            .any(|(&id, d)| d.open() && g.spread.admits(id, &d.machine, open.iter().copied()))
     }
 
     /// Resolve replicated task `gid` once: stop its runs still out and
@@ -1864,14 +1893,15 @@ mod tests {
         let c = w.client(100);
         let honest = w.daemon(1, named("honest"));
         let liar = w.daemon(2, named("liar"));
+        let third = w.daemon(3, named("third"));
         w.submit_k(100, 7, 2);
         let (th, tl) = (honest.tasks()[0], liar.tasks()[0]);
+        assert!(third.tasks().is_empty(), "two runs for two replicas");
         w.report(2, tl, "lie");
         w.report(1, th, "truth");
         assert!(c.results().is_empty(), "a split vote resolves nothing");
-        // The third run waits for a daemon that has had none of this task.
+        // The third run goes to the daemon that has had none of this task.
         assert!(honest.tasks().is_empty() && liar.tasks().is_empty());
-        let third = w.daemon(3, named("third"));
         let t3 = third.tasks();
         assert_eq!(t3.len(), 1);
         w.report(3, t3[0], "truth");
@@ -1885,6 +1915,60 @@ mod tests {
         w.lose(2);
         let _liar = w.daemon(4, named("liar"));
         assert_eq!(w.record("liar"), (0, 1));
+    }
+
+    /// Before, the tie-breaking run waited for a daemon that would never
+    /// come (a local host's daemons all had one): the task hung.
+    #[test]
+    fn a_tie_no_connected_daemon_can_break_is_a_disagreement_at_once() {
+        let mut w = World::new(1);
+        let c = w.client(100);
+        let a = w.daemon(1, named("a"));
+        let b = w.daemon(2, named("b\x1b[2J"));
+        w.submit_k(100, 7, 2);
+        let (ta, tb) = (a.tasks()[0], b.tasks()[0]);
+        w.report(1, ta, "one");
+        w.report(2, tb, "two");
+        match &c.results()[..] {
+            [(
+                7,
+                Outcome::Failed {
+                    kind: FailKind::Disagreed,
+                    message,
+                },
+            )] => {
+                assert!(message.starts_with("replicas disagree: no result had 2 identical votes of 2, 2 distinct results (no other connected daemon may run another replica): value "), "{message}");
+                assert!(
+                    message.contains(" from a") && message.contains(" from b?[2J"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.record("a"), (0, 0), "nobody is known to be wrong");
+        let i = w.d.info(w.now);
+        assert_eq!((i.awaiting, i.executing, i.completed), (0, 0, 1));
+        // A failed run, though, waits for a daemon like any task.
+        w.submit_k(100, 8, 2);
+        let (ta, tb) = (a.tasks()[0], b.tasks()[0]);
+        w.ev(Event::FromDaemon {
+            id: 1,
+            msg: Message::Result(TaskReport {
+                id: ta,
+                outcome: Outcome::Failed {
+                    kind: FailKind::MemoryLimit,
+                    message: "out of memory".into(),
+                },
+                output: vec![],
+            }),
+        });
+        w.report(2, tb, "v");
+        assert!(c.take().is_empty());
+        let d3 = w.daemon(3, named("c"));
+        let t3 = d3.tasks();
+        assert_eq!(t3.len(), 1);
+        w.report(3, t3[0], "v");
+        assert_eq!(c.results(), vec![(8, value("v"))]);
     }
 
     #[test]

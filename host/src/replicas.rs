@@ -111,6 +111,11 @@ impl Vote {
         }
     }
 
+    /// Votes for more than one result are in: another run breaks a tie.
+    pub fn split(&self) -> bool {
+        self.ballots.len() > 1
+    }
+
     fn votes(&self) -> u32 {
         self.ballots.iter().map(|b| b.voters.len() as u32).sum()
     }

@@ -56,6 +56,12 @@ test_that("replicas that disagree resolve to a hakoDisagreed error naming them",
   expect_identical(v$condition.class[[1L]], "hakoDisagreed")
   expect_match(v$message, "^replicas disagree: no result had 2 identical votes of 4, 4 distinct results: value [0-9a-f]{8} from local")
   expect_equal(sum(status()$table$disagreements), 0)
+  # with no daemon left to break the tie, at once (it waited for ever before)
+  daemons(0)
+  daemons(2)
+  v <- hako(as.numeric(Sys.time()), .replicas = 2)[]
+  expect_identical(v$condition.class[[1L]], "hakoDisagreed")
+  expect_match(v$message, "^replicas disagree: no result had 2 identical votes of 2, 2 distinct results \\(no other connected daemon may run another replica\\)")
 })
 
 test_that(".replicas is checked", {
