@@ -413,3 +413,228 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// The shell command that starts with `VAR=` in what `hako host` or
+/// `hako user add` printed, ready to run as the friend who was sent it
+/// would paste it (the token in the environment, never in argv), and the
+/// token.
+pub fn printed_command(printed: &str, var: &str) -> (Command, String) {
+    let prefix = format!("{var}=");
+    let line = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}...` command in:\n{printed}"));
+    let mut words = line.split(' ');
+    let token = words.next().unwrap()[prefix.len()..].to_string();
+    assert!(
+        !token.is_empty() && token.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{line}"
+    );
+    assert_eq!(words.next(), Some("hako"), "{line}");
+    let mut c = hako();
+    c.args(words).env(var, &token);
+    (c, token)
+}
+
+/// A `hako client` child bridging a link on its stdio to a remote host, as
+/// an R session's `daemons(url = , token = )` runs it.
+pub struct RemoteClient {
+    child: Child,
+    w: ChildStdin,
+    rx: mpsc::Receiver<LinkOut>,
+    pub log: std::path::PathBuf,
+}
+
+impl RemoteClient {
+    /// Start `cmd` (`hako client URL ...`, its token in the environment)
+    /// and wait for its READY.
+    pub fn start(cmd: &mut Command, name: &str) -> RemoteClient {
+        let (log, path) = log_file(name);
+        let mut child = cmd
+            .env("HAKO_LOG", "hako=debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || read_loop(stdout, tx));
+        let w = child.stdin.take().expect("stdin");
+        let c = RemoteClient {
+            child,
+            w,
+            rx,
+            log: path,
+        };
+        match c.next() {
+            Some(LinkOut::Ready(_)) => {}
+            other => panic!("expected READY, got {other:?}; {}", c.log_text()),
+        }
+        c
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The next frame (`None`: the link ended).
+    pub fn next(&self) -> Option<LinkOut> {
+        match self.rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(m) => Some(m),
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(e) => panic!("nothing from hako client ({e}); {}", self.log_text()),
+        }
+    }
+
+    /// Send a task to run on `replicas` distinct daemons (0: the host's
+    /// default), as `hako(..., .replicas = k)` does.
+    pub fn submit(&mut self, id: u32, replicas: u32, payload: Vec<u8>) {
+        let m = LinkIn::TaskReplicas {
+            id,
+            timeout_ms: 0,
+            replicas,
+            payload: Bytes::from(payload),
+        };
+        self.w.write_all(&lf::encode_in(&m)).expect("writing");
+        self.w.flush().expect("flushing");
+    }
+
+    /// The next result, skipping notices.
+    pub fn result(&self) -> Res {
+        loop {
+            match self.next() {
+                Some(LinkOut::Result {
+                    id,
+                    status,
+                    payload,
+                    ..
+                }) => {
+                    return Res {
+                        id,
+                        status,
+                        payload,
+                    }
+                }
+                Some(LinkOut::Notice(_)) => {}
+                other => panic!("expected a result, got {other:?}; {}", self.log_text()),
+            }
+        }
+    }
+}
+
+impl Drop for RemoteClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A lying daemon: a fake speaking the real protocol that joins with
+/// `token` as `name` and answers every task at once with the number `lie`,
+/// a wrong but valid serialized R value. It runs until the host closes its
+/// connection ([`Liar::ended`] says why) or it is dropped (then it says bye).
+pub struct Liar {
+    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Liar {
+    /// Join the host at `url` (its certificate pinned to `fingerprint`);
+    /// returns once the host has welcomed it.
+    pub fn join(url: &str, fingerprint: &str, token: &str, name: &str, lie: f64) -> Liar {
+        use crate::protocol::{FrameLimits, Message, Outcome, Role, TaskReport};
+        use crate::{dial, tls, ws};
+        use std::sync::atomic::Ordering;
+        let target = dial::parse_url(url).expect("a host URL");
+        let trust = tls::Trust::Pinned(tls::parse_fingerprint(fingerprint).expect("a pin"));
+        let hello = peer_hello(Role::Daemon, token, name, None);
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = answered.clone();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (joined, welcomed) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let limits = FrameLimits {
+                    control: 1 << 20,
+                    bulk: 64 << 20,
+                };
+                let mut c = match dial::dial(&target, &trust, limits, hello).await {
+                    Ok((c, _)) => c,
+                    Err(e) => {
+                        let _ = joined.send(Err(e.to_string()));
+                        return String::new();
+                    }
+                };
+                let _ = joined.send(Ok(()));
+                let lie = Outcome::Value(Bytes::from(rser::serialize(&rser::RObj::Real(vec![
+                    lie,
+                ]))));
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        m = ws::recv(&mut c, &limits) => match m {
+                            Ok(Message::Task(t)) => {
+                                let r = TaskReport { id: t.id, outcome: lie.clone(), output: vec![] };
+                                let sent = async {
+                                    ws::send(&mut c, &Message::Started { id: t.id }).await?;
+                                    ws::send(&mut c, &Message::Result(r)).await
+                                };
+                                if let Err(e) = sent.await {
+                                    return e.to_string();
+                                }
+                                count.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(Message::Ping(n)) => {
+                                if let Err(e) = ws::send(&mut c, &Message::Pong(n)).await {
+                                    return e.to_string();
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => return e.to_string(),
+                        },
+                    }
+                }
+                let _ = ws::send(&mut c, &Message::Bye { reason: "done lying".into() }).await;
+                String::new()
+            })
+        });
+        match welcomed.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("the liar {name} was not let in: {e}"),
+            Err(_) => panic!("the liar {name}'s thread ended"),
+        }
+        Liar {
+            answered,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// The tasks it has answered (every one with its lie).
+    pub fn answered(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Wait until the host closes its connection: why it did.
+    pub fn ended(mut self) -> String {
+        self.thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("the liar's thread")
+    }
+}
+
+impl Drop for Liar {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

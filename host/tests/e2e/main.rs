@@ -22,6 +22,7 @@ mod refusals;
 mod replicas;
 mod results;
 mod scale;
+mod shared_cluster;
 mod startup;
 mod status_page;
 mod survival;
