@@ -5,61 +5,18 @@
 //! disagreements, also after it reconnects, and a task whose replicas all
 //! differ resolves to an error naming them.
 
-use crate::common::{code, Host};
-use crate::dial;
+use crate::common::{code, Host, Liar};
 use crate::linkframe::{self as lf, LinkIn};
-use crate::protocol::{FrameLimits, Message, Outcome, Role, TaskReport};
-use crate::rser::{self, RObj};
-use crate::tls::{self, Trust};
-use crate::ws;
+use crate::rser;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// A daemon that answers every task at once with the number 3. Stops (says
-/// bye and hangs up) when `stop` is sent or dropped.
-fn liar(
-    host: &Host,
-    name: &str,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    std::thread::JoinHandle<()>,
-) {
-    let target = dial::parse_url(&host.get("url")).unwrap();
-    let trust = Trust::Pinned(tls::parse_fingerprint(&host.get("fingerprint")).unwrap());
-    let hello = crate::common::peer_hello(Role::Daemon, host.get("token"), name, None);
-    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread =
-        std::thread::spawn(move || {
-            let rt = crate::common::runtime();
-            rt.block_on(async move {
-            let limits = FrameLimits {
-                control: 1 << 20,
-                bulk: 64 << 20,
-            };
-            let (mut c, _) = dial::dial(&target, &trust, limits, hello)
-                .await
-                .expect("the liar joins");
-            let lie = Outcome::Value(Bytes::from(rser::serialize(&RObj::Real(vec![3.0]))));
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    m = ws::recv(&mut c, &limits) => match m {
-                        Ok(Message::Task(t)) => {
-                            ws::send(&mut c, &Message::Started { id: t.id }).await.unwrap();
-                            let r = TaskReport { id: t.id, outcome: lie.clone(), output: vec![] };
-                            ws::send(&mut c, &Message::Result(r)).await.unwrap();
-                        }
-                        Ok(Message::Ping(n)) => ws::send(&mut c, &Message::Pong(n)).await.unwrap(),
-                        Ok(_) => {}
-                        Err(_) => return,
-                    },
-                }
-            }
-            let _ = ws::send(&mut c, &Message::Bye { reason: "done lying".into() }).await;
-        });
-        });
-    (stop, thread)
+/// A daemon on the shared token that answers every task at once with the
+/// number 3.
+fn liar(host: &Host) -> Liar {
+    let (url, fp) = (host.get("url"), host.get("fingerprint"));
+    Liar::join(&url, &fp, &host.get("token"), "liar", 3.0)
 }
 
 fn replicated(host: &mut Host, id: u32, replicas: u32, payload: Vec<u8>) {
@@ -82,7 +39,7 @@ fn row(host: &mut Host, name: &str) -> HashMap<String, String> {
 #[test]
 fn a_lying_daemon_is_outvoted_and_recorded() {
     let mut host = Host::start("replicas", &["--listen", "127.0.0.1:0"]);
-    let (stop, thread) = liar(&host, "liar");
+    let lying = liar(&host);
     host.wait_connections(1);
     host.daemon("replicas-honest-a", &["--name", "honest-a", "--autoexit"]);
     host.daemon("replicas-honest-b", &["--name", "honest-b", "--autoexit"]);
@@ -110,10 +67,9 @@ fn a_lying_daemon_is_outvoted_and_recorded() {
     let lost: u64 = row(&mut host, "liar")["disagreements"].parse().unwrap();
 
     // Reconnecting does not wash the record.
-    stop.send(()).unwrap();
-    thread.join().unwrap();
+    drop(lying);
     host.wait_connections(2);
-    let (_again, _thread) = liar(&host, "liar");
+    let _again = liar(&host);
     host.wait_connections(3);
     let r = row(&mut host, "liar");
     assert_eq!(r["disagreements"].parse::<u64>().unwrap(), lost, "{r:?}");
