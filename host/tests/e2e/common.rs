@@ -577,6 +577,9 @@ impl Liar {
                         _ = &mut stopped => break,
                         m = ws::recv(&mut c, &limits) => match m {
                             Ok(Message::Task(t)) => {
+                                // Counted before the host can see it, so
+                                // that no result reaches a client first.
+                                count.fetch_add(1, Ordering::SeqCst);
                                 let r = TaskReport { id: t.id, outcome: lie.clone(), output: vec![] };
                                 let sent = async {
                                     ws::send(&mut c, &Message::Started { id: t.id }).await?;
@@ -585,7 +588,6 @@ impl Liar {
                                 if let Err(e) = sent.await {
                                     return e.to_string();
                                 }
-                                count.fetch_add(1, Ordering::SeqCst);
                             }
                             Ok(Message::Ping(n)) => {
                                 if let Err(e) = ws::send(&mut c, &Message::Pong(n)).await {
