@@ -620,13 +620,16 @@ impl Liar {
         self.answered.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Wait until the host closes its connection: why it did.
+    /// Wait (a minute at most) until the host closes its connection: why
+    /// it did.
     pub fn ended(mut self) -> String {
-        self.thread
-            .take()
-            .expect("running")
-            .join()
-            .expect("the liar's thread")
+        let thread = self.thread.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !thread.is_finished() {
+            assert!(Instant::now() < deadline, "the host never closed the liar");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        thread.join().expect("the liar's thread")
     }
 }
 
