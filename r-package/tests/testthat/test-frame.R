@@ -144,12 +144,13 @@ test_that("every RESULT status decodes to its value (host/PROTOCOL.md's table)",
   he(dv(7L, txt("crash")), "hakoCrashed", "crash")
   he(dv(9L, txt("too large")), "hakoRejected", "too large")
   he(dv(10L, txt("result refused: x")), "hakoRefused", "result refused: x")
-  he(dv(11L, txt("?")), "hakoProtocolError", "unknown result status 11: ?")
+  he(dv(11L, txt("replicas disagree: x")), "hakoDisagreed", "replicas disagree: x")
+  he(dv(12L, txt("?")), "hakoProtocolError", "unknown result status 12: ?")
   bad <- dv(0L, as.raw(1:10))
   expect_identical(bad$condition.class[[1L]], "hakoUnserializeError")
   expect_match(bad$message, "could not be unserialized")
   # one table names every status, in order
-  expect_identical(hako:::RESULT_STATUS$code, 0:10)
+  expect_identical(hako:::RESULT_STATUS$code, 0:11)
 })
 
 test_that("a status's message shows a task's controls only visibly when printed", {
