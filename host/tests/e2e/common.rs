@@ -437,6 +437,38 @@ pub fn printed_command(printed: &str, var: &str) -> (Command, String) {
     (c, token)
 }
 
+/// `hako user ARGS --identity DIR`; its stdout, or a panic with stderr.
+pub fn user(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = user_output(dir, args);
+    assert!(
+        out.status.success(),
+        "hako user {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `hako user ARGS --identity DIR`, however it ends.
+pub fn user_output(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    hako()
+        .arg("user")
+        .args(args)
+        .arg("--identity")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+/// A user's token, from the store in `dir`.
+pub fn token_of(dir: &std::path::Path, name: &str) -> String {
+    let store = std::fs::read_to_string(dir.join("users.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&store).unwrap();
+    let users = v["users"].as_array().unwrap();
+    let u = users.iter().find(|u| u["name"] == name);
+    let u = u.unwrap_or_else(|| panic!("no {name} in {store}"));
+    u["token"].as_str().unwrap().to_string()
+}
+
 /// A `hako client` child bridging a link on its stdio to a remote host, as
 /// an R session's `daemons(url = , token = )` runs it.
 pub struct RemoteClient {
@@ -475,8 +507,35 @@ impl RemoteClient {
         c
     }
 
+    /// `hako client` to `host` with `token` (a user's or the shared client
+    /// token), started as [`RemoteClient::start`] does.
+    pub fn connect(host: &Host, token: &str, name: &str) -> RemoteClient {
+        let mut cmd = hako();
+        cmd.args(["client", &host.get("url")])
+            .args(["--fingerprint", &host.get("fingerprint")])
+            .env("HAKO_CLIENT_TOKEN", token);
+        RemoteClient::start(&mut cmd, name)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The notices until the link ends (the host's reason for closing it).
+    pub fn notices_until_end(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            match self.next() {
+                None => return out,
+                Some(LinkOut::Notice(n)) => out.push(n),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Wait for `hako client` to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        wait_exit(&mut self.child, timeout)
     }
 
     /// The next frame (`None`: the link ended).
@@ -489,13 +548,21 @@ impl RemoteClient {
     }
 
     /// Send a task to run on `replicas` distinct daemons (0: the host's
-    /// default), as `hako(..., .replicas = k)` does.
+    /// default, a plain TASK), as `hako(..., .replicas = k)` does.
     pub fn submit(&mut self, id: u32, replicas: u32, payload: Vec<u8>) {
-        let m = LinkIn::TaskReplicas {
-            id,
-            timeout_ms: 0,
-            replicas,
-            payload: Bytes::from(payload),
+        let payload = Bytes::from(payload);
+        let m = match replicas {
+            0 => LinkIn::Task {
+                id,
+                timeout_ms: 0,
+                payload,
+            },
+            _ => LinkIn::TaskReplicas {
+                id,
+                timeout_ms: 0,
+                replicas,
+                payload,
+            },
         };
         self.w.write_all(&lf::encode_in(&m)).expect("writing");
         self.w.flush().expect("flushing");

@@ -6,7 +6,7 @@
 //! script shows as text. With `HAKO_STATUS_SCREENSHOT=PATH` the test also
 //! writes a screenshot of the page (the README's).
 
-use crate::common::{code, Host};
+use crate::common::{code, token_of, user, Host, RemoteClient};
 use crate::dial;
 use crate::linkframe as lf;
 use crate::protocol::{FrameLimits, Role};
@@ -79,84 +79,17 @@ impl Drop for Killed {
     }
 }
 
-/// A user's token, from the host's store.
-fn token_of(dir: &std::path::Path, name: &str) -> String {
-    let store = std::fs::read_to_string(dir.join("users.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&store).unwrap();
-    let users = v["users"].as_array().unwrap();
-    let u = users.iter().find(|u| u["name"] == name);
-    let u = u.unwrap_or_else(|| panic!("no {name} in {store}"));
-    u["token"].as_str().unwrap().to_string()
-}
-
-/// A named user's R session elsewhere: `hako client` carrying its link.
-struct Submitter {
-    child: std::process::Child,
-    w: std::process::ChildStdin,
-    r: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl Submitter {
-    fn start(host: &Host, token: &str, name: &str) -> Submitter {
-        let (log, _) = crate::common::log_file(name);
-        let mut child = crate::common::hako()
-            .args(["client", &host.get("url")])
-            .args(["--fingerprint", &host.get("fingerprint")])
-            .env("HAKO_CLIENT_TOKEN", token)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let w = child.stdin.take().unwrap();
-        let r = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut s = Submitter { child, w, r };
-        assert!(matches!(s.next(), lf::LinkOut::Ready(_)));
-        s
-    }
-
-    fn next(&mut self) -> lf::LinkOut {
-        use std::io::Read;
-        let mut len = [0u8; 4];
-        self.r
-            .read_exact(&mut len)
-            .expect("a frame from hako client");
-        let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
-        self.r
-            .read_exact(&mut buf)
-            .expect("a frame from hako client");
-        lf::parse_out(buf[0], &buf[1..]).unwrap()
-    }
-
-    /// Submit tasks that take a moment each.
-    fn run(&mut self, ids: std::ops::RangeInclusive<u32>) {
-        use std::io::Write;
-        for id in ids {
-            let task = lf::LinkIn::Task {
-                id,
-                timeout_ms: 0,
-                payload: code(&format!("Sys.sleep(0.3); {id}")).into(),
-            };
-            self.w.write_all(&lf::encode_in(&task)).unwrap();
-        }
-        self.w.flush().unwrap();
-    }
-
-    /// Wait for `n` results, each a value.
-    fn wait(&mut self, mut n: u32) {
-        while n > 0 {
-            if let lf::LinkOut::Result { status, .. } = self.next() {
-                assert_eq!(status, lf::status::VALUE);
-                n -= 1;
-            }
-        }
+/// Submit tasks that take a moment each.
+fn run(c: &mut RemoteClient, ids: std::ops::RangeInclusive<u32>) {
+    for id in ids {
+        c.submit(id, 0, code(&format!("Sys.sleep(0.3); {id}")));
     }
 }
 
-impl Drop for Submitter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Wait for `n` results, each a value.
+fn wait(c: &RemoteClient, n: u32) {
+    for _ in 0..n {
+        assert_eq!(c.result().status, lf::status::VALUE);
     }
 }
 
@@ -203,17 +136,11 @@ fn the_status_page_shows_daemons_and_counts_in_a_browser() {
     let dir_s = dir.to_str().unwrap();
     // Two named users, each with their own token, and a named volunteer.
     for args in [
-        &["ann", "--weight", "1"][..],
-        &["ben", "--weight", "2"],
-        &["alice", "--volunteer"],
+        &["add", "ann", "--weight", "1"][..],
+        &["add", "ben", "--weight", "2"],
+        &["add", "alice", "--volunteer"],
     ] {
-        let out = crate::common::hako()
-            .args(["user", "add"])
-            .args(args)
-            .args(["--identity", dir_s])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        user(&dir, args);
     }
     let mut host = Host::start(
         "status",
@@ -255,20 +182,20 @@ fn the_status_page_shows_daemons_and_counts_in_a_browser() {
     } else {
         &[12]
     };
-    let mut ann = Submitter::start(&host, &token_of(&dir, "ann"), "status-ann");
-    let mut ben = Submitter::start(&host, &token_of(&dir, "ben"), "status-ben");
+    let mut ann = RemoteClient::connect(&host, &token_of(&dir, "ann"), "status-ann");
+    let mut ben = RemoteClient::connect(&host, &token_of(&dir, "ben"), "status-ben");
     let (mut by_ann, mut by_ben) = (0u32, 0u32);
     for (w, &n) in waves.iter().enumerate() {
         if w > 0 {
             std::thread::sleep(Duration::from_secs(10));
         }
         let half = n / 2;
-        ann.run(by_ann + 1..=by_ann + n - half);
-        ben.run(by_ben + 1..=by_ben + half);
+        run(&mut ann, by_ann + 1..=by_ann + n - half);
+        run(&mut ben, by_ben + 1..=by_ben + half);
         by_ann += n - half;
         by_ben += half;
-        ann.wait(n - half);
-        ben.wait(half);
+        wait(&ann, n - half);
+        wait(&ben, half);
     }
     let tasks = by_ann + by_ben;
 

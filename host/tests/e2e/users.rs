@@ -3,53 +3,17 @@
 //! their connections closed with a reason that reaches the R side, and a
 //! revoked volunteer's daemon stopping instead of retrying for ever.
 
-use crate::common::{self, code, hako, log_file, spawn_logged, wait_exit, Host};
-use crate::linkframe::{self as lf, LinkIn, LinkOut};
+use crate::common::{
+    self, code, hako, printed_command, spawn_logged, token_of, user, user_output, wait_exit, Host,
+    RemoteClient,
+};
+use crate::linkframe as lf;
 use crate::protocol::{FrameLimits, Message, Role};
 use crate::{dial, rser, tls, ws};
-use bytes::Bytes;
-use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-/// `hako user ARGS --identity DIR`; its stdout, or a panic with stderr.
-fn user(dir: &Path, args: &[&str]) -> String {
-    let out = user_output(dir, args);
-    assert!(
-        out.status.success(),
-        "hako user {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn user_output(dir: &Path, args: &[&str]) -> std::process::Output {
-    hako()
-        .arg("user")
-        .args(args)
-        .arg("--identity")
-        .arg(dir)
-        .output()
-        .unwrap()
-}
-
-/// A user's token, from the store.
-fn token_of(dir: &Path, name: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("users.json")).unwrap()).unwrap();
-    v["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in the store"))["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
 
 fn host_with_users(name: &str, dir: &Path, local: &str) -> Host {
     let d = dir.to_str().unwrap();
@@ -76,121 +40,12 @@ fn wait_log(path: &Path, what: &str) {
     }
 }
 
-/// `hako client` bridging a link on its stdio to the host, as an R
-/// session's remote link does: frames from it arrive on `rx` (`None` at
-/// the end of its output).
-struct Client {
-    child: Child,
-    w: ChildStdin,
-    rx: mpsc::Receiver<Option<LinkOut>>,
-    log: PathBuf,
-}
-
-impl Client {
-    fn start(host: &Host, token: &str, name: &str) -> Client {
-        let (log, path) = log_file(name);
-        let mut child = hako()
-            .args(["client", &host.get("url")])
-            .args(["--fingerprint", &host.get("fingerprint")])
-            .env("HAKO_CLIENT_TOKEN", token)
-            .env("HAKO_LOG", "hako=debug")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let mut r = BufReader::new(child.stdout.take().unwrap());
-        std::thread::spawn(move || loop {
-            let mut len = [0u8; 4];
-            if r.read_exact(&mut len).is_err() {
-                let _ = tx.send(None);
-                return;
-            }
-            let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
-            if buf.is_empty() || r.read_exact(&mut buf).is_err() {
-                let _ = tx.send(None);
-                return;
-            }
-            let _ = tx.send(Some(lf::parse_out(buf[0], &buf[1..]).unwrap()));
-        });
-        let w = child.stdin.take().unwrap();
-        let c = Client {
-            child,
-            w,
-            rx,
-            log: path,
-        };
-        match c.next() {
-            Some(LinkOut::Ready(_)) => {}
-            other => panic!("expected READY, got {other:?}; {}", c.log_text()),
-        }
-        c
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn next(&self) -> Option<LinkOut> {
-        self.rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("nothing from hako client; {}", self.log_text()))
-    }
-
-    fn send(&mut self, id: u32, payload: Vec<u8>) {
-        self.w
-            .write_all(&lf::encode_in(&LinkIn::Task {
-                id,
-                timeout_ms: 0,
-                payload: Bytes::from(payload),
-            }))
-            .unwrap();
-        self.w.flush().unwrap();
-    }
-
-    /// The next result: id, status, payload.
-    fn result(&self) -> (u32, u8, Bytes) {
-        loop {
-            match self.next() {
-                Some(LinkOut::Result {
-                    id,
-                    status,
-                    payload,
-                    ..
-                }) => return (id, status, payload),
-                Some(LinkOut::Notice(_)) => {}
-                other => panic!("expected a result, got {other:?}; {}", self.log_text()),
-            }
-        }
-    }
-
-    /// Run `1 + x` and return the value.
-    fn plus_one(&mut self, id: u32, x: f64) -> f64 {
-        self.send(id, rser::plus_one(x));
-        let (got, _, payload) = self.result();
-        assert_eq!(got, id);
-        rser::unserialize(&payload).unwrap().as_f64().unwrap()
-    }
-
-    /// The notices until the link ends.
-    fn notices_until_end(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        loop {
-            match self.next() {
-                None => return out,
-                Some(LinkOut::Notice(n)) => out.push(n),
-                Some(_) => {}
-            }
-        }
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Run `1 + x` on `c` and return the value.
+fn plus_one(c: &mut RemoteClient, id: u32, x: f64) -> f64 {
+    c.submit(id, 0, rser::plus_one(x));
+    let r = c.result();
+    assert_eq!(r.id, id);
+    r.value()
 }
 
 /// `hako client` with `token`, which the host refuses: what it says.
@@ -233,26 +88,26 @@ fn two_users_submit_and_a_revoked_one_is_closed_mid_session_and_refused() {
     assert!(list.contains("alice") && list.contains("bob"), "{list}");
     assert!(!list.contains(&alice) && !list.contains(&bob), "{list}");
 
-    let mut a = Client::start(&host, &alice, "users-alice");
+    let mut a = RemoteClient::connect(&host, &alice, "users-alice");
     // A token the host never gave out.
     let err = refused_client(&host, &"x".repeat(20));
     assert!(err.contains("wrong token"), "{err}");
     // bob's token is taken once the host has read the store again.
     wait_log(&host.log, "rules replaced");
-    let mut b = Client::start(&host, &bob, "users-bob");
-    assert_eq!(a.plus_one(1, 1.0), 2.0);
-    assert_eq!(b.plus_one(1, 10.0), 11.0);
+    let mut b = RemoteClient::connect(&host, &bob, "users-bob");
+    assert_eq!(plus_one(&mut a, 1, 1.0), 2.0);
+    assert_eq!(plus_one(&mut b, 1, 10.0), 11.0);
     // The shared client token works alongside the named ones.
-    let mut shared = Client::start(&host, &host.get("client_token"), "users-shared");
-    assert_eq!(shared.plus_one(1, 5.0), 6.0);
+    let mut shared = RemoteClient::connect(&host, &host.get("client_token"), "users-shared");
+    assert_eq!(plus_one(&mut shared, 1, 5.0), 6.0);
     // bob's limit from the store: one task in flight, a second is refused.
-    b.send(5, code("{ Sys.sleep(2); 1 }"));
-    b.send(6, rser::plus_one(0.0));
-    let (id, status, text) = b.result();
-    let text = String::from_utf8_lossy(&text);
-    assert_eq!((id, status), (6, lf::status::REJECTED), "{text}");
+    b.submit(5, 0, code("{ Sys.sleep(2); 1 }"));
+    b.submit(6, 0, rser::plus_one(0.0));
+    let r = b.result();
+    let text = r.text();
+    assert_eq!((r.id, r.status), (6, lf::status::REJECTED), "{text}");
     assert!(text.contains("user bob may have at most 1 tasks"), "{text}");
-    assert_eq!(b.result().0, 5);
+    assert_eq!(b.result().id, 5);
 
     // Revoked mid-session: alice's link is told why and ends.
     user(&dir, &["revoke", "alice"]);
@@ -262,14 +117,11 @@ fn two_users_submit_and_a_revoked_one_is_closed_mid_session_and_refused() {
         "{notices:?}; {}",
         a.log_text()
     );
-    assert_eq!(
-        wait_exit(&mut a.child, Duration::from_secs(10)).code(),
-        Some(1)
-    );
+    assert_eq!(a.wait_exit(Duration::from_secs(10)).code(), Some(1));
     // Her token is refused as revoked; bob carries on.
     let err = refused_client(&host, &alice);
     assert!(err.contains("this token was revoked"), "{err}");
-    assert_eq!(b.plus_one(2, 20.0), 21.0);
+    assert_eq!(plus_one(&mut b, 2, 20.0), 21.0);
     let list = user(&dir, &["list"]);
     assert!(
         list.lines()
@@ -281,11 +133,11 @@ fn two_users_submit_and_a_revoked_one_is_closed_mid_session_and_refused() {
     let good = std::fs::read_to_string(dir.join("users.json")).unwrap();
     std::fs::write(dir.join("users.json"), "{ \"users\": [ oops").unwrap();
     wait_log(&host.log, "is not a valid user store");
-    let mut b2 = Client::start(&host, &bob, "users-bob2");
-    assert_eq!(b2.plus_one(1, 30.0), 31.0);
+    let mut b2 = RemoteClient::connect(&host, &bob, "users-bob2");
+    assert_eq!(plus_one(&mut b2, 1, 30.0), 31.0);
     assert!(refused_client(&host, &alice).contains("revoked"));
     std::fs::write(dir.join("users.json"), good).unwrap();
-    assert_eq!(b.plus_one(3, 40.0), 41.0);
+    assert_eq!(plus_one(&mut b, 3, 40.0), 41.0);
     host.close_link();
 }
 
@@ -296,22 +148,12 @@ fn a_revoked_volunteer_stops_with_a_clear_message() {
     let mut host = host_with_users("users-volunteer", &dir, "0");
     let printed = user(&dir, &["add", "vic", "--volunteer"]);
     // Run the printed command as the volunteer would paste it.
-    let cmd = printed
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("HAKO_TOKEN="))
-        .unwrap_or_else(|| panic!("no daemon command in {printed}"));
-    let mut words = cmd.split(' ');
-    let token = words.next().unwrap().strip_prefix("HAKO_TOKEN=").unwrap();
+    let (mut c, token) = printed_command(&printed, "HAKO_TOKEN");
     assert_eq!(token, token_of(&dir, "vic"));
-    assert_eq!(words.next(), Some("hako"));
-    let args: Vec<&str> = words.collect();
+    let args: Vec<_> = c.get_args().map(|a| a.to_str().unwrap()).collect();
     assert_eq!(args[..2], ["daemon", host.get("url").as_str()]);
     assert!(printed.contains("hako::daemon("), "{printed}");
-    let mut c = hako();
-    c.args(&args)
-        .args(["--name", "vic-laptop"])
-        .env("HAKO_TOKEN", token);
+    c.args(["--name", "vic-laptop"]);
     // vic's token is taken once the host has read the store again.
     wait_log(&host.log, "rules replaced");
     let (mut daemon, log) = spawn_logged(&mut c, "users-vic");
