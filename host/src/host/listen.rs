@@ -8,6 +8,7 @@ use crate::link_setup::Ready;
 use crate::server::{self, ServerConfig};
 use crate::shutdown::Enlist;
 use crate::tls::Identity;
+use crate::users::invite::sh;
 use crate::{identity, whoami};
 use anyhow::Context;
 use std::fmt::Write as _;
@@ -150,19 +151,6 @@ fn url(bound: SocketAddr, advertise: &str) -> String {
         advertise.to_string()
     };
     format!("wss://{host_part}:{}", bound.port())
-}
-
-/// Shell-quote a word if it needs it.
-fn sh(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@+,%".contains(c))
-    {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
 }
 
 #[cfg(test)]

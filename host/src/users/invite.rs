@@ -9,8 +9,6 @@ use super::store::{Entry, Kind};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 const FILE: &str = "host.json";
@@ -28,19 +26,8 @@ pub struct HostInfo {
 /// Remember where the host listens (written at each start, replaced whole).
 pub fn remember(dir: &Path, info: &HostInfo) -> anyhow::Result<()> {
     let path = dir.join(FILE);
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
     let text = serde_json::to_string_pretty(info)? + "\n";
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().with_context(|| format!("writing {}", path.display()))
+    crate::link::write_private(&path, &text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Where the host in `dir` last listened, if it ever did.
@@ -128,7 +115,7 @@ fn r_str(s: &str) -> String {
 }
 
 /// Shell-quote a word if it needs it.
-fn sh(word: &str) -> String {
+pub(crate) fn sh(word: &str) -> String {
     if !word.is_empty()
         && word
             .chars()

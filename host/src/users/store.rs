@@ -9,8 +9,6 @@ use super::{Rules, Selector, User};
 use crate::identity;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -226,21 +224,9 @@ pub fn update<T>(dir: &Path, f: impl FnOnce(&mut Store) -> anyhow::Result<T>) ->
 /// Replace `dir/users.json` whole: a reader sees the old file or the new.
 fn save(dir: &Path, store: &Store) -> anyhow::Result<()> {
     let p = path(dir);
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
     let mut text = serde_json::to_string_pretty(store)?;
     text.push('\n');
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &p)
-    };
-    write().with_context(|| format!("writing {}", p.display()))
+    crate::link::write_private(&p, &text).with_context(|| format!("writing {}", p.display()))
 }
 
 #[cfg(test)]
