@@ -22,6 +22,20 @@ pub struct UserArgs {
     identity: Option<PathBuf>,
 }
 
+/// Which daemons a refusal names.
+#[derive(Args, Debug)]
+pub struct DaemonRef {
+    /// The daemon's name (its hello's, as the status page shows it).
+    #[arg(
+        required_unless_present = "fingerprint",
+        conflicts_with = "fingerprint"
+    )]
+    name: Option<String>,
+    /// Its token's fingerprint: 16 hex digits.
+    #[arg(long, value_name = "FP")]
+    fingerprint: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum UserCommand {
     /// Add a submitter (or, with --volunteer, a volunteer) with a new token,
@@ -52,29 +66,9 @@ enum UserCommand {
     /// Refuse daemons by the name they give (`hako daemon --name`) or by
     /// their token's fingerprint (`hako user list`, the status page),
     /// closing those connected.
-    RefuseDaemon {
-        /// The daemon's name (its hello's, as the status page shows it).
-        #[arg(
-            required_unless_present = "fingerprint",
-            conflicts_with = "fingerprint"
-        )]
-        name: Option<String>,
-        /// Its token's fingerprint: 16 hex digits.
-        #[arg(long, value_name = "FP")]
-        fingerprint: Option<String>,
-    },
+    RefuseDaemon(DaemonRef),
     /// Take daemons refused by `refuse-daemon` again.
-    AllowDaemon {
-        /// The daemon's name (its hello's, as the status page shows it).
-        #[arg(
-            required_unless_present = "fingerprint",
-            conflicts_with = "fingerprint"
-        )]
-        name: Option<String>,
-        /// Its token's fingerprint: 16 hex digits.
-        #[arg(long, value_name = "FP")]
-        fingerprint: Option<String>,
-    },
+    AllowDaemon(DaemonRef),
 }
 
 pub fn run(args: UserArgs) -> ExitCode {
@@ -158,12 +152,12 @@ fn user(args: UserArgs) -> anyhow::Result<()> {
             })?;
             println!("revoked {name}: a running host closes their connections within a second");
         }
-        UserCommand::RefuseDaemon { name, fingerprint } => {
-            let what = refusal(dir, name, fingerprint, true)?;
+        UserCommand::RefuseDaemon(d) => {
+            let what = refusal(dir, d.name, d.fingerprint, true)?;
             println!("refused daemons {what}: a running host closes them within a second");
         }
-        UserCommand::AllowDaemon { name, fingerprint } => {
-            let what = refusal(dir, name, fingerprint, false)?;
+        UserCommand::AllowDaemon(d) => {
+            let what = refusal(dir, d.name, d.fingerprint, false)?;
             println!("no longer refused: daemons {what}");
         }
     }
