@@ -19,22 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The test repository of compiled packages (`tests/wasm-repo.sh`).
-fn repository() -> PathBuf {
-    if let Some(d) = std::env::var_os("HAKO_TEST_WASM_REPO") {
-        return PathBuf::from(d);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/wasm-repo.sh");
-    let o = std::process::Command::new("bash")
-        .arg(&script)
-        .env("HAKO", env!("CARGO_BIN_EXE_hako"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("running tests/wasm-repo.sh");
-    assert!(o.status.success(), "tests/wasm-repo.sh failed");
-    PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
-}
-
 /// A private package store with purrr (and what it needs) installed, once
 /// for all tests here.
 pub fn store() -> &'static str {
@@ -42,7 +26,7 @@ pub fn store() -> &'static str {
     &STORE
         .get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
-            let repo = format!("file://{}", repository().display());
+            let repo = format!("file://{}", crate::packages::test_repository().display());
             let o = hako()
                 .args(["pkg", "install", "purrr", "--repo", &repo])
                 .env("HAKO_PACKAGES", dir.path())

@@ -649,7 +649,7 @@ fn a_legacy_exception_module_is_translated_once_at_install() {
 /// The test repository `tests/wasm-repo.sh` builds from CRAN sources with
 /// `hako pkg build`: `$HAKO_TEST_WASM_REPO` (tests/run.sh sets it), else the
 /// script is run here (cached under a key, so only the first run builds).
-fn test_repository() -> PathBuf {
+pub(crate) fn test_repository() -> PathBuf {
     if let Some(d) = std::env::var_os("HAKO_TEST_WASM_REPO") {
         return PathBuf::from(d);
     }
