@@ -50,8 +50,10 @@ test_that("daemons(replicas = ) is the profile's default, and .replicas override
 test_that("replicas that disagree resolve to a hakoDisagreed error naming them", {
   on.exit(reset_all())
   daemons(4)
-  # the clock differs between runs: after k + 2 = 4 different results, an error
-  v <- hako(as.numeric(Sys.time()), .replicas = 2)[]
+  # /dev/urandom (the host's CSPRNG) differs between runs, as the clock may
+  # not (runs in parallel can read the same tick): after k + 2 = 4
+  # different results, an error
+  v <- hako(readBin("/dev/urandom", "raw", 16L), .replicas = 2)[]
   expect_true(is_hako_error(v))
   expect_identical(v$condition.class[[1L]], "hakoDisagreed")
   expect_match(v$message, "^replicas disagree: no result had 2 identical votes of 4, 4 distinct results: value [0-9a-f]{8} from local")
@@ -59,7 +61,7 @@ test_that("replicas that disagree resolve to a hakoDisagreed error naming them",
   # with no daemon left to break the tie, at once (it waited for ever before)
   daemons(0)
   daemons(2)
-  v <- hako(as.numeric(Sys.time()), .replicas = 2)[]
+  v <- hako(readBin("/dev/urandom", "raw", 16L), .replicas = 2)[]
   expect_identical(v$condition.class[[1L]], "hakoDisagreed")
   expect_match(v$message, "^replicas disagree: no result had 2 identical votes of 2, 2 distinct results \\(no other connected daemon may run another replica\\)")
 })
