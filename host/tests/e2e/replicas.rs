@@ -79,7 +79,12 @@ fn a_lying_daemon_is_outvoted_and_recorded() {
     // the task resolves to an error that says what disagreed, never a value.
     host.daemon("replicas-honest-c", &["--name", "honest-c", "--autoexit"]);
     host.wait_connections(4);
-    replicated(&mut host, 100, 2, code("readBin(\"/dev/urandom\", \"raw\", 16L)"));
+    replicated(
+        &mut host,
+        100,
+        2,
+        code("readBin(\"/dev/urandom\", \"raw\", 16L)"),
+    );
     let r = host.result(Duration::from_secs(120));
     assert_eq!(
         (r.id, r.status),
