@@ -124,6 +124,18 @@ pub fn info_text(i: &InfoReport) -> String {
     s
 }
 
+/// A link TASK (replicas 0: the host's default) or TASK_REPLICAS as the
+/// wire's Task; a timeout of 0 is none.
+fn task(id: u32, timeout_ms: u32, replicas: u32, payload: Bytes) -> Message {
+    Message::Task(Task {
+        id: u64::from(id),
+        payload,
+        timeout_ms: (timeout_ms > 0).then_some(u64::from(timeout_ms)),
+        replicas,
+        user: String::new(),
+    })
+}
+
 fn to_link(m: Message) -> Option<LinkOut> {
     Some(match m {
         Message::Result(r) => result_frame(r),
@@ -260,25 +272,13 @@ where
                 id,
                 timeout_ms,
                 payload,
-            } => (upstream.requests)(Message::Task(Task {
-                id: id as u64,
-                payload,
-                timeout_ms: (timeout_ms > 0).then_some(timeout_ms as u64),
-                replicas: 0,
-                user: String::new(),
-            })),
+            } => (upstream.requests)(task(id, timeout_ms, 0, payload)),
             LinkIn::TaskReplicas {
                 id,
                 timeout_ms,
                 replicas,
                 payload,
-            } => (upstream.requests)(Message::Task(Task {
-                id: id as u64,
-                payload,
-                timeout_ms: (timeout_ms > 0).then_some(timeout_ms as u64),
-                replicas,
-                user: String::new(),
-            })),
+            } => (upstream.requests)(task(id, timeout_ms, replicas, payload)),
             LinkIn::Cancel { id } => (upstream.requests)(Message::Cancel { id: id as u64 }),
             LinkIn::Everywhere { id, payload } => {
                 (upstream.requests)(Message::Everywhere(Everywhere {
